@@ -1,0 +1,7 @@
+// Umbrella header.
+#pragma once
+#include "flashkm/error.hpp"
+#include "flashkm/kmeans.hpp"
+#include "flashkm/model.hpp"
+#include "flashkm/params.hpp"
+#include "flashkm/types.hpp"

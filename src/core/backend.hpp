@@ -1,0 +1,112 @@
+// The seam between the algorithm (core/) and the hardware (cpu/, cuda/).
+//
+// The Lloyd driver, the initialisations and empty-cluster repair are written once in core/
+// against this interface. A backend holds the data (a view, never a copy of N x D unless it
+// must convert), the per-row state (labels, best and second-best distance, min-distance for
+// initialisation) and the kernels. Everything of size N stays inside the backend, in the
+// backend's memory; what crosses the interface is O(K x D) or a few scalars, on the host.
+//
+// Distances follow the metric (see Metric): l2 = squared Euclidean; inner_product = -x.c;
+// cosine = 1 - x.c / |x| against unit-norm centroids (the driver keeps centroids unit-norm).
+// All row reductions (inertia, potentials, prefix sums) are summed in fp64 over fixed
+// chunks of kReductionChunk rows in row order, then over chunks in order, so that
+// results never depend on the thread count or the scheduling.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "flashkm/params.hpp"
+#include "flashkm/types.hpp"
+
+namespace flashkm::core {
+
+/// Rows per reduction chunk: the unit of deterministic fp64 summation over rows.
+inline constexpr std::int64_t kReductionChunk = 16384;
+
+struct AssignStats {
+  double inertia = 0;           ///< sum of w * best distance (fp64 over fixed chunks)
+  std::int64_t n_changed = 0;   ///< rows whose label differs from the previous assign()
+  std::int64_t n_rechecked = 0; ///< rows re-checked at higher precision (0 on the CPU)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+
+  /// Take the data [N x D] and optional weights [N] (same location as x). Validation of
+  /// values (NaN/Inf, negative weights) is done by the backend here, where the data is,
+  /// throwing Error(invalid_argument) naming the first bad row. For cosine, rows of zero
+  /// norm are rejected. Called once per backend.
+  virtual void attach(const MatrixView& x, const float* weights, Metric metric) = 0;
+  virtual std::int64_t rows() const = 0;
+  virtual std::int64_t cols() const = 0;
+
+  /// Mean over features of the per-feature (unweighted) variance of x: scikit-learn's
+  /// scale for tol.
+  virtual double mean_feature_variance() = 0;
+
+  /// Replace the centroids [k x D] (fp32, host).
+  virtual void set_centroids(const float* centroids, std::int64_t k) = 0;
+
+  /// Assign every row to its nearest current centroid: label, best and second-best
+  /// distance (second = +inf when k == 1). Ties go to the lowest centroid index.
+  virtual AssignStats assign() = 0;
+
+  /// Per-cluster weighted sums of the rows [k x D] (fp64) and weights [k] under the current
+  /// labels. For cosine, rows enter normalised (x / |x|). Summation order is fixed
+  /// (rows of a cluster in row order), so results are bitwise reproducible.
+  virtual void accumulate(double* sums, double* cluster_weight) = 0;
+
+  /// Copy out the current labels [N] / best distances [N] (to host memory).
+  virtual void copy_labels(std::int32_t* out) = 0;
+  virtual void copy_distances(float* out) = 0;
+
+  /// The m rows with the largest best distance, largest first, ties to the lower index.
+  virtual std::vector<std::int64_t> farthest_rows(std::int64_t m) = 0;
+
+  /// Rows by index as fp32 (for cosine: normalised), their labels and weights.
+  virtual void gather_rows(const std::int64_t* idx, std::int64_t m, float* rows_out,
+                           std::int32_t* labels_out, float* weights_out) = 0;
+
+  /// Exact weighted inertia of the current labels against the current centroids:
+  /// sum w * dist(x, c_label) evaluated from differences in fp64 (no cancellation).
+  virtual double exact_inertia() = 0;
+
+  /// Per-cluster weights of the current labels (cheap; no sums).
+  virtual void cluster_weights(double* out) = 0;
+
+  // ---- initialisation support: a per-row min-distance array `mind` ----
+
+  /// mind[i] = value for every row.
+  virtual void mindist_fill(float value) = 0;
+  /// mind[i] = min(mind[i], min_j dist(x_i, c_j)) over the m centroids; returns sum w*mind.
+  virtual double mindist_update(const float* centroids, std::int64_t m) = 0;
+  /// For each candidate j: pot[j] = sum_i w_i * min(mind_i, dist(x_i, c_j)). mind unchanged.
+  virtual void mindist_trial(const float* candidates, std::int64_t m, double* potentials) = 0;
+  /// D^2 sampling: for each target t in `targets` (ascending, in [0, sum w*mind)), the first
+  /// row i whose inclusive prefix sum of w*mind exceeds t. Prefix sums over fixed chunks.
+  virtual std::vector<std::int64_t> sample_by_mindist(const std::vector<double>& targets) = 0;
+  /// k-means|| oversampling: rows chosen independently with probability
+  /// min(1, factor * w_i * mind_i), using the counter-based uniform(seed, round, i). Ascending.
+  virtual std::vector<std::int64_t> sample_bernoulli(double factor, std::uint64_t seed,
+                                                     std::uint64_t round) = 0;
+  /// Sum of weights of the rows nearest to each of the m centroids: out [m].
+  virtual void nearest_weights(const float* centroids, std::int64_t m, double* out) = 0;
+};
+
+/// The CPU backend (always built). n_threads 0 = all.
+std::unique_ptr<Backend> make_cpu_backend(int n_threads);
+
+/// The CUDA backend; throws Error(device_unavailable) when not built or no device.
+std::unique_ptr<Backend> make_cuda_backend(int device_id, Precision precision, bool certify);
+bool cuda_backend_built() noexcept;
+bool cuda_device_present() noexcept;
+
+/// The backend a Params asks for (device and its options).
+std::unique_ptr<Backend> make_backend(Device device, int device_id, int n_threads, Precision precision,
+                                      bool certify);
+
+}  // namespace flashkm::core
