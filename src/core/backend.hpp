@@ -64,7 +64,8 @@ class Backend {
   virtual void copy_labels(std::int32_t* out) = 0;
   virtual void copy_distances(float* out) = 0;
 
-  /// The m rows with the largest best distance, largest first, ties to the lower index.
+  /// Among rows of positive weight, the m with the largest best distance, largest first,
+  /// ties to the lower index (fewer when fewer rows have positive weight).
   virtual std::vector<std::int64_t> farthest_rows(std::int64_t m) = 0;
 
   /// Rows by index as fp32 (for cosine: normalised), their labels and weights.
@@ -78,10 +79,18 @@ class Backend {
   /// Per-cluster weights of the current labels (cheap; no sums).
   virtual void cluster_weights(double* out) = 0;
 
+  /// Sample weights [N] to host memory (all ones when none were given).
+  virtual void copy_weights(float* out) = 0;
+
+  /// Distances of every row to every current centroid, out [N x k] row-major, in the
+  /// backend's memory (host for cpu; device for cuda when x is on the device, else host).
+  /// For l2 these are squared distances (the caller takes square roots if it wants).
+  virtual void all_distances(float* out) = 0;
+
   // ---- initialisation support: a per-row min-distance array `mind` ----
 
-  /// mind[i] = value for every row.
-  virtual void mindist_fill(float value) = 0;
+  /// mind[i] = value for every row; returns value * sum of weights.
+  virtual double mindist_fill(float value) = 0;
   /// mind[i] = min(mind[i], min_j dist(x_i, c_j)) over the m centroids; returns sum w*mind.
   virtual double mindist_update(const float* centroids, std::int64_t m) = 0;
   /// For each candidate j: pot[j] = sum_i w_i * min(mind_i, dist(x_i, c_j)). mind unchanged.
