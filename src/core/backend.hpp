@@ -23,7 +23,7 @@
 namespace flashkm::core {
 
 /// Rows per reduction chunk: the unit of deterministic fp64 summation over rows.
-inline constexpr std::int64_t kReductionChunk = 16384;
+inline constexpr std::int64_t kReductionChunk = 2048;
 
 struct AssignStats {
   double inertia = 0;           ///< sum of w * best distance (fp64 over fixed chunks)

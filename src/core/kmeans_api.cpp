@@ -1,0 +1,158 @@
+// Public entry points: validate at the boundary, then drive a backend.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/backend.hpp"
+#include "core/init.hpp"
+#include "core/lloyd.hpp"
+#include "core/random.hpp"
+#include "cpu/kernels.hpp"
+#include "flashkm/error.hpp"
+#include "flashkm/kmeans.hpp"
+
+namespace flashkm {
+namespace {
+
+void check_matrix(const MatrixView& x, const char* what) {
+  FLASHKM_CHECK(static_cast<int>(x.dtype) <= 3, unsupported_type, what, ": unsupported dtype code ", int(x.dtype));
+  FLASHKM_CHECK(x.rows > 0, invalid_argument, what, " is empty: 0 samples (rows); at least 1 is required");
+  FLASHKM_CHECK(x.cols > 0, invalid_argument, what, " has 0 features (columns); at least 1 is required");
+  FLASHKM_CHECK(x.data != nullptr, invalid_argument, what, ": data pointer is null");
+  FLASHKM_CHECK(x.stride() >= x.cols, invalid_argument, what, ": row_stride ", x.row_stride,
+                " is smaller than the number of columns ", x.cols);
+}
+
+void check_model(const Model& m) {
+  FLASHKM_CHECK(m.n_clusters >= 1 && m.n_features >= 1 &&
+                    static_cast<std::int64_t>(m.centroids.size()) == m.n_clusters * m.n_features,
+                invalid_argument, "model is not fitted or inconsistent: ", m.n_clusters, " clusters x ", m.n_features,
+                " features but ", m.centroids.size(), " centroid values");
+}
+
+void check_features(const Model& m, const MatrixView& x) {
+  FLASHKM_CHECK(x.cols == m.n_features, invalid_argument, "X has ", x.cols, " features, but the model was fitted with ",
+                m.n_features, " features");
+}
+
+std::unique_ptr<core::Backend> backend_for(const PredictOptions& o) {
+  return core::make_backend(o.device, o.device_id, o.n_threads, Precision::automatic, true);
+}
+
+}  // namespace
+
+Model fit(const MatrixView& x, const Params& params, const FitArgs& args) {
+  validate(params);
+  check_matrix(x, "X");
+  const std::int64_t n = x.rows, d = x.cols, k = params.n_clusters;
+  FLASHKM_CHECK(k <= n, invalid_argument, "n_samples=", n, " should be >= n_clusters=", k);
+  std::vector<float> given;
+  if (params.init == InitMethod::given) {
+    FLASHKM_CHECK(args.init_centroids != nullptr, invalid_argument,
+                  "init 'given' needs init_centroids, an array of shape (n_clusters, n_features) = (", k, ", ", d, ")");
+    given.assign(args.init_centroids, args.init_centroids + k * d);
+    for (std::int64_t t = 0; t < k * d; ++t)
+      FLASHKM_CHECK(std::isfinite(given[t]), invalid_argument, "init centroids contain NaN or infinity: first at row ",
+                    t / d, ", column ", t % d);
+    if (params.metric == Metric::cosine) {
+      for (std::int64_t j = 0; j < k; ++j) {
+        double norm2 = 0;
+        for (std::int64_t t = 0; t < d; ++t) norm2 += double(given[j * d + t]) * given[j * d + t];
+        FLASHKM_CHECK(norm2 > 0, invalid_argument, "metric 'cosine': init centroid ", j, " is all zeros");
+        const double s = 1.0 / std::sqrt(norm2);
+        for (std::int64_t t = 0; t < d; ++t) given[j * d + t] = static_cast<float>(given[j * d + t] * s);
+      }
+    }
+  }
+
+  std::unique_ptr<core::Backend> backend =
+      core::make_backend(params.device, params.device_id, params.n_threads, params.precision, params.certify);
+  backend->attach(x, args.sample_weight, params.metric);
+  const double tol_abs = params.tol > 0 ? params.tol * backend->mean_feature_variance() : 0.0;
+
+  // A given init is deterministic: more runs would repeat the same fit (scikit-learn warns too).
+  const int runs = params.init == InitMethod::given ? 1 : params.n_init;
+  core::LloydResult best;
+  int best_run = -1;
+  for (int run = 0; run < runs; ++run) {
+    const std::uint64_t seed = core::splitmix64(params.seed + 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(run));
+    std::vector<float> c0 = params.init == InitMethod::given ? given : core::initial_centroids(*backend, params, seed);
+    core::LloydResult r = core::lloyd(*backend, std::move(c0), k, params, tol_abs, run);
+    if (best_run < 0 || r.inertia < best.inertia) {
+      best = std::move(r);
+      best_run = run;
+    }
+  }
+  if (args.labels) {
+    if (best_run != runs - 1) {  // the backend holds the last run's labels: reassign
+      backend->set_centroids(best.centroids.data(), k);
+      backend->assign();
+    }
+    backend->copy_labels(args.labels);
+  }
+
+  Model m;
+  m.n_clusters = k;
+  m.n_features = d;
+  m.metric = params.metric;
+  m.centroids = std::move(best.centroids);
+  m.cluster_weight = std::move(best.cluster_weight);
+  m.inertia = best.inertia;
+  m.n_iter = best.n_iter;
+  m.converged = best.converged;
+  m.seed = params.seed;
+  m.init = params.init;
+  m.history = std::move(best.history);
+  return m;
+}
+
+void predict(const Model& model, const MatrixView& x, std::int32_t* labels, float* distances,
+             const PredictOptions& options) {
+  check_model(model);
+  check_matrix(x, "X");
+  check_features(model, x);
+  FLASHKM_CHECK(labels != nullptr || distances != nullptr, invalid_argument, "predict: no output buffer given");
+  auto backend = backend_for(options);
+  backend->attach(x, nullptr, model.metric);
+  backend->set_centroids(model.centroids.data(), model.n_clusters);
+  backend->assign();
+  if (labels) backend->copy_labels(labels);
+  if (distances) backend->copy_distances(distances);
+}
+
+void transform(const Model& model, const MatrixView& x, float* out, const PredictOptions& options) {
+  check_model(model);
+  check_matrix(x, "X");
+  check_features(model, x);
+  FLASHKM_CHECK(out != nullptr, invalid_argument, "transform: output buffer is null");
+  auto backend = backend_for(options);
+  backend->attach(x, nullptr, model.metric);
+  backend->set_centroids(model.centroids.data(), model.n_clusters);
+  backend->all_distances(out);
+  if (model.metric == Metric::l2 && x.where == Location::host) {
+    const std::int64_t total = x.rows * model.n_clusters;
+    for (std::int64_t t = 0; t < total; ++t) out[t] = std::sqrt(out[t]);
+  }
+}
+
+double score(const Model& model, const MatrixView& x, const float* sample_weight, const PredictOptions& options) {
+  check_model(model);
+  check_matrix(x, "X");
+  check_features(model, x);
+  auto backend = backend_for(options);
+  backend->attach(x, sample_weight, model.metric);
+  backend->set_centroids(model.centroids.data(), model.n_clusters);
+  backend->assign();
+  return -backend->exact_inertia();
+}
+
+bool device_available(Device device) {
+  if (device == Device::cpu) return true;
+  return core::cuda_backend_built() && core::cuda_device_present();
+}
+
+const char* cpu_simd_level() { return cpu::select_kernels().name; }
+
+const char* version() { return FLASHKM_VERSION; }
+
+}  // namespace flashkm

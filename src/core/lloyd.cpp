@@ -1,0 +1,118 @@
+#include "core/lloyd.hpp"
+
+#include <chrono>
+#include <cmath>
+
+#include "flashkm/error.hpp"
+
+namespace flashkm::core {
+
+void centroids_from_sums(const std::vector<double>& sums, const std::vector<double>& weight, std::int64_t d,
+                         Metric metric, std::vector<float>& centroids) {
+  const auto k = static_cast<std::int64_t>(weight.size());
+  for (std::int64_t j = 0; j < k; ++j) {
+    if (weight[j] <= 0) continue;
+    const double* s = sums.data() + j * d;
+    double scale = 1.0 / weight[j];
+    if (metric == Metric::cosine) {
+      double norm2 = 0;
+      for (std::int64_t t = 0; t < d; ++t) norm2 += s[t] * s[t];
+      if (norm2 == 0) continue;  // opposite unit vectors cancelled: keep the old direction
+      scale = 1.0 / std::sqrt(norm2);
+    }
+    for (std::int64_t t = 0; t < d; ++t) centroids[j * d + t] = static_cast<float>(s[t] * scale);
+  }
+}
+
+namespace {
+
+/// scikit-learn's _relocate_empty_clusters: each empty cluster takes one of the rows
+/// farthest from their centroid (largest first); that row's weight moves out of its old
+/// cluster's sums. Works on sums (before division), so the means stay exact.
+void relocate_empty_clusters(Backend& backend, std::vector<double>& sums, std::vector<double>& weight,
+                             std::int64_t d) {
+  std::vector<std::int64_t> empty;
+  for (std::int64_t j = 0; j < static_cast<std::int64_t>(weight.size()); ++j)
+    if (weight[j] <= 0) empty.push_back(j);
+  if (empty.empty()) return;
+  const std::vector<std::int64_t> far = backend.farthest_rows(static_cast<std::int64_t>(empty.size()));
+  const auto m = static_cast<std::int64_t>(far.size());
+  std::vector<float> rows(static_cast<std::size_t>(m * d));
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(m));
+  std::vector<float> w(static_cast<std::size_t>(m));
+  backend.gather_rows(far.data(), m, rows.data(), labels.data(), w.data());
+  for (std::int64_t t = 0; t < m; ++t) {
+    const std::int64_t to = empty[t], from = labels[t];
+    for (std::int64_t c = 0; c < d; ++c) {
+      const double v = double(rows[t * d + c]) * w[t];
+      sums[from * d + c] -= v;
+      sums[to * d + c] = v;
+    }
+    weight[from] -= w[t];
+    weight[to] = w[t];
+  }
+}
+
+}  // namespace
+
+LloydResult lloyd(Backend& backend, std::vector<float> centroids, std::int64_t k, const Params& params,
+                  double tol_abs, int run) {
+  using clock = std::chrono::steady_clock;
+  const std::int64_t d = backend.cols();
+  LloydResult out;
+  std::vector<double> sums(static_cast<std::size_t>(k * d)), weight(static_cast<std::size_t>(k));
+  std::vector<float> next = centroids;
+  bool labels_stable = false;
+
+  for (int it = 1; it <= params.max_iter; ++it) {
+    const auto t0 = clock::now();
+    backend.set_centroids(centroids.data(), k);
+    const AssignStats st = backend.assign();
+    backend.accumulate(sums.data(), weight.data());
+    relocate_empty_clusters(backend, sums, weight, d);
+    centroids_from_sums(sums, weight, d, params.metric, next);
+
+    double shift = 0;
+    for (std::int64_t t = 0; t < k * d; ++t) {
+      const double diff = double(next[t]) - double(centroids[t]);
+      shift += diff * diff;
+    }
+    centroids.swap(next);
+    next = centroids;
+
+    IterationInfo info;
+    info.iteration = it;
+    info.inertia = st.inertia;
+    info.shift = shift;
+    info.n_changed = st.n_changed;
+    info.n_rechecked = st.n_rechecked;
+    info.ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
+    out.history.push_back(info);
+    out.n_iter = it;
+    if (params.progress && !params.progress(run, info))
+      FLASHKM_FAIL(interrupted, "fit interrupted by the progress callback after iteration ", it);
+
+    // scikit-learn's two stopping rules, in its order: labels unchanged (strict), then shift.
+    if (it > 1 && st.n_changed == 0) {
+      labels_stable = true;
+      out.converged = true;
+      break;
+    }
+    if (shift <= tol_abs) {
+      out.converged = true;
+      break;
+    }
+  }
+
+  // Final labels and inertia against the final centroids. When the labels were stable the
+  // centroids are the means of those labels, so one more assignment would change nothing.
+  backend.set_centroids(centroids.data(), k);
+  if (!labels_stable) backend.assign();
+  out.inertia = backend.exact_inertia();
+  out.cluster_weight.resize(static_cast<std::size_t>(k));
+  backend.cluster_weights(out.cluster_weight.data());
+  out.centroids = std::move(centroids);
+  return out;
+}
+
+}  // namespace flashkm::core

@@ -1,0 +1,85 @@
+// Element conversion to fp32 for packing rows (every input dtype is computed in fp32).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "flashkm/types.hpp"
+
+namespace flashkm::cpu {
+
+/// IEEE binary16 -> binary32, exact (subnormals, inf and NaN included).
+inline float half_to_float(std::uint16_t h) {
+  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
+  std::uint32_t exp = (h >> 10) & 0x1Fu;
+  std::uint32_t mant = h & 0x3FFu;
+  std::uint32_t bits;
+  if (exp == 0x1F) {
+    bits = sign | 0x7F800000u | (mant << 13);
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112) << 23) | (mant << 13);
+  } else if (mant == 0) {
+    bits = sign;
+  } else {  // subnormal: renormalise
+    exp = 113;
+    while ((mant & 0x400u) == 0) { mant <<= 1; --exp; }
+    bits = sign | (exp << 23) | ((mant & 0x3FFu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+inline float bf16_to_float(std::uint16_t b) {
+  const std::uint32_t bits = static_cast<std::uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+/// Row i of x as fp32 into out[0, cols).
+inline void load_row(const MatrixView& x, std::int64_t i, float* out) {
+  const void* p = x.row(i);
+  const std::int64_t d = x.cols;
+  switch (x.dtype) {
+    case DType::f32: std::memcpy(out, p, static_cast<std::size_t>(d) * 4); break;
+    case DType::f64: {
+      const auto* s = static_cast<const double*>(p);
+      for (std::int64_t j = 0; j < d; ++j) out[j] = static_cast<float>(s[j]);
+      break;
+    }
+    case DType::f16: {
+      const auto* s = static_cast<const std::uint16_t*>(p);
+      for (std::int64_t j = 0; j < d; ++j) out[j] = half_to_float(s[j]);
+      break;
+    }
+    case DType::bf16: {
+      const auto* s = static_cast<const std::uint16_t*>(p);
+      for (std::int64_t j = 0; j < d; ++j) out[j] = bf16_to_float(s[j]);
+      break;
+    }
+  }
+}
+
+/// Element j of row i as double, exactly as given (fp64 input keeps its precision).
+inline double element(const MatrixView& x, std::int64_t i, std::int64_t j) {
+  const void* p = x.row(i);
+  switch (x.dtype) {
+    case DType::f32: return static_cast<const float*>(p)[j];
+    case DType::f64: return static_cast<const double*>(p)[j];
+    case DType::f16: return half_to_float(static_cast<const std::uint16_t*>(p)[j]);
+    case DType::bf16: return bf16_to_float(static_cast<const std::uint16_t*>(p)[j]);
+  }
+  return 0;
+}
+
+/// Row i as double into out[0, cols).
+inline void load_row(const MatrixView& x, std::int64_t i, double* out) {
+  if (x.dtype == DType::f64) {
+    std::memcpy(out, x.row(i), static_cast<std::size_t>(x.cols) * 8);
+    return;
+  }
+  for (std::int64_t j = 0; j < x.cols; ++j) out[j] = element(x, i, j);
+}
+
+}  // namespace flashkm::cpu

@@ -1,0 +1,495 @@
+// The CPU backend: OpenMP over blocks of rows, SIMD kernels from the run-time table.
+//
+// Determinism: per-row results depend only on the row (the kernels compute each dot
+// product as one FMA chain in d order). Reductions over rows are fp64 sums over fixed
+// chunks of kReductionChunk rows, combined in chunk order; per-cluster sums use a stable
+// counting sort and add each cluster's rows in row order. Nothing depends on the number
+// of threads or on scheduling, so results are bitwise identical for any n_threads.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+
+#include "core/backend.hpp"
+#include "core/random.hpp"
+#include "cpu/convert.hpp"
+#include "cpu/kernels.hpp"
+#include "cpu/packed_centroids.hpp"
+#include "flashkm/error.hpp"
+
+namespace flashkm::core {
+namespace {
+
+using cpu::KernelTable;
+using cpu::PackedCentroids;
+
+constexpr std::int64_t kChunk = kReductionChunk;
+// A cluster's rows are summed in sub-segments of this many rows (fixed, so the order of
+// additions is fixed), which lets one large cluster use several threads.
+constexpr std::int64_t kSegmentRows = 4096;
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int n_threads)
+      : kernels_(cpu::select_kernels()), threads_(n_threads > 0 ? n_threads : omp_get_max_threads()) {}
+
+  const char* name() const override { return "cpu"; }
+  std::int64_t rows() const override { return n_; }
+  std::int64_t cols() const override { return d_; }
+
+  void attach(const MatrixView& x, const float* weights, Metric metric) override {
+    FLASHKM_CHECK(x.where == Location::host, invalid_argument,
+                  "the cpu device needs the data in host memory (got a CUDA pointer)");
+    x_ = x;
+    n_ = x.rows;
+    d_ = x.cols;
+    weights_ = weights;
+    metric_ = metric;
+    // Block rows so that a packed block (block x d floats) stays in L2 (~128 KiB).
+    block_rows_ = std::clamp<std::int64_t>((128 * 1024 / 4) / std::max<std::int64_t>(d_, 1), kernels_.mr, 1024);
+    block_rows_ = block_rows_ / kernels_.mr * kernels_.mr;
+
+    row_norm_.assign(static_cast<std::size_t>(n_), 0.0f);
+    labels_.assign(static_cast<std::size_t>(n_), -1);
+    best_.assign(static_cast<std::size_t>(n_), 0.0f);
+    second_.assign(static_cast<std::size_t>(n_), 0.0f);
+
+    // One pass: first non-finite value, first bad weight, first zero row (cosine), norms.
+    const std::int64_t n_chunks = chunks();
+    std::vector<std::int64_t> bad_value(n_chunks, -1), bad_weight(n_chunks, -1), zero_row(n_chunks, -1);
+#pragma omp parallel num_threads(threads_)
+    {
+      std::vector<double> row(static_cast<std::size_t>(d_));
+#pragma omp for schedule(dynamic, 1)
+      for (std::int64_t c = 0; c < n_chunks; ++c) {
+        for (std::int64_t i = c * kChunk; i < std::min(n_, (c + 1) * kChunk); ++i) {
+          cpu::load_row(x_, i, row.data());
+          double s = 0;
+          for (std::int64_t j = 0; j < d_; ++j) s += row[j] * row[j];
+          if (!std::isfinite(s)) {  // a NaN or Inf element, or an overflow of |x|^2
+            if (bad_value[c] < 0) bad_value[c] = i;
+            continue;
+          }
+          if (weights_ && !(weights_[i] >= 0 && std::isfinite(weights_[i])) && bad_weight[c] < 0) bad_weight[c] = i;
+          if (metric_ == Metric::cosine && s == 0 && zero_row[c] < 0) zero_row[c] = i;
+          row_norm_[i] = static_cast<float>(metric_ == Metric::cosine ? std::sqrt(s) : s);
+        }
+      }
+    }
+    auto first = [](const std::vector<std::int64_t>& v) {
+      for (auto i : v) if (i >= 0) return i;
+      return std::int64_t{-1};
+    };
+    if (auto i = first(bad_value); i >= 0) {
+      std::int64_t j = 0;
+      while (j < d_ && std::isfinite(cpu::element(x_, i, j))) ++j;
+      if (j < d_)
+        FLASHKM_FAIL(invalid_argument, "input contains NaN or infinity: first at row ", i, ", column ", j);
+      FLASHKM_FAIL(invalid_argument, "row ", i, " has a squared norm that overflows (values too large)");
+    }
+    if (auto i = first(bad_weight); i >= 0)
+      FLASHKM_FAIL(invalid_argument, "sample_weight must be finite and >= 0: row ", i, " has ", weights_[i]);
+    if (auto i = first(zero_row); i >= 0)
+      FLASHKM_FAIL(invalid_argument, "metric 'cosine' needs non-zero rows: row ", i, " is all zeros");
+    total_weight_ = weights_ ? chunked_sum([&](std::int64_t i) { return double(weights_[i]); }) : double(n_);
+    FLASHKM_CHECK(total_weight_ > 0, invalid_argument, "sample_weight sums to zero: at least one weight must be > 0");
+  }
+
+  double mean_feature_variance() override {
+    const std::int64_t n_chunks = chunks();
+    std::vector<double> part(static_cast<std::size_t>(n_chunks * d_));
+    auto column_pass = [&](const double* center) {
+#pragma omp parallel num_threads(threads_)
+      {
+        std::vector<double> row(static_cast<std::size_t>(d_));
+#pragma omp for schedule(dynamic, 1)
+        for (std::int64_t c = 0; c < n_chunks; ++c) {
+          double* acc = part.data() + c * d_;
+          std::fill(acc, acc + d_, 0.0);
+          for (std::int64_t i = c * kChunk; i < std::min(n_, (c + 1) * kChunk); ++i) {
+            cpu::load_row(x_, i, row.data());
+            for (std::int64_t j = 0; j < d_; ++j) {
+              const double v = center ? row[j] - center[j] : row[j];
+              acc[j] += center ? v * v : v;
+            }
+          }
+        }
+      }
+      std::vector<double> total(static_cast<std::size_t>(d_), 0.0);
+      for (std::int64_t c = 0; c < n_chunks; ++c)
+        for (std::int64_t j = 0; j < d_; ++j) total[j] += part[c * d_ + j];
+      for (auto& v : total) v /= static_cast<double>(n_);
+      return total;
+    };
+    const std::vector<double> mean = column_pass(nullptr);
+    const std::vector<double> var = column_pass(mean.data());
+    return std::accumulate(var.begin(), var.end(), 0.0) / static_cast<double>(d_);
+  }
+
+  void set_centroids(const float* c, std::int64_t k) override {
+    k_ = k;
+    centroids_.assign(c, c + k * d_);
+    packed_ = PackedCentroids(c, k, d_, kernels_.nr, metric_);
+  }
+
+  AssignStats assign() override {
+    FLASHKM_ASSERT(k_ > 0, "assign() before set_centroids()");
+    std::int64_t changed = 0;
+    for_blocks([&](std::int64_t begin, std::int64_t rows, const float* xb, Scratch& s) {
+      kernels_.argmin2(xb, rows, d_, packed_.view(), s.lanes.data(), s.index.data(), s.best.data(), s.second.data());
+      std::int64_t local_changed = 0;
+      for (std::int64_t r = 0; r < rows; ++r) {
+        const std::int64_t i = begin + r;
+        local_changed += labels_[i] != s.index[r];
+        labels_[i] = s.index[r];
+        best_[i] = to_distance(s.best[r], i);
+        second_[i] = to_distance(s.second[r], i);
+      }
+      return local_changed;
+    }, &changed);
+    AssignStats st;
+    st.inertia = chunked_sum([&](std::int64_t i) { return weight(i) * double(best_[i]); });
+    st.n_changed = changed;
+    return st;
+  }
+
+  void accumulate(double* sums, double* cluster_weight) override {
+    // Stable counting sort of the rows by label.
+    std::vector<std::int64_t> start(static_cast<std::size_t>(k_ + 1), 0);
+    for (std::int64_t i = 0; i < n_; ++i) ++start[labels_[i] + 1];
+    std::partial_sum(start.begin(), start.end(), start.begin());
+    std::vector<std::int64_t> order(static_cast<std::size_t>(n_));
+    {
+      std::vector<std::int64_t> next(start.begin(), start.end() - 1);
+      for (std::int64_t i = 0; i < n_; ++i) order[next[labels_[i]]++] = i;
+    }
+    // Work items: fixed sub-segments of each cluster's rows.
+    struct Item { std::int64_t cluster, begin, end, slot; };
+    std::vector<Item> items;
+    std::int64_t n_slots = 0;
+    for (std::int64_t j = 0; j < k_; ++j) {
+      const std::int64_t b = start[j], e = start[j + 1];
+      if (e - b <= kSegmentRows) {
+        items.push_back({j, b, e, -1});
+      } else {
+        for (std::int64_t s = b; s < e; s += kSegmentRows) items.push_back({j, s, std::min(e, s + kSegmentRows), n_slots++});
+      }
+    }
+    std::vector<double> partial(static_cast<std::size_t>(n_slots * (d_ + 1)));
+    std::fill(sums, sums + k_ * d_, 0.0);
+    std::fill(cluster_weight, cluster_weight + k_, 0.0);
+    const auto n_items = static_cast<std::int64_t>(items.size());
+#pragma omp parallel num_threads(threads_)
+    {
+      std::vector<double> row(static_cast<std::size_t>(d_));
+#pragma omp for schedule(dynamic, 4)
+      for (std::int64_t t = 0; t < n_items; ++t) {
+        const Item& it = items[t];
+        double* acc = it.slot < 0 ? sums + it.cluster * d_ : partial.data() + it.slot * (d_ + 1);
+        double* wacc = it.slot < 0 ? cluster_weight + it.cluster : acc + d_;
+        if (it.slot >= 0) std::fill(acc, acc + d_ + 1, 0.0);
+        for (std::int64_t q = it.begin; q < it.end; ++q) {
+          const std::int64_t i = order[q];
+          cpu::load_row(x_, i, row.data());
+          const double w = weight(i);
+          const double scale = metric_ == Metric::cosine ? w / double(row_norm_[i]) : w;
+          for (std::int64_t j = 0; j < d_; ++j) acc[j] += scale * row[j];
+          *wacc += w;
+        }
+      }
+    }
+    for (const Item& it : items) {  // combine sub-segments in order
+      if (it.slot < 0) continue;
+      const double* p = partial.data() + it.slot * (d_ + 1);
+      for (std::int64_t j = 0; j < d_; ++j) sums[it.cluster * d_ + j] += p[j];
+      cluster_weight[it.cluster] += p[d_];
+    }
+  }
+
+  void copy_labels(std::int32_t* out) override { std::copy(labels_.begin(), labels_.end(), out); }
+  void copy_distances(float* out) override { std::copy(best_.begin(), best_.end(), out); }
+
+  std::vector<std::int64_t> farthest_rows(std::int64_t m) override {
+    std::vector<std::int64_t> idx;
+    idx.reserve(static_cast<std::size_t>(n_));
+    for (std::int64_t i = 0; i < n_; ++i)
+      if (weight(i) > 0) idx.push_back(i);
+    m = std::min<std::int64_t>(m, static_cast<std::int64_t>(idx.size()));
+    auto farther = [&](std::int64_t a, std::int64_t b) { return best_[a] > best_[b] || (best_[a] == best_[b] && a < b); };
+    std::partial_sort(idx.begin(), idx.begin() + m, idx.end(), farther);
+    idx.resize(static_cast<std::size_t>(m));
+    return idx;
+  }
+
+  void gather_rows(const std::int64_t* idx, std::int64_t m, float* rows_out, std::int32_t* labels_out,
+                   float* weights_out) override {
+    for (std::int64_t t = 0; t < m; ++t) {
+      const std::int64_t i = idx[t];
+      FLASHKM_ASSERT(i >= 0 && i < n_, "gather_rows index out of range");
+      if (rows_out) {
+        float* out = rows_out + t * d_;
+        cpu::load_row(x_, i, out);
+        if (metric_ == Metric::cosine)
+          for (std::int64_t j = 0; j < d_; ++j) out[j] /= row_norm_[i];
+      }
+      if (labels_out) labels_out[t] = labels_[i];
+      if (weights_out) weights_out[t] = static_cast<float>(weight(i));
+    }
+  }
+
+  double exact_inertia() override {
+    return chunked_sum_with_row([&](std::int64_t i, const double* row) {
+      const float* c = centroids_.data() + static_cast<std::int64_t>(labels_[i]) * d_;
+      double acc = 0;
+      if (metric_ == Metric::l2) {
+        for (std::int64_t j = 0; j < d_; ++j) {
+          const double diff = row[j] - double(c[j]);
+          acc += diff * diff;
+        }
+      } else {
+        double dot = 0, norm2 = 0;
+        for (std::int64_t j = 0; j < d_; ++j) {
+          dot += row[j] * double(c[j]);
+          norm2 += row[j] * row[j];
+        }
+        acc = metric_ == Metric::cosine ? 1.0 - dot / std::sqrt(norm2) : -dot;
+      }
+      return weight(i) * acc;
+    });
+  }
+
+  void cluster_weights(double* out) override {
+    std::fill(out, out + k_, 0.0);
+    for (std::int64_t i = 0; i < n_; ++i) out[labels_[i]] += weight(i);
+  }
+
+  void copy_weights(float* out) override {
+    for (std::int64_t i = 0; i < n_; ++i) out[i] = static_cast<float>(weight(i));
+  }
+
+  void all_distances(float* out) override {
+    const std::int64_t k = k_;
+    for_blocks([&](std::int64_t begin, std::int64_t rows, const float* xb, Scratch&) {
+      float* o = out + begin * k;
+      kernels_.scores(xb, rows, d_, packed_.view(), 0, packed_.panels(), o, k);
+      for (std::int64_t r = 0; r < rows; ++r)
+        for (std::int64_t j = 0; j < k; ++j) o[r * k + j] = to_distance(o[r * k + j], begin + r);
+      return std::int64_t{0};
+    });
+  }
+
+  // ---- initialisation support ----
+
+  double mindist_fill(float value) override {
+    mind_.assign(static_cast<std::size_t>(n_), value);
+    return value == 0 ? 0.0 : double(value) * total_weight_;
+  }
+
+  double mindist_update(const float* c, std::int64_t m) override {
+    FLASHKM_ASSERT(static_cast<std::int64_t>(mind_.size()) == n_, "mindist_update before mindist_fill");
+    const PackedCentroids packed(c, m, d_, kernels_.nr, metric_);
+    for_blocks([&](std::int64_t begin, std::int64_t rows, const float* xb, Scratch& s) {
+      kernels_.argmin2(xb, rows, d_, packed.view(), s.lanes.data(), s.index.data(), s.best.data(), s.second.data());
+      for (std::int64_t r = 0; r < rows; ++r) mind_[begin + r] = std::min(mind_[begin + r], to_distance(s.best[r], begin + r));
+      return std::int64_t{0};
+    });
+    return chunked_sum([&](std::int64_t i) { return weight(i) * double(mind_[i]); });
+  }
+
+  void mindist_trial(const float* cand, std::int64_t m, double* potentials) override {
+    const PackedCentroids packed(cand, m, d_, kernels_.nr, metric_);
+    const std::int64_t n_chunks = chunks();
+    std::vector<double> part(static_cast<std::size_t>(n_chunks * m), 0.0);
+#pragma omp parallel num_threads(threads_)
+    {
+      Scratch s(*this);
+      std::vector<float> sc(static_cast<std::size_t>(block_rows_ * m));
+#pragma omp for schedule(dynamic, 1)
+      for (std::int64_t c = 0; c < n_chunks; ++c) {
+        double* pot = part.data() + c * m;
+        const std::int64_t end = std::min(n_, (c + 1) * kChunk);
+        for (std::int64_t b = c * kChunk; b < end; b += block_rows_) {
+          const std::int64_t rows = std::min(block_rows_, end - b);
+          pack(b, rows, s.x.data());
+          kernels_.scores(s.x.data(), rows, d_, packed.view(), 0, packed.panels(), sc.data(), m);
+          for (std::int64_t r = 0; r < rows; ++r) {
+            const std::int64_t i = b + r;
+            const double w = weight(i);
+            for (std::int64_t j = 0; j < m; ++j) pot[j] += w * double(std::min(mind_[i], to_distance(sc[r * m + j], i)));
+          }
+        }
+      }
+    }
+    std::fill(potentials, potentials + m, 0.0);
+    for (std::int64_t c = 0; c < n_chunks; ++c)
+      for (std::int64_t j = 0; j < m; ++j) potentials[j] += part[c * m + j];
+  }
+
+  std::vector<std::int64_t> sample_by_mindist(const std::vector<double>& targets) override {
+    const std::int64_t n_chunks = chunks();
+    std::vector<double> chunk_sum(static_cast<std::size_t>(n_chunks));
+#pragma omp parallel for num_threads(threads_) schedule(static)
+    for (std::int64_t c = 0; c < n_chunks; ++c) {
+      double s = 0;
+      for (std::int64_t i = c * kChunk; i < std::min(n_, (c + 1) * kChunk); ++i) s += weight(i) * double(mind_[i]);
+      chunk_sum[c] = s;
+    }
+    std::vector<std::int64_t> out;
+    out.reserve(targets.size());
+    double before = 0;  // prefix of the chunks before c
+    std::int64_t c = 0;
+    for (double t : targets) {
+      while (c < n_chunks && before + chunk_sum[c] <= t) before += chunk_sum[c++];
+      std::int64_t pick = n_ - 1;  // rounding past the total: clip to the last row
+      if (c < n_chunks) {
+        double run = before;
+        for (std::int64_t i = c * kChunk; i < std::min(n_, (c + 1) * kChunk); ++i) {
+          run += weight(i) * double(mind_[i]);
+          if (run > t) { pick = i; break; }
+        }
+      }
+      out.push_back(pick);
+    }
+    return out;
+  }
+
+  std::vector<std::int64_t> sample_bernoulli(double factor, std::uint64_t seed, std::uint64_t round) override {
+    const std::int64_t n_chunks = chunks();
+    std::vector<std::vector<std::int64_t>> picked(static_cast<std::size_t>(n_chunks));
+#pragma omp parallel for num_threads(threads_) schedule(static)
+    for (std::int64_t c = 0; c < n_chunks; ++c)
+      for (std::int64_t i = c * kChunk; i < std::min(n_, (c + 1) * kChunk); ++i)
+        if (counter_uniform(seed, round, static_cast<std::uint64_t>(i)) < factor * weight(i) * double(mind_[i]))
+          picked[c].push_back(i);
+    std::vector<std::int64_t> out;
+    for (auto& v : picked) out.insert(out.end(), v.begin(), v.end());
+    return out;
+  }
+
+  void nearest_weights(const float* c, std::int64_t m, double* out) override {
+    const PackedCentroids packed(c, m, d_, kernels_.nr, metric_);
+    std::vector<std::int32_t> nearest(static_cast<std::size_t>(n_));
+    for_blocks([&](std::int64_t begin, std::int64_t rows, const float* xb, Scratch& s) {
+      kernels_.argmin2(xb, rows, d_, packed.view(), s.lanes.data(), nearest.data() + begin, s.best.data(),
+                       s.second.data());
+      return std::int64_t{0};
+    });
+    std::fill(out, out + m, 0.0);
+    for (std::int64_t i = 0; i < n_; ++i) out[nearest[i]] += weight(i);
+  }
+
+ private:
+  /// Per-thread buffers for one block of rows.
+  struct Scratch {
+    explicit Scratch(const CpuBackend& b)
+        : x(static_cast<std::size_t>((b.block_rows_ + b.kernels_.mr) * b.d_)),
+          lanes(static_cast<std::size_t>(b.kernels_.workspace_floats(b.block_rows_))),
+          index(static_cast<std::size_t>(b.block_rows_)),
+          best(static_cast<std::size_t>(b.block_rows_)),
+          second(static_cast<std::size_t>(b.block_rows_)) {}
+    std::vector<float> x, lanes;
+    std::vector<std::int32_t> index;
+    std::vector<float> best, second;
+  };
+
+  std::int64_t chunks() const { return (n_ + kChunk - 1) / kChunk; }
+  double weight(std::int64_t i) const { return weights_ ? double(weights_[i]) : 1.0; }
+
+  /// Score -> distance for row i (see PackedCentroids for the scores).
+  float to_distance(float score, std::int64_t i) const {
+    switch (metric_) {
+      case Metric::l2: return std::max(0.0f, row_norm_[i] + score);  // |x|^2 - 2x.c + |c|^2, clamped
+      case Metric::cosine: return 1.0f + score / row_norm_[i];        // 1 - x.c / |x|
+      case Metric::inner_product: return score;                       // -x.c
+    }
+    return score;
+  }
+
+  /// Rows [begin, begin+rows) as fp32 into out [rows padded to mr][d], padding rows zero.
+  void pack(std::int64_t begin, std::int64_t rows, float* out) const {
+    for (std::int64_t r = 0; r < rows; ++r) cpu::load_row(x_, begin + r, out + r * d_);
+    const std::int64_t padded = (rows + kernels_.mr - 1) / kernels_.mr * kernels_.mr;
+    std::fill(out + rows * d_, out + padded * d_, 0.0f);
+  }
+
+  /// Run fn(begin, rows, packed_block, scratch) -> int64 over all row blocks in parallel;
+  /// the returned counts are summed into *total when given.
+  template <class Fn>
+  void for_blocks(Fn&& fn, std::int64_t* total = nullptr) {
+    const std::int64_t n_blocks = (n_ + block_rows_ - 1) / block_rows_;
+    std::int64_t sum = 0;
+#pragma omp parallel num_threads(threads_) reduction(+ : sum)
+    {
+      Scratch s(*this);
+#pragma omp for schedule(dynamic, 1)
+      for (std::int64_t b = 0; b < n_blocks; ++b) {
+        const std::int64_t begin = b * block_rows_;
+        const std::int64_t rows = std::min(block_rows_, n_ - begin);
+        pack(begin, rows, s.x.data());
+        sum += fn(begin, rows, s.x.data(), s);
+      }
+    }
+    if (total) *total = sum;
+  }
+
+  /// sum_i f(i) in fp64 over fixed chunks, combined in chunk order.
+  template <class Fn>
+  double chunked_sum(Fn&& f) const {
+    const std::int64_t n_chunks = chunks();
+    std::vector<double> part(static_cast<std::size_t>(n_chunks));
+#pragma omp parallel for num_threads(threads_) schedule(static)
+    for (std::int64_t c = 0; c < n_chunks; ++c) {
+      double s = 0;
+      for (std::int64_t i = c * kChunk; i < std::min(n_, (c + 1) * kChunk); ++i) s += f(i);
+      part[c] = s;
+    }
+    double total = 0;
+    for (double v : part) total += v;
+    return total;
+  }
+
+  /// chunked_sum where f also gets row i as doubles.
+  template <class Fn>
+  double chunked_sum_with_row(Fn&& f) const {
+    const std::int64_t n_chunks = chunks();
+    std::vector<double> part(static_cast<std::size_t>(n_chunks));
+#pragma omp parallel num_threads(threads_)
+    {
+      std::vector<double> row(static_cast<std::size_t>(d_));
+#pragma omp for schedule(static)
+      for (std::int64_t c = 0; c < n_chunks; ++c) {
+        double s = 0;
+        for (std::int64_t i = c * kChunk; i < std::min(n_, (c + 1) * kChunk); ++i) {
+          cpu::load_row(x_, i, row.data());
+          s += f(i, row.data());
+        }
+        part[c] = s;
+      }
+    }
+    double total = 0;
+    for (double v : part) total += v;
+    return total;
+  }
+
+  const KernelTable& kernels_;
+  int threads_;
+  MatrixView x_{};
+  const float* weights_ = nullptr;
+  Metric metric_ = Metric::l2;
+  std::int64_t n_ = 0, d_ = 0, k_ = 0, block_rows_ = 0;
+  double total_weight_ = 0;
+  std::vector<float> row_norm_;  // |x|^2 for l2, |x| for cosine
+  std::vector<std::int32_t> labels_;
+  std::vector<float> best_, second_, mind_;
+  std::vector<float> centroids_;
+  PackedCentroids packed_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(int n_threads) { return std::make_unique<CpuBackend>(n_threads); }
+
+}  // namespace flashkm::core

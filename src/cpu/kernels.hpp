@@ -1,0 +1,50 @@
+// The CPU kernel table: one entry per SIMD level, chosen once at run time (dispatch.cpp).
+// Kernels work on a block of rows already converted to fp32 ("packed rows", rows padded
+// with zeros to a multiple of mr) against centroids packed in panels of nr
+// (packed_centroids.hpp). Scores are s_ij = bias_j + alpha * (x_i . c_j); the argmin of
+// s over j is the nearest centroid for every metric (see cpu_backend.cpp).
+#pragma once
+
+#include <cstdint>
+
+namespace flashkm::cpu {
+
+/// Centroids as the kernels read them: panels[p] is [d][nr] (centroid p*nr + lane at
+/// column lane), bias[k_padded]; padding centroids have bias = +inf so they never win.
+struct PanelView {
+  const float* panels = nullptr;  ///< [k_padded / nr][d][nr]
+  const float* bias = nullptr;    ///< [k_padded]
+  std::int64_t k = 0;             ///< real centroids
+  std::int64_t k_padded = 0;      ///< multiple of nr
+  std::int64_t d = 0;
+  float alpha = -2.0f;
+};
+
+struct KernelTable {
+  const char* name;  ///< "avx512", "avx2", "generic"
+  int mr;            ///< rows per register tile
+  int nr;            ///< centroids per panel
+  /// For rows [0, rows) of x (ldx floats apart; rows padded to a multiple of mr exist):
+  /// index of the lowest score (ties: lowest index), lowest and second-lowest score.
+  /// workspace: at least lane_workspace_floats(rows) floats.
+  void (*argmin2)(const float* x, std::int64_t rows, std::int64_t ldx, const PanelView& c, float* workspace,
+                  std::int32_t* best_index, float* best_score, float* second_score);
+  /// Scores of rows [0, rows) against centroids of panels [p0, p1): out[i*ldo + (j - p0*nr)].
+  /// Columns past c.k are not written.
+  void (*scores)(const float* x, std::int64_t rows, std::int64_t ldx, const PanelView& c, std::int64_t p0,
+                 std::int64_t p1, float* out, std::int64_t ldo);
+  /// Floats of workspace argmin2 needs for a block of `rows` rows.
+  std::int64_t (*workspace_floats)(std::int64_t rows);
+};
+
+const KernelTable& kernels_avx512();
+const KernelTable& kernels_avx2();
+const KernelTable& kernels_generic();
+
+/// The best table this CPU runs (cpuid), unless FLASHKM_SIMD=avx512|avx2|generic asks for a
+/// lower one (for tests and benchmarks); asking for a level the CPU lacks is an error.
+const KernelTable& select_kernels();
+bool cpu_has_avx512();
+bool cpu_has_avx2();
+
+}  // namespace flashkm::cpu
