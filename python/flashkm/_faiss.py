@@ -44,6 +44,5 @@ def to_faiss(model_or_estimator, ivf_nlist=None):
                          f"lists are the flashkm clusters (fit with n_clusters={ivf_nlist} instead)")
     index = faiss.IndexIVFFlat(quantizer, d, k, faiss_metric)
     index.is_trained = True  # the quantizer already holds the centroids
-    index.own_fields = True
     index._flashkm_quantizer = quantizer  # keep the Python object alive with the index
     return index
