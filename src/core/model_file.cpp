@@ -6,6 +6,7 @@
 
 #include "flashkm/error.hpp"
 #include "flashkm/model.hpp"
+#include "core/model_format.hpp"
 #include "io/atomic_file.hpp"
 #include "io/byte_io.hpp"
 #include "io/crc32c.hpp"
@@ -17,7 +18,7 @@ namespace {
 using io::load_le;
 
 constexpr char kMagic[8] = {'F', 'L', 'A', 'S', 'H', 'K', 'M', '\0'};
-constexpr std::uint32_t kVersion = 1;
+constexpr std::uint32_t kVersion = core::kModelFormatVersion;
 
 // Header field offsets (docs/FORMAT.md, "Header").
 constexpr std::size_t kOffVersion = 8;

@@ -1,0 +1,46 @@
+// The flashkm command-line tool: one function per subcommand, each taking its parsed options.
+// main.cpp declares the options (CLI11) and turns every exception into one error line.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "flashkm/params.hpp"
+
+namespace flashkm::cli {
+
+struct FitOptions {
+  std::string data;
+  Params params;               ///< everything but init when init_file is set
+  std::string init = "k-means++";  ///< a method name or a .npy file of initial centroids
+  std::string model_out, labels_out, centroids_out, report_out;
+  bool quiet = false;
+};
+
+struct PredictOptions {
+  std::string model, data;
+  std::string labels_out, distances_out;
+  Device device = Device::cpu;
+  int device_id = 0;
+  int n_threads = 0;
+};
+
+struct InfoOptions {
+  std::string model;
+};
+
+struct BenchOptions {
+  std::int64_t n = 200000, d = 128, k = 1024;
+  int iters = 10;
+  std::uint64_t seed = 0;
+  Device device = Device::cpu;
+  Precision precision = Precision::automatic;
+  int n_threads = 0;
+};
+
+int run_fit(const FitOptions& o);
+int run_predict(const PredictOptions& o);
+int run_info(const InfoOptions& o);
+int run_bench(const BenchOptions& o);
+
+}  // namespace flashkm::cli
