@@ -24,7 +24,10 @@ bool FitProgress::on_iteration(int run, const IterationInfo& it) {
   run_ms_ += it.ms;
   last_event_ = now;
   // Redraw at most ~20 times a second: fast iterations would otherwise flood the terminal.
-  if (show_ && (now - last_draw_ > std::chrono::milliseconds(50) || it.iteration == max_iter_)) {
+  last_run_ = run;
+  last_ = it;
+  pending_ = true;
+  if (show_ && now - last_draw_ > std::chrono::milliseconds(50)) {
     last_draw_ = now;
     draw(run, it);
   }
@@ -44,9 +47,11 @@ void FitProgress::draw(int run, const IterationInfo& it) {
                max_iter_, it.inertia, it.shift, run_ms_ / it.iteration);
   std::fflush(stderr);
   drawn_ = true;
+  pending_ = false;
 }
 
 void FitProgress::finish() {
+  if (show_ && pending_) draw(last_run_, last_);
   if (drawn_) std::fputc('\n', stderr);
   drawn_ = false;
 }

@@ -16,7 +16,7 @@ class FitProgress {
   /// The callback for Params::progress. It also stops the fit on Ctrl-C (interrupt.hpp).
   /// The FitProgress must outlive the fit.
   ProgressFn callback();
-  /// End the bar's line (call after the fit, also when it failed).
+  /// Show the last iteration and end the bar's line (call after the fit, also when it failed).
   void finish();
 
   /// Milliseconds before the first iteration of every run, summed (validation, data
@@ -31,6 +31,9 @@ class FitProgress {
   int max_iter_, n_init_;
   bool show_;
   bool drawn_ = false;
+  bool pending_ = false;  ///< an iteration arrived that the bar does not show yet
+  int last_run_ = 0;
+  IterationInfo last_{};
   Clock::time_point last_event_;
   Clock::time_point last_draw_{};
   double init_ms_ = 0;
