@@ -8,6 +8,7 @@ CMAKE_FLAGS ?=
 
 APT_PACKAGES = build-essential cmake ninja-build libgtest-dev libbenchmark-dev pybind11-dev \
   libdlpack-dev python3-dev python3-numpy python3-sklearn python3-faiss python3-pytest \
+  python3-setuptools python3-wheel python3-pip python3-venv \
   libopenblas0-pthread libopenmpi-dev openmpi-bin nlohmann-json3-dev libcli11-dev
 
 .PHONY: deps build demo test test-cpp test-python bench clean

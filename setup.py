@@ -41,4 +41,9 @@ class CMakeBuild(build_ext):
         shutil.copyfile(built[0], target)
 
 
-setup(ext_modules=[CMakeExtension("flashkm._flashkm")], cmdclass={"build_ext": CMakeBuild})
+setup(
+    ext_modules=[CMakeExtension("flashkm._flashkm")],
+    cmdclass={"build_ext": CMakeBuild},
+    # keep setuptools' own build tree out of build/ (the Makefile's CMake build folder)
+    options={"build": {"build_base": "build-pip"}},
+)
