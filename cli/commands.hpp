@@ -11,8 +11,8 @@ namespace flashkm::cli {
 
 struct FitOptions {
   std::string data;
-  Params params;               ///< everything but init when init_file is set
-  std::string init = "k-means++";  ///< a method name or a .npy file of initial centroids
+  Params params;                   ///< params.init is derived from `init` by run_fit
+  std::string init = "k-means++";  ///< a method name, or a .npy file of initial centroids
   std::string model_out, labels_out, centroids_out, report_out;
   bool quiet = false;
 };

@@ -56,7 +56,6 @@ class DictParser {
         ++pos_;
         continue;
       }
-      skip_ws();
       if (peek() != '}') fail("expected ',' or '}'");
     }
     ++pos_;
