@@ -506,8 +506,9 @@ PYBIND11_MODULE(_flashkm, m) {
           if (p.init == fk::InitMethod::given) throw py::value_error("init='given' needs the centroids: pass init=<array>");
         } else {
           if (!py::isinstance<py::array>(init) && py::hasattr(init, "__dlpack__") && dlpack_on_cuda(init)) {
-            init_arr = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(
-                init.attr("cpu")().attr("numpy")());  // torch; cupy users pass numpy centroids
+            py::object host = py::hasattr(init, "get") ? init.attr("get")()                 // cupy
+                                                       : init.attr("cpu")().attr("numpy")();  // torch
+            init_arr = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(host);
           } else {
             init_arr = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(init);
           }
