@@ -437,6 +437,51 @@ def fmt(v, spec):
     return format(v, spec)
 
 
+def targets(res):
+    """(target, measured, met) rows for the targets of issue 3."""
+    rows = []
+    cf = res.get("configs", {})
+
+    def yn(b):
+        return "–" if b is None else ("yes" if b else "**no**")
+
+    sk = {n: r.get("compare", {}).get("speedup_vs_sklearn") for n, r in cf.items()}
+    fa = {n: r.get("compare", {}).get("speedup_vs_faiss") for n, r in cf.items()}
+    if any(v is not None for v in sk.values()):
+        vals = [v for v in sk.values() if v is not None]
+        rows.append(("per Lloyd iteration ≥ 2× scikit-learn, every config",
+                     ", ".join(f"{n} {fmt(v, '.2f')}×" for n, v in sk.items()), yn(min(vals) >= 2)))
+    if any(v is not None for v in fa.values()):
+        vals = [v for v in fa.values() if v is not None]
+        rows.append(("per Lloyd iteration ≥ 4× FAISS, every config",
+                     ", ".join(f"{n} {fmt(v, '.2f')}×" for n, v in fa.items()), yn(min(vals) >= 4)))
+    big = {n: r.get("compare", {}) for n, r in cf.items() if r["K"] >= 256 and r["D"] >= 64}
+    fr = {n: c.get("assign_fraction_of_fma_peak") for n, c in big.items()}
+    if any(v is not None for v in fr.values()):
+        isa = next(iter(big.values())).get("fma_peak_isa")
+        vals = [v for v in fr.values() if v is not None]
+        ok = yn(min(vals) >= 0.75) if isa == "avx512" else "not measurable here (no AVX-512)"
+        rows.append((f"assign ≥ 75 % of the AVX-512 FMA peak, K ≥ 256 and D ≥ 64 (here: {isa} peak)",
+                     ", ".join(f"{n} {100 * v:.0f} %" for n, v in fr.items() if v is not None), ok))
+    d = res.get("default_fit") or {}
+    if d.get("speedup_kmeanspp") is not None:
+        rows.append(("k-means++ init ≥ 20× scikit-learn's (config a)",
+                     f"{d['flashkm_kmeanspp']['init_s_best']:.3f} s vs {d['sklearn_kmeanspp']['wall_s_best']:.2f} s "
+                     f"= {d['speedup_kmeanspp']:.1f}×", yn(d["speedup_kmeanspp"] >= 20)))
+    if d.get("speedup_default_fit") is not None:
+        ir = d["inertia_default_fit_flashkm_over_sklearn"]
+        rows.append(("default fit ≥ 10× scikit-learn's at equal or lower inertia (config a)",
+                     f"{d['flashkm_default']['wall_s_best']:.3f} s vs {d['sklearn_default']['wall_s_best']:.2f} s = "
+                     f"{d['speedup_default_fit']:.1f}×; inertia ratio {ir:.6f}",
+                     yn(d["speedup_default_fit"] >= 10 and ir <= 1 + 1e-6)))
+    rd = {n: r.get("compare", {}).get("inertia_rel_diff_vs_sklearn") for n, r in cf.items()}
+    if any(v is not None for v in rd.values()):
+        vals = [v for v in rd.values() if v is not None]
+        rows.append(("inertia = scikit-learn's within 1e-6 relative, same init and iterations",
+                     ", ".join(f"{n} {fmt(v, '.1e')}" for n, v in rd.items()), yn(max(vals) <= 1e-6)))
+    return rows
+
+
 def render(res):
     m = res["machine"]
     L = []
@@ -458,25 +503,52 @@ def render(res):
              ", ".join(f"**{v['gflops_best']:.0f} GFLOP/s ({k})**" for k, v in pk.items()) + ".")
     L.append(f"Load average (1 min) during the run: {res['load_summary']}.")
     L.append("")
-    L.append("| config | N×D×K | flashkm s/iter | sklearn s/iter | faiss s/iter | flashkm GF/s | sklearn GF/s | "
-             "faiss GF/s | × sklearn | × faiss | assign GF/s (predict) | assign % FMA peak | n_iter fk/sk | "
-             "inertia flashkm | inertia sklearn | inertia faiss | rel diff fk–sk | load |")
-    L.append("|" + "---|" * 18)
+    tg = targets(res)
+    if tg:
+        L.append("### Targets of issue 3")
+        L.append("")
+        L.append("| target | measured | met |")
+        L.append("|---|---|---|")
+        for t, v, ok in tg:
+            L.append(f"| {t} | {v} | {ok} |")
+        L.append("")
+    L.append("### Time per Lloyd iteration (2·N·K·D GFLOP/s-equivalent in brackets)")
+    L.append("")
+    L.append("| config | N×D×K | flashkm s/iter | scikit-learn s/iter | FAISS s/iter | × sklearn | × faiss | "
+             "flashkm driver median s/iter | flashkm assign (predict) s | assign % FMA peak |")
+    L.append("|" + "---|" * 10)
     for name, r in res["configs"].items():
         fk = r.get("flashkm", {}).get("lloyd", {})
         sk, fa, c = r.get("sklearn", {}), r.get("faiss", {}), r.get("compare", {})
         asg = r.get("flashkm", {}).get("assign_predict", {})
+
+        def cell(d, key="s_per_iter_wall", gk="gflops_equiv_wall"):
+            return f"{fmt(d.get(key), '.4f')} ({fmt(d.get(gk), '.0f')})" if d.get(key) is not None else "–"
+
+        med = fk.get("iter_ms_median")
+        frac = c.get("assign_fraction_of_fma_peak")
         L.append(
-            f"| {name} | {r['N']}×{r['D']}×{r['K']} | {fmt(fk.get('s_per_iter_wall'), '.4f')} | "
-            f"{fmt(sk.get('s_per_iter_wall'), '.4f')} | {fmt(fa.get('s_per_iter_wall'), '.4f')} | "
-            f"{fmt(fk.get('gflops_equiv_wall'), '.0f')} | {fmt(sk.get('gflops_equiv_wall'), '.0f')} | "
-            f"{fmt(fa.get('gflops_equiv_wall'), '.0f')} | {fmt(c.get('speedup_vs_sklearn'), '.2f')} | "
-            f"{fmt(c.get('speedup_vs_faiss'), '.2f')} | {fmt(asg.get('gflops_equiv'), '.0f')} | "
-            f"{fmt(100 * c['assign_fraction_of_fma_peak'] if c.get('assign_fraction_of_fma_peak') else None, '.0f')}"
-            f" ({c.get('fma_peak_isa')}) | "
-            f"{fk.get('n_iter', '–')}/{sk.get('n_iter', '–')} | {fmt(fk.get('inertia64'), '.7e')} | "
-            f"{fmt(sk.get('inertia64'), '.7e')} | {fmt(fa.get('inertia64'), '.7e')} | "
-            f"{fmt(c.get('inertia_rel_diff_vs_sklearn'), '.1e')} | {r.get('load_before')} |")
+            f"| {name} | {r['N']}×{r['D']}×{r['K']} | {cell(fk)} | {cell(sk)} | {cell(fa)} | "
+            f"{fmt(c.get('speedup_vs_sklearn'), '.2f')} | {fmt(c.get('speedup_vs_faiss'), '.2f')} | "
+            f"{fmt(med / 1e3 if med else None, '.4f')} ({fmt(fk.get('gflops_equiv_iter_median'), '.0f')}) | "
+            f"{cell(asg, 'wall_s_best', 'gflops_equiv')} | "
+            f"{fmt(100 * frac if frac else None, '.0f')}% of {c.get('fma_peak_isa')} |")
+    L.append("")
+    L.append("### Result quality (inertia by one float64 function from each library's final centroids)")
+    L.append("")
+    L.append("| config | n_iter flashkm / sklearn / faiss | inertia C0 | inertia flashkm | inertia scikit-learn | "
+             "inertia FAISS | rel diff flashkm–sklearn | rel diff flashkm–faiss | max abs Δcentroid vs sklearn | "
+             "load (1, 5, 15 min) before |")
+    L.append("|" + "---|" * 10)
+    for name, r in res["configs"].items():
+        fk = r.get("flashkm", {}).get("lloyd", {})
+        sk, fa, c = r.get("sklearn", {}), r.get("faiss", {}), r.get("compare", {})
+        L.append(
+            f"| {name} | {fk.get('n_iter', '–')} / {sk.get('n_iter', '–')} / {fa.get('n_iter', '–')} | "
+            f"{fmt(r.get('inertia64_C0'), '.7e')} | {fmt(fk.get('inertia64'), '.9e')} | "
+            f"{fmt(sk.get('inertia64'), '.9e')} | {fmt(fa.get('inertia64'), '.9e')} | "
+            f"{fmt(c.get('inertia_rel_diff_vs_sklearn'), '.1e')} | {fmt(c.get('inertia_rel_diff_vs_faiss'), '.1e')} | "
+            f"{fmt(c.get('max_abs_centroid_diff_vs_sklearn'), '.1e')} | {r.get('load_before')} |")
     d = res.get("default_fit")
     if d:
         L.append("")
