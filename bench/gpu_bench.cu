@@ -1,0 +1,145 @@
+// flashkm side of bench/gpu_vs_flash_kmeans.py: Lloyd iterations through the CUDA backend
+// (set_centroids -> assign -> accumulate -> means on the host), as fit() drives them.
+// Data: standard normal on the device (counter-based), fp16 or fp32; init = first K rows
+// of each problem (as the Python peers). Prints one JSON object per line.
+//
+//   gpu_bench B N K D dtype(f16|f32) iters precision(auto|fp16|bf16|fp32) certify(0|1) [tile]
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "core/backend.hpp"
+#include "core/random.hpp"
+#include "cuda/cuda_backend.hpp"
+#include "flashkm/error.hpp"
+
+namespace {
+
+template <class T>
+__global__ void randn_kernel(T* out, std::int64_t n, std::uint64_t seed) {
+  const std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const double u1 = flashkm::core::counter_uniform(seed, 1, i) + 0x1p-54;
+  const double u2 = flashkm::core::counter_uniform(seed, 2, i);
+  const float z = static_cast<float>(sqrt(-2.0 * log(u1)) * cospi(2.0 * u2));
+  if constexpr (sizeof(T) == 2) out[i] = __float2half_rn(z);
+  else out[i] = z;
+}
+
+#define CK(x)                                                                \
+  do {                                                                       \
+    cudaError_t e_ = (x);                                                    \
+    if (e_ != cudaSuccess) {                                                 \
+      std::fprintf(stderr, "CUDA %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
+      std::exit(2);                                                          \
+    }                                                                        \
+  } while (0)
+
+double now_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 10) {
+    std::fprintf(stderr, "usage: gpu_bench B N K D f16|f32 iters auto|fp16|bf16|fp32 certify [tile]\n");
+    return 1;
+  }
+  const int B = std::atoi(argv[1]);
+  const std::int64_t N = std::atoll(argv[2]);
+  const int K = std::atoi(argv[3]);
+  const int D = std::atoi(argv[4]);
+  const bool f16 = std::string(argv[5]) == "f16";
+  const int iters = std::atoi(argv[6]);
+  const flashkm::Precision prec = flashkm::parse_precision(argv[7]);
+  const bool certify = std::atoi(argv[8]) != 0;
+  const int tile = argc > 9 ? std::atoi(argv[9]) : 0;
+  const std::int64_t rows = std::int64_t(B) * N;
+  const std::int64_t elems = rows * D;
+  void* dx = nullptr;
+  CK(cudaMalloc(&dx, elems * (f16 ? 2 : 4)));
+  if (f16) randn_kernel<__half><<<(elems + 255) / 256, 256>>>(static_cast<__half*>(dx), elems, 1234);
+  else randn_kernel<float><<<(elems + 255) / 256, 256>>>(static_cast<float*>(dx), elems, 1234);
+  CK(cudaDeviceSynchronize());
+  // Init: first K rows of each problem, as fp32 on the host.
+  std::vector<float> init(std::size_t(B) * K * D);
+  for (int b = 0; b < B; ++b) {
+    if (f16) {
+      std::vector<__half> h(std::size_t(K) * D);
+      CK(cudaMemcpy(h.data(), static_cast<__half*>(dx) + std::int64_t(b) * N * D, h.size() * 2, cudaMemcpyDeviceToHost));
+      for (std::size_t i = 0; i < h.size(); ++i) init[std::size_t(b) * K * D + i] = __half2float(h[i]);
+    } else {
+      CK(cudaMemcpy(init.data() + std::size_t(b) * K * D, static_cast<float*>(dx) + std::int64_t(b) * N * D,
+                    std::size_t(K) * D * 4, cudaMemcpyDeviceToHost));
+    }
+  }
+  try {
+    size_t free0 = 0, total = 0;
+    CK(cudaMemGetInfo(&free0, &total));
+    flashkm::cuda::CudaOptions o;
+    o.precision = prec;
+    o.certify = certify;
+    o.batch = B;
+    o.tile = static_cast<flashkm::cuda::TileConfig>(tile);
+    auto be = flashkm::cuda::make_cuda_backend(o);
+    be->attach(flashkm::MatrixView::raw(dx, f16 ? flashkm::DType::f16 : flashkm::DType::f32, rows, D, 0,
+                                        flashkm::Location::cuda, 0),
+               nullptr, flashkm::Metric::l2);
+    std::vector<float> c = init;
+    std::vector<double> sums(std::size_t(B) * K * D), w(std::size_t(B) * K);
+    std::int64_t rechecked = 0;
+    auto lloyd = [&](int n_it, double* assign_ms) {
+      for (int it = 0; it < n_it; ++it) {
+        be->set_centroids(c.data(), std::int64_t(B) * K);
+        const double t0 = now_ms();
+        const auto st = be->assign();
+        if (assign_ms) *assign_ms += now_ms() - t0;
+        rechecked += st.n_rechecked;
+        be->accumulate(sums.data(), w.data());
+        for (std::int64_t j = 0; j < std::int64_t(B) * K; ++j)
+          if (w[j] > 0)
+            for (int q = 0; q < D; ++q) c[j * D + q] = static_cast<float>(sums[j * D + q] / w[j]);
+      }
+    };
+    lloyd(2, nullptr);  // warm-up (module load, workspace)
+    c = init;
+    rechecked = 0;
+    double assign_ms = 0;
+    CK(cudaDeviceSynchronize());
+    const double t0 = now_ms();
+    lloyd(iters, &assign_ms);
+    CK(cudaDeviceSynchronize());
+    const double total_ms = now_ms() - t0;
+    // Assign alone, repeated on the final centroids (median of 5).
+    std::vector<double> a;
+    for (int r = 0; r < 5; ++r) {
+      const double s = now_ms();
+      be->assign();
+      a.push_back(now_ms() - s);
+    }
+    std::sort(a.begin(), a.end());
+    size_t free1 = 0;
+    CK(cudaMemGetInfo(&free1, &total));
+    const double flops = 2.0 * double(rows) * K * D;
+    std::printf(
+        "{\"B\":%d,\"N\":%lld,\"K\":%d,\"D\":%d,\"dtype\":\"%s\",\"precision\":\"%s\",\"certify\":%d,\"tile\":%d,"
+        "\"iters\":%d,\"ms_per_iter\":%.4f,\"assign_ms_in_loop\":%.4f,\"assign_ms_median\":%.4f,"
+        "\"assign_tflops\":%.2f,\"iter_tflops_equiv\":%.2f,\"rechecked_per_iter\":%.1f,\"extra_MB_held\":%.2f,"
+        "\"extra_MB_cudaMemGetInfo\":%.2f}\n",
+        B, (long long)N, K, D, f16 ? "float16" : "float32", argv[7], certify ? 1 : 0, tile, iters, total_ms / iters,
+        assign_ms / iters, a[2], flops / (a[2] * 1e-3) / 1e12, flops / (total_ms / iters * 1e-3) / 1e12,
+        double(rechecked) / iters, flashkm::cuda::device_bytes_held(*be) / 1048576.0,
+        (double(free0) - double(free1)) / 1048576.0);
+  } catch (const flashkm::Error& e) {
+    std::printf("{\"B\":%d,\"N\":%lld,\"K\":%d,\"D\":%d,\"error\":\"%s\"}\n", B, (long long)N, K, D, e.what());
+  }
+  cudaFree(dx);
+  return 0;
+}

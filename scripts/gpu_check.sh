@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: configure + build (CUDA on), run every ctest test (GPU ones
+# included), then the GPU benchmark; logs and results go to $OUT (the device tool's
+# output folder) or ./gpu_out. Usage: scripts/gpu_check.sh [--no-bench] [--quick]
+#   --quick: the benchmark's smaller config subset.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu_out}
+mkdir -p "$OUT"
+BENCH=1; QUICK=""
+for a in "$@"; do
+  case "$a" in --no-bench) BENCH=0 ;; --quick) QUICK="--quick" ;; esac
+done
+export PYTHONUNBUFFERED=1
+{
+  echo "== $(date -u +%FT%TZ) $(hostname)"
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.total --format=csv 2>&1
+  nvcc --version | tail -2
+  cmake --version | head -1
+} 2>&1 | tee "$OUT/env.log"
+
+# GoogleTest: the system's, else built from a carried source tree (.gpudeps/googletest,
+# a copy of /usr/src/googletest; the GPU image has no libgtest-dev and no network).
+t0=$(date +%s)
+PREFIX=""
+if [ ! -f /usr/lib/x86_64-linux-gnu/libgtest.a ] && [ -d .gpudeps/googletest ]; then
+  cmake -S .gpudeps/googletest -B /tmp/gtest-build -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_INSTALL_PREFIX=/tmp/gtest-install -DBUILD_GMOCK=OFF > "$OUT/build.log" 2>&1 &&
+    cmake --build /tmp/gtest-build -j16 --target install >> "$OUT/build.log" 2>&1
+  PREFIX="-DCMAKE_PREFIX_PATH=/tmp/gtest-install"
+fi
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHKM_CUDA=ON -DFLASHKM_PYTHON=OFF \
+  -DFLASHKM_BENCH=OFF $PREFIX >> "$OUT/build.log" 2>&1 &&
+  cmake --build build-gpu -j16 --target flashkm_test_gpu gpu_bench >> "$OUT/build.log" 2>&1
+rc_build=$?
+# The rest of the tree (CPU tests, CLI) for ctest; its failure does not stop the GPU checks.
+cmake --build build-gpu -j16 > "$OUT/build_all.log" 2>&1 || echo "full build failed (see build_all.log)"
+echo "build rc=$rc_build in $(( $(date +%s) - t0 )) s" | tee -a "$OUT/env.log"
+tail -30 "$OUT/build.log"
+[ $rc_build -eq 0 ] || exit 1
+
+# Tests: the GPU test binary first (verbose: it prints measured error ratios), then ctest.
+./build-gpu/tests/gpu/flashkm_test_gpu 2>&1 | tee "$OUT/test_gpu.log" | grep -E "^\[  |device:|precision|near-ties|worst|FAIL|Failure|error" | head -80
+(cd build-gpu && ctest --output-on-failure -j8 --timeout 300) > "$OUT/ctest.log" 2>&1
+rc_test=$?
+tail -5 "$OUT/ctest.log"
+grep -E "Failed|\*\*\*" "$OUT/ctest.log" | head -20
+
+if [ $BENCH -eq 1 ]; then
+  python3 bench/gpu_vs_flash_kmeans.py --flashkm-bench build-gpu/tests/gpu/gpu_bench --out "$OUT" $QUICK 2>&1 | tee "$OUT/bench.log" | tail -40
+fi
+echo "tests rc=$rc_test"

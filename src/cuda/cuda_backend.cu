@@ -1,0 +1,672 @@
+// The CUDA backend: core::Backend on one GPU. Kernels live in flash_assign.cu and
+// kernels.cu; this file owns memory, chooses precision and tiles, and orders the launches.
+//
+// Memory (sized once per fit, never N x K): per row labels, best distance and |x|^2
+// (12 B), a flagged-row list and the sort buffers of accumulate() (16 B, shared), the
+// centroids in fp32 and operand form, and O(N / 2048 + K) reduction parts.
+#include <cub/device/device_radix_sort.cuh>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+#include "core/backend.hpp"
+#include "cuda/cuda_backend.hpp"
+#include "cuda/cuda_check.hpp"
+#include "cuda/flash_assign.hpp"
+#include "cuda/kernels.cuh"
+
+namespace flashkm::cuda {
+
+[[noreturn]] void throw_cuda_error(cudaError_t err, const char* what, const char* file, int line) {
+  if (err == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();
+    FLASHKM_FAIL(out_of_memory, "CUDA out of memory in ", what);
+  }
+  if (err == cudaErrorNoDevice || err == cudaErrorInsufficientDriver || err == cudaErrorInvalidDevice) {
+    (void)cudaGetLastError();
+    FLASHKM_FAIL(device_unavailable, "CUDA device unavailable: ", cudaGetErrorString(err), " (", what, ")");
+  }
+  FLASHKM_FAIL(internal, "CUDA error ", cudaGetErrorName(err), ": ", cudaGetErrorString(err), " in ", what, " at ",
+               file, ":", line);
+}
+
+[[noreturn]] void throw_cuda_oom(std::size_t bytes, const char* what) {
+  std::size_t free_b = 0, total_b = 0;
+  (void)cudaMemGetInfo(&free_b, &total_b);
+  (void)cudaGetLastError();
+  FLASHKM_FAIL(out_of_memory, "CUDA out of memory: ", what, " needs ", bytes, " bytes (", free_b,
+               " bytes free of ", total_b, ")");
+}
+
+namespace {
+
+constexpr std::int64_t kPieceRows = 1024;  // rows per piece of a cluster in accumulate()
+
+std::int64_t round_up(std::int64_t v, std::int64_t m) { return (v + m - 1) / m * m; }
+
+/// A set of centroids prepared for one kernel family.
+struct CentroidSet {
+  int k = 0, kp = 0, dp = 0;
+  Operand op = Operand::fp32;
+  DeviceBuffer<float> c32;            // [B][k x d] as given
+  DeviceBuffer<unsigned char> c_op;   // [B][kp x dp] operands
+  DeviceBuffer<float> cterm;          // [B][kp]
+  DeviceBuffer<unsigned> cmax_bits;   // [B] max |c| (float bits)
+  DeviceBuffer<unsigned> overflow;    // [1]
+};
+
+class CudaBackend final : public core::Backend {
+ public:
+  explicit CudaBackend(const CudaOptions& o) : opt_(o) {
+    int count = 0;
+    const cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess || count == 0) {
+      (void)cudaGetLastError();
+      FLASHKM_FAIL(device_unavailable, "device 'cuda' requested, but no CUDA device is present (",
+                   err == cudaSuccess ? "no devices" : cudaGetErrorString(err), ")");
+    }
+    FLASHKM_CHECK(o.device_id >= 0 && o.device_id < count, device_unavailable, "CUDA device ", o.device_id,
+                  " requested, but only ", count, " present");
+    FLASHKM_CHECK(o.batch >= 1, invalid_argument, "batch must be >= 1");
+    FLASHKM_CHECK(o.precision != Precision::tf32, invalid_argument,
+                  "precision 'tf32' is not implemented on the CUDA backend yet (use fp32, fp16, bf16 or auto)");
+    DeviceGuard g(o.device_id);
+    FLASHKM_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, o.device_id));
+    FLASHKM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  }
+  ~CudaBackend() override {
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  const char* name() const override { return "cuda"; }
+  std::int64_t rows() const override { return n_; }
+  std::int64_t cols() const override { return d_; }
+
+  std::size_t bytes_held() const {
+    return labels_.bytes() + dist_.bytes() + xnorm_.bytes() + scratch_.bytes() + cub_temp_.bytes() +
+           counts_.bytes() + part_.bytes() + pieces_.bytes() + first_.bytes() + psums_.bytes() + sums_.bytes() +
+           cw_.bytes() + mind_.bytes() + tmp_labels_.bytes() + tmp_dist_.bytes() + xop_.bytes() + xown_.bytes() +
+           main_.c32.bytes() + main_.c_op.bytes() + main_.cterm.bytes() + aux_.c32.bytes() + aux_.c_op.bytes() +
+           aux_.cterm.bytes() + flags_.bytes();
+  }
+
+  // ---- attach ---------------------------------------------------------------------------
+  void attach(const MatrixView& x, const float* weights, Metric metric) override {
+    DeviceGuard g(opt_.device_id);
+    FLASHKM_CHECK(x.rows >= 1 && x.cols >= 1, invalid_argument, "x must have at least one row and one column");
+    FLASHKM_CHECK(x.cols <= (1 << 20), invalid_argument, "d = ", x.cols, " is too large for the CUDA backend");
+    FLASHKM_CHECK(x.rows % opt_.batch == 0, invalid_argument, "rows ", x.rows, " not divisible by batch ", opt_.batch);
+    FLASHKM_CHECK(x.rows < (std::int64_t(1) << 31), invalid_argument,
+                  "the CUDA backend sorts row indices as int32: N must be < 2^31");
+    n_ = x.rows;
+    d_ = static_cast<int>(x.cols);
+    n_per_ = n_ / opt_.batch;
+    metric_ = metric;
+    const std::int64_t stride = x.stride();
+    const std::size_t esz = dtype_size(x.dtype);
+    // Data on the device as given, or copied there once (host input), f64 converted to f32.
+    if (x.where == Location::cuda) {
+      FLASHKM_CHECK(x.device_id == opt_.device_id, invalid_argument, "x lives on CUDA device ", x.device_id,
+                    " but the backend runs on device ", opt_.device_id);
+      xv_ = XView{x.data, x.dtype, stride, n_, d_, n_per_};
+    } else {
+      const std::size_t bytes = std::size_t(n_) * d_ * esz;
+      xown_.reset(bytes, "a device copy of the host data");
+      FLASHKM_CUDA_CHECK(cudaMemcpy2DAsync(xown_.get(), d_ * esz, x.data, stride * esz, d_ * esz, n_,
+                                           cudaMemcpyHostToDevice, stream_));
+      xv_ = XView{xown_.get(), x.dtype, d_, n_, d_, n_per_};
+    }
+    if (x.dtype == DType::f64) {
+      DeviceBuffer<unsigned char> f32(std::size_t(n_) * d_ * 4, "an fp32 copy of float64 data");
+      launch_f64_to_f32(static_cast<const double*>(xv_.x), n_, d_, xv_.stride, reinterpret_cast<float*>(f32.get()),
+                        stream_);
+      FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      xown_ = std::move(f32);
+      xv_ = XView{xown_.get(), DType::f32, d_, n_, d_, n_per_};
+    }
+    if (weights) {
+      w_own_.reset(std::size_t(n_), "sample weights");
+      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(w_own_.get(), weights, n_ * sizeof(float), cudaMemcpyDefault, stream_));
+      w_ = w_own_.get();
+    } else {
+      w_ = nullptr;
+    }
+    xnorm_.reset(std::size_t(n_), "row norms");
+    labels_.reset(std::size_t(n_), "labels");
+    dist_.reset(std::size_t(n_), "distances");
+    FLASHKM_CUDA_CHECK(cudaMemsetAsync(labels_.get(), 0xff, n_ * sizeof(std::int32_t), stream_));
+    part_.ensure(std::size_t(n_ / kRowChunk + 2), "reduction parts");
+    sums_.ensure(4, "reduction results");
+    counters_.ensure(2, "counters");
+
+    // Validate (first bad row), |x|^2, max |x|.
+    DeviceBuffer<long long> status(4, "validation status");
+    const long long init[4] = {std::numeric_limits<long long>::max(), std::numeric_limits<long long>::max(),
+                               std::numeric_limits<long long>::max(), 0};
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(status.get(), init, sizeof(init), cudaMemcpyHostToDevice, stream_));
+    launch_validate(xv_, w_, xnorm_.get(), status.get(), stream_);
+    long long st[4];
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(st, status.get(), sizeof(st), cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    if (st[0] != std::numeric_limits<long long>::max()) {
+      std::vector<float> row(static_cast<std::size_t>(d_));
+      for (int j = 0; j < d_; ++j) row[j] = host_element(st[0], j);
+      int j = 0;
+      while (j < d_ && std::isfinite(row[j])) ++j;
+      if (j < d_) FLASHKM_FAIL(invalid_argument, "input contains NaN or infinity: first at row ", st[0], ", column ", j);
+      FLASHKM_FAIL(invalid_argument, "row ", st[0], " has a squared norm that overflows (values too large)");
+    }
+    if (st[1] != std::numeric_limits<long long>::max()) {
+      float wv = 0;
+      FLASHKM_CUDA_CHECK(cudaMemcpy(&wv, w_ + st[1], sizeof(float), cudaMemcpyDeviceToHost));
+      FLASHKM_FAIL(invalid_argument, "sample_weight must be finite and >= 0: row ", st[1], " has ", wv);
+    }
+    if (metric_ == Metric::cosine && st[2] != std::numeric_limits<long long>::max())
+      FLASHKM_FAIL(invalid_argument, "metric 'cosine' needs non-zero rows: row ", st[2], " is all zeros");
+    std::uint32_t bits = static_cast<std::uint32_t>(st[3]);
+    std::memcpy(&max_abs_, &bits, sizeof(float));
+    total_weight_ = w_ ? weighted_sum(w_, nullptr) : double(n_);
+    FLASHKM_CHECK(total_weight_ > 0, invalid_argument, "sample_weight sums to zero: at least one weight must be > 0");
+
+    choose_precision(x.dtype);
+  }
+
+  double mean_feature_variance() override {
+    DeviceGuard g(opt_.device_id);
+    const std::int64_t chunks = (n_ + kRowChunk - 1) / kRowChunk;
+    DeviceBuffer<double> part(std::size_t(chunks * d_), "column sums");
+    DeviceBuffer<double> center(std::size_t(d_), "column means");
+    std::vector<double> h(static_cast<std::size_t>(chunks * d_));
+    auto pass = [&](const double* c) {
+      launch_column_sums(xv_, c, part.get(), stream_);
+      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h.data(), part.get(), h.size() * 8, cudaMemcpyDeviceToHost, stream_));
+      FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      std::vector<double> tot(static_cast<std::size_t>(d_), 0.0);
+      for (std::int64_t c2 = 0; c2 < chunks; ++c2)
+        for (int j = 0; j < d_; ++j) tot[j] += h[c2 * d_ + j];
+      for (auto& v : tot) v /= double(n_);
+      return tot;
+    };
+    const std::vector<double> mean = pass(nullptr);
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(center.get(), mean.data(), d_ * 8, cudaMemcpyHostToDevice, stream_));
+    const std::vector<double> var = pass(center.get());
+    return std::accumulate(var.begin(), var.end(), 0.0) / double(d_);
+  }
+
+  // ---- centroids ------------------------------------------------------------------------
+  void set_centroids(const float* c, std::int64_t k) override {
+    DeviceGuard g(opt_.device_id);
+    FLASHKM_CHECK(k >= 1 && k % opt_.batch == 0, invalid_argument, "k = ", k, " must be >= 1 (and a multiple of batch)");
+    FLASHKM_CHECK(k / opt_.batch < (1 << 24), invalid_argument, "k must be < 2^24 on the CUDA backend");
+    prepare(main_, c, static_cast<int>(k / opt_.batch), op_, cudaMemcpyHostToDevice);
+    k_ = main_.k;
+  }
+
+  core::AssignStats assign() override {
+    DeviceGuard g(opt_.device_id);
+    FLASHKM_ASSERT(k_ > 0, "assign() before set_centroids()");
+    mind_.release();  // initialisation is over
+    ensure_scratch();
+    AssignParams p = params_for(main_, labels_.get(), dist_.get(), opt_.certify);
+    FLASHKM_CUDA_CHECK(cudaMemsetAsync(counters_.get(), 0, 2 * sizeof(unsigned long long), stream_));
+    run_assign(main_, p);
+    launch_recheck(p, main_.c32.get(), stream_);
+    launch_weighted_sum(dist_.get(), w_, n_, part_.get(), sums_.get(), stream_);
+    struct {
+      unsigned long long c[2];
+      double inertia;
+    } h{};
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h.c, counters_.get(), 16, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&h.inertia, sums_.get(), 8, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    core::AssignStats st;
+    st.inertia = h.inertia;
+    st.n_rechecked = static_cast<std::int64_t>(h.c[0]);
+    st.n_changed = static_cast<std::int64_t>(h.c[1]);
+    return st;
+  }
+
+  void accumulate(double* sums, double* cluster_weight) override {
+    DeviceGuard g(opt_.device_id);
+    FLASHKM_ASSERT(k_ > 0, "accumulate() before set_centroids()");
+    sort_reduce(labels_.get(), k_, true, sums, cluster_weight);
+  }
+
+  void copy_labels(std::int32_t* out) override {
+    DeviceGuard g(opt_.device_id);
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(out, labels_.get(), n_ * 4, cudaMemcpyDefault, stream_));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  void copy_distances(float* out) override {
+    DeviceGuard g(opt_.device_id);
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(out, dist_.get(), n_ * 4, cudaMemcpyDefault, stream_));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  std::vector<std::int64_t> farthest_rows(std::int64_t m) override {
+    std::vector<float> dist(static_cast<std::size_t>(n_)), w(static_cast<std::size_t>(n_));
+    copy_distances(dist.data());
+    copy_weights(w.data());
+    std::vector<std::int64_t> idx;
+    idx.reserve(static_cast<std::size_t>(n_));
+    for (std::int64_t i = 0; i < n_; ++i)
+      if (w[i] > 0) idx.push_back(i);
+    m = std::min<std::int64_t>(m, static_cast<std::int64_t>(idx.size()));
+    auto farther = [&](std::int64_t a, std::int64_t b) { return dist[a] > dist[b] || (dist[a] == dist[b] && a < b); };
+    std::partial_sort(idx.begin(), idx.begin() + m, idx.end(), farther);
+    idx.resize(static_cast<std::size_t>(m));
+    return idx;
+  }
+
+  void gather_rows(const std::int64_t* idx, std::int64_t m, float* rows_out, std::int32_t* labels_out,
+                   float* weights_out) override {
+    DeviceGuard g(opt_.device_id);
+    if (m <= 0) return;
+    for (std::int64_t t = 0; t < m; ++t) FLASHKM_ASSERT(idx[t] >= 0 && idx[t] < n_, "gather_rows index out of range");
+    DeviceBuffer<std::int64_t> di(std::size_t(m), "gather indices");
+    DeviceBuffer<float> rows(rows_out ? std::size_t(m) * d_ : 0, "gathered rows");
+    DeviceBuffer<std::int32_t> lab(std::size_t(m), "gathered labels");
+    DeviceBuffer<float> wo(std::size_t(m), "gathered weights");
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(di.get(), idx, m * 8, cudaMemcpyHostToDevice, stream_));
+    launch_gather(xv_, xnorm_.get(), metric_ == Metric::cosine, labels_.get(), w_, di.get(), m, rows.get(), lab.get(),
+                  wo.get(), stream_);
+    if (rows_out) FLASHKM_CUDA_CHECK(cudaMemcpyAsync(rows_out, rows.get(), m * d_ * 4, cudaMemcpyDeviceToHost, stream_));
+    if (labels_out) FLASHKM_CUDA_CHECK(cudaMemcpyAsync(labels_out, lab.get(), m * 4, cudaMemcpyDeviceToHost, stream_));
+    if (weights_out) FLASHKM_CUDA_CHECK(cudaMemcpyAsync(weights_out, wo.get(), m * 4, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  double exact_inertia() override {
+    DeviceGuard g(opt_.device_id);
+    FLASHKM_ASSERT(k_ > 0, "exact_inertia() before set_centroids()");
+    const std::int64_t chunks = (n_ + kRowChunk - 1) / kRowChunk;
+    launch_exact_inertia(xv_, w_, labels_.get(), main_.c32.get(), k_, metric_, part_.get(), stream_);
+    std::vector<double> h(static_cast<std::size_t>(chunks));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h.data(), part_.get(), chunks * 8, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    double t = 0;
+    for (double v : h) t += v;
+    return t;
+  }
+
+  void cluster_weights(double* out) override {
+    DeviceGuard g(opt_.device_id);
+    sort_reduce(labels_.get(), k_, false, nullptr, out);
+  }
+
+  void copy_weights(float* out) override {
+    DeviceGuard g(opt_.device_id);
+    if (!w_) {
+      std::fill(out, out + n_, 1.0f);
+      return;
+    }
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(out, w_, n_ * 4, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  void all_distances(float* out) override {
+    DeviceGuard g(opt_.device_id);
+    FLASHKM_ASSERT(opt_.batch == 1, "all_distances is for unbatched backends");
+    cudaPointerAttributes attr{};
+    const bool on_device = cudaPointerGetAttributes(&attr, out) == cudaSuccess && attr.type == cudaMemoryTypeDevice;
+    (void)cudaGetLastError();
+    if (on_device) {
+      launch_all_distances(xv_, xnorm_.get(), main_.c32.get(), k_, metric_, 0, n_, out, stream_);
+    } else {
+      const std::int64_t rows = std::max<std::int64_t>(1, (std::int64_t(64) << 20) / (4 * std::int64_t(k_)));
+      DeviceBuffer<float> tmp(std::size_t(std::min(rows, n_)) * k_, "a block of the distance matrix");
+      for (std::int64_t r0 = 0; r0 < n_; r0 += rows) {
+        const std::int64_t r = std::min(rows, n_ - r0);
+        launch_all_distances(xv_, xnorm_.get(), main_.c32.get(), k_, metric_, r0, r, tmp.get(), stream_);
+        FLASHKM_CUDA_CHECK(cudaMemcpyAsync(out + r0 * k_, tmp.get(), r * k_ * 4, cudaMemcpyDeviceToHost, stream_));
+      }
+    }
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  // ---- initialisation support -----------------------------------------------------------
+  double mindist_fill(float value) override {
+    DeviceGuard g(opt_.device_id);
+    mind_.ensure(std::size_t(n_), "min distances");
+    launch_fill(mind_.get(), value, n_, stream_);
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return value == 0 ? 0.0 : double(value) * total_weight_;
+  }
+
+  double mindist_update(const float* c, std::int64_t m) override {
+    DeviceGuard g(opt_.device_id);
+    FLASHKM_ASSERT(mind_.get() != nullptr, "mindist_update before mindist_fill");
+    aux_distances(c, m);
+    launch_min_into(mind_.get(), tmp_dist_.get(), n_, stream_);
+    return weighted_sum(mind_.get(), w_);
+  }
+
+  void mindist_trial(const float* cand, std::int64_t m, double* potentials) override {
+    DeviceGuard g(opt_.device_id);
+    FLASHKM_ASSERT(mind_.get() != nullptr, "mindist_trial before mindist_fill");
+    for (std::int64_t j = 0; j < m; ++j) {
+      aux_distances(cand + j * d_, 1);
+      launch_min_into(tmp_dist_.get(), mind_.get(), n_, stream_);
+      potentials[j] = weighted_sum(tmp_dist_.get(), w_);
+    }
+  }
+
+  std::vector<std::int64_t> sample_by_mindist(const std::vector<double>& targets) override {
+    DeviceGuard g(opt_.device_id);
+    const std::int64_t chunks = (n_ + kRowChunk - 1) / kRowChunk;
+    launch_sequential_chunk_sums(mind_.get(), w_, n_, part_.get(), stream_);
+    std::vector<double> cs(static_cast<std::size_t>(chunks));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(cs.data(), part_.get(), chunks * 8, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    std::vector<std::int64_t> out;
+    out.reserve(targets.size());
+    std::vector<float> mv(kRowChunk), wv(kRowChunk);
+    std::int64_t loaded = -1;
+    double before = 0;
+    std::int64_t c = 0;
+    for (double t : targets) {
+      while (c < chunks && before + cs[c] <= t) before += cs[c++];
+      std::int64_t pick = n_ - 1;
+      if (c < chunks) {
+        const std::int64_t b = c * kRowChunk, e = std::min(n_, b + kRowChunk);
+        if (loaded != c) {
+          FLASHKM_CUDA_CHECK(cudaMemcpy(mv.data(), mind_.get() + b, (e - b) * 4, cudaMemcpyDeviceToHost));
+          if (w_) FLASHKM_CUDA_CHECK(cudaMemcpy(wv.data(), w_ + b, (e - b) * 4, cudaMemcpyDeviceToHost));
+          loaded = c;
+        }
+        double run = before;
+        for (std::int64_t i = b; i < e; ++i) {
+          run += (w_ ? double(wv[i - b]) : 1.0) * double(mv[i - b]);
+          if (run > t) {
+            pick = i;
+            break;
+          }
+        }
+      }
+      out.push_back(pick);
+    }
+    return out;
+  }
+
+  std::vector<std::int64_t> sample_bernoulli(double factor, std::uint64_t seed, std::uint64_t round) override {
+    DeviceGuard g(opt_.device_id);
+    flags_.ensure(std::size_t(n_), "sampling flags");
+    launch_bernoulli(mind_.get(), w_, n_, factor, seed, round, flags_.get(), stream_);
+    std::vector<unsigned char> h(static_cast<std::size_t>(n_));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h.data(), flags_.get(), n_, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    std::vector<std::int64_t> out;
+    for (std::int64_t i = 0; i < n_; ++i)
+      if (h[i]) out.push_back(i);
+    return out;
+  }
+
+  void nearest_weights(const float* c, std::int64_t m, double* out) override {
+    DeviceGuard g(opt_.device_id);
+    aux_distances(c, m);
+    sort_reduce(tmp_labels_.get(), static_cast<int>(m), false, nullptr, out);
+  }
+
+ private:
+  float host_element(std::int64_t i, int j) {
+    const std::size_t esz = dtype_size(xv_.dtype);
+    unsigned char buf[8] = {};
+    FLASHKM_CUDA_CHECK(cudaMemcpy(buf, static_cast<const char*>(xv_.x) + (i * xv_.stride + j) * esz, esz,
+                                  cudaMemcpyDeviceToHost));
+    switch (xv_.dtype) {
+      case DType::f32: { float v; std::memcpy(&v, buf, 4); return v; }
+      case DType::f64: { double v; std::memcpy(&v, buf, 8); return float(v); }
+      case DType::f16: { __half v; std::memcpy(&v, buf, 2); return __half2float(v); }
+      case DType::bf16: { __nv_bfloat16 v; std::memcpy(&v, buf, 2); return __bfloat162float(v); }
+    }
+    return 0;
+  }
+
+  void choose_precision(DType in) {
+    switch (opt_.precision) {
+      case Precision::fp32: op_ = Operand::fp32; break;
+      case Precision::fp16:
+        FLASHKM_CHECK(max_abs_ <= 65504.0f, invalid_argument, "precision 'fp16': data has |x| up to ", max_abs_,
+                      ", beyond the fp16 range (use bf16 or auto)");
+        op_ = Operand::fp16;
+        break;
+      case Precision::bf16: op_ = Operand::bf16; break;
+      default:
+        if (in == DType::f16) op_ = Operand::fp16;
+        else if (in == DType::bf16) op_ = Operand::bf16;
+        // fp16 keeps 3 more bits than bf16; use it when the data sits well inside its
+        // normal range (no overflow, little underflow), else bf16 (fp32's exponent range).
+        else op_ = (max_abs_ <= 16384.0f && max_abs_ >= 0x1p-6f) ? Operand::fp16 : Operand::bf16;
+        break;
+    }
+    if (op_ != Operand::fp32) {
+      const int dp = static_cast<int>(round_up(d_, kChunkD));
+      tile_ = opt_.tile != TileConfig::automatic ? opt_.tile : choose_tile(n_per_, 0, d_, sm_count_);
+      AssignParams probe{};
+      probe.x = xv_.x;
+      probe.x_dtype = xv_.dtype;
+      probe.x_stride = xv_.stride;
+      probe.x_batch = n_per_ * xv_.stride;
+      probe.d = d_;
+      if (tile_ != TileConfig::resident_128x128 && !x_streamable(probe, op_)) {
+        // Streamed (large-D) tiles read x as aligned 16-bit operands: convert once.
+        xop_.reset(std::size_t(n_) * dp * 2, "a 16-bit operand copy of the data (large d)");
+        launch_convert_rows(xv_, op_ == Operand::fp16 ? 0 : 1, dp, xop_.get(), stream_);
+        FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      }
+    }
+  }
+
+  /// Copy centroids (host or device memory) and build the operand set for `op`.
+  void prepare(CentroidSet& cs, const float* c, int k, Operand op, cudaMemcpyKind) {
+    const int bn = op == Operand::fp32 ? kSimtBN : tile_bn(tile_);
+    cs.k = k;
+    cs.op = op;
+    cs.kp = static_cast<int>(round_up(k, bn));
+    cs.dp = static_cast<int>(round_up(d_, op == Operand::fp32 ? kSimtBK : kChunkD));
+    const int B = opt_.batch;
+    const std::size_t esz = op == Operand::fp32 ? 4 : 2;
+    cs.c32.ensure(std::size_t(B) * k * d_, "centroids");
+    cs.c_op.ensure(std::size_t(B) * cs.kp * cs.dp * esz, "centroid operands");
+    cs.cterm.ensure(std::size_t(B) * cs.kp, "centroid norms");
+    cs.cmax_bits.ensure(std::size_t(B), "centroid max norm");
+    cs.overflow.ensure(1, "overflow flag");
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(cs.c32.get(), c, std::size_t(B) * k * d_ * 4, cudaMemcpyDefault, stream_));
+    FLASHKM_CUDA_CHECK(cudaMemsetAsync(cs.cmax_bits.get(), 0, B * 4, stream_));
+    FLASHKM_CUDA_CHECK(cudaMemsetAsync(cs.overflow.get(), 0, 4, stream_));
+    launch_prepare_centroids(cs.c32.get(), B, k, d_, cs.kp, cs.dp, static_cast<int>(op), metric_ == Metric::l2,
+                             cs.c_op.get(), cs.cterm.get(), cs.cmax_bits.get(), cs.overflow.get(), stream_);
+    unsigned ovf = 0;
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&ovf, cs.overflow.get(), 4, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    FLASHKM_CHECK(ovf == 0, invalid_argument, "centroids exceed the fp16 range (|c| > 65504); use bf16 or auto");
+  }
+
+  void ensure_scratch() {
+    // The flagged list (int64 per row) and accumulate()'s sort buffers share one arena.
+    scratch_.ensure(std::size_t(n_) * 2, "per-row scratch (flagged rows / sort buffers)");
+  }
+
+  AssignParams params_for(const CentroidSet& cs, std::int32_t* labels, float* dist, bool certify) {
+    AssignParams p{};
+    const bool use_op_copy = cs.op != Operand::fp32 && xop_.get() != nullptr;
+    p.x = use_op_copy ? static_cast<const void*>(xop_.get()) : xv_.x;
+    p.x_dtype = use_op_copy ? (cs.op == Operand::fp16 ? DType::f16 : DType::bf16) : xv_.dtype;
+    p.x_stride = use_op_copy ? cs.dp : xv_.stride;
+    p.x_batch = n_per_ * p.x_stride;
+    p.n = n_per_;
+    p.d = d_;
+    p.batch = opt_.batch;
+    p.xnorm = xnorm_.get();
+    p.c = cs.c_op.get();
+    p.cterm = cs.cterm.get();
+    p.cmax = reinterpret_cast<const float*>(cs.cmax_bits.get());
+    p.k = cs.k;
+    p.kp = cs.kp;
+    p.dp = cs.dp;
+    p.alpha = metric_ == Metric::l2 ? -2.0f : -1.0f;
+    p.metric = metric_;
+    p.labels = labels;
+    p.dist = dist;
+    p.certify = certify;
+    p.flagged = reinterpret_cast<std::int64_t*>(scratch_.get());
+    p.counters = counters_.get();
+    if (certify) {
+      // Bound on |computed score - exact score| for a row x (DESIGN.md section 3; derivation
+      // in docs/CUDA.md): operands rounded with unit roundoff u (relative) and eta
+      // (absolute, fp16 subnormals), fp32 accumulation over dp terms charged 2^-23 per term
+      // (tensor cores truncate), the fp32 |c|^2 and the final fma rounded to 2^-24 each.
+      // kSafety covers the fp32 evaluation of the bound and accumulation orders we did not
+      // model; the measured worst-case ratio error/bound is reported by the GPU tests.
+      constexpr double kSafety = 2.0;
+      double u = 0, eta = 0;
+      if (cs.op == Operand::fp16) { u = 0x1p-11; eta = 0x1p-25; }
+      if (cs.op == Operand::bf16) { u = 0x1p-8; eta = 0x1p-126; }
+      const double acc = double(cs.dp) * 0x1p-23;
+      const double alpha = metric_ == Metric::l2 ? 2.0 : 1.0;
+      p.cert_a = static_cast<float>(kSafety * alpha * ((2 * u + u * u) * (1 + acc) + acc + 0x1p-23));
+      p.cert_eta = static_cast<float>(kSafety * alpha * eta * (1 + u) * (1 + acc) * std::sqrt(double(d_)));
+      p.cert_b = static_cast<float>(metric_ == Metric::l2 ? kSafety * (0x1p-23 + acc * 0.5) : 0.0);
+    }
+    return p;
+  }
+
+  void run_assign(const CentroidSet& cs, const AssignParams& p) {
+    if (cs.op == Operand::fp32) launch_simt_assign(p, stream_);
+    else launch_flash_assign(p, cs.op, tile_, stream_);
+  }
+
+  /// Nearest of m given centroids (exact fp32 path, uncertified) -> tmp_labels_, tmp_dist_.
+  void aux_distances(const float* c, std::int64_t m) {
+    FLASHKM_ASSERT(opt_.batch == 1, "initialisation support is for unbatched backends");
+    tmp_labels_.ensure(std::size_t(n_), "temporary labels");
+    tmp_dist_.ensure(std::size_t(n_), "temporary distances");
+    ensure_scratch();
+    prepare(aux_, c, static_cast<int>(m), Operand::fp32, cudaMemcpyHostToDevice);
+    AssignParams p = params_for(aux_, tmp_labels_.get(), tmp_dist_.get(), false);
+    launch_simt_assign(p, stream_);
+  }
+
+  double weighted_sum(const float* v, const float* w) {
+    launch_weighted_sum(v, w, n_, part_.get(), sums_.get(), stream_);
+    double r = 0;
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&r, sums_.get(), 8, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return r;
+  }
+
+  /// Stable sort of rows by (problem, label), then per-cluster sums in row order over
+  /// fixed pieces of kPieceRows, combined in order. Bitwise reproducible.
+  void sort_reduce(const std::int32_t* labels, int k, bool with_x, double* sums_out, double* weights_out) {
+    const std::int64_t nc = std::int64_t(opt_.batch) * k;
+    ensure_scratch();
+    std::int32_t* keys = reinterpret_cast<std::int32_t*>(scratch_.get());
+    std::int32_t* vals = keys + n_;
+    keys_alt_.ensure(std::size_t(n_), "sort keys");
+    vals_alt_.ensure(std::size_t(n_), "sort values");
+    launch_iota_keys(labels, n_, n_per_, k, keys, vals, stream_);
+    counts_.ensure(std::size_t(nc), "cluster counts");
+    FLASHKM_CUDA_CHECK(cudaMemsetAsync(counts_.get(), 0, nc * 4, stream_));
+    launch_histogram(keys, n_, counts_.get(), stream_);
+    cub::DoubleBuffer<std::int32_t> dk(keys, keys_alt_.get()), dv(vals, vals_alt_.get());
+    int bits = 1;
+    while ((std::int64_t(1) << bits) < nc) ++bits;
+    std::size_t temp = 0;
+    FLASHKM_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, temp, dk, dv, static_cast<int>(n_), 0, bits, stream_));
+    cub_temp_.ensure(temp, "radix sort workspace");
+    FLASHKM_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(cub_temp_.get(), temp, dk, dv, static_cast<int>(n_), 0, bits, stream_));
+    FLASHKM_CUDA_LAUNCH_CHECK();
+    h_counts_.resize(static_cast<std::size_t>(nc));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h_counts_.data(), counts_.get(), nc * 4, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    h_pieces_.clear();
+    h_first_.assign(static_cast<std::size_t>(nc + 1), 0);
+    std::int64_t pos = 0;
+    for (std::int64_t c = 0; c < nc; ++c) {
+      h_first_[c] = static_cast<std::int64_t>(h_pieces_.size());
+      const std::int64_t e = pos + h_counts_[c];
+      for (std::int64_t b = pos; b < e; b += kPieceRows) h_pieces_.push_back(Piece{b, std::min(e, b + kPieceRows)});
+      pos = e;
+    }
+    h_first_[nc] = static_cast<std::int64_t>(h_pieces_.size());
+    const std::int64_t np = static_cast<std::int64_t>(h_pieces_.size());
+    pieces_.ensure(std::size_t(std::max<std::int64_t>(np, 1)), "update pieces");
+    first_.ensure(std::size_t(nc + 1), "update piece offsets");
+    psums_.ensure(std::size_t(std::max<std::int64_t>(np, 1)) * (d_ + 1), "update piece sums");
+    sums_dev_.ensure(with_x ? std::size_t(nc) * d_ : 1, "cluster sums");
+    cw_.ensure(std::size_t(nc), "cluster weights");
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(pieces_.get(), h_pieces_.data(), np * sizeof(Piece), cudaMemcpyHostToDevice, stream_));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(first_.get(), h_first_.data(), (nc + 1) * 8, cudaMemcpyHostToDevice, stream_));
+    launch_piece_sums(xv_, w_, xnorm_.get(), metric_ == Metric::cosine, with_x, dv.Current(), pieces_.get(), np,
+                      psums_.get(), stream_);
+    launch_combine_pieces(psums_.get(), first_.get(), nc, d_, with_x, sums_dev_.get(), cw_.get(), stream_);
+    if (with_x)
+      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(sums_out, sums_dev_.get(), nc * d_ * 8, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(weights_out, cw_.get(), nc * 8, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  CudaOptions opt_;
+  int sm_count_ = 0;
+  cudaStream_t stream_ = nullptr;
+  std::int64_t n_ = 0, n_per_ = 0;
+  int d_ = 0, k_ = 0;
+  Metric metric_ = Metric::l2;
+  XView xv_{};
+  const float* w_ = nullptr;
+  float max_abs_ = 0;
+  double total_weight_ = 0;
+  Operand op_ = Operand::fp16;
+  TileConfig tile_ = TileConfig::resident_128x128;
+
+  DeviceBuffer<unsigned char> xown_, xop_;
+  DeviceBuffer<float> w_own_, xnorm_, dist_, mind_, tmp_dist_;
+  DeviceBuffer<std::int32_t> labels_, tmp_labels_, keys_alt_, vals_alt_, counts_;
+  DeviceBuffer<std::int64_t> scratch_, first_;
+  DeviceBuffer<unsigned char> cub_temp_, flags_;
+  DeviceBuffer<unsigned long long> counters_;
+  DeviceBuffer<double> part_, sums_, psums_, sums_dev_, cw_;
+  DeviceBuffer<Piece> pieces_;
+  CentroidSet main_, aux_;
+  std::vector<std::int32_t> h_counts_;
+  std::vector<Piece> h_pieces_;
+  std::vector<std::int64_t> h_first_;
+};
+
+}  // namespace
+
+std::unique_ptr<core::Backend> make_cuda_backend(const CudaOptions& options) {
+  return std::make_unique<CudaBackend>(options);
+}
+
+std::size_t device_bytes_held(const core::Backend& backend) {
+  const auto* b = dynamic_cast<const CudaBackend*>(&backend);
+  return b ? b->bytes_held() : 0;
+}
+
+}  // namespace flashkm::cuda
+
+namespace flashkm::core {
+
+bool cuda_backend_built() noexcept { return true; }
+
+bool cuda_device_present() noexcept {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) (void)cudaGetLastError();
+  return err == cudaSuccess && count > 0;
+}
+
+std::unique_ptr<Backend> make_cuda_backend(int device_id, Precision precision, bool certify) {
+  cuda::CudaOptions o;
+  o.device_id = device_id;
+  o.precision = precision;
+  o.certify = certify;
+  return cuda::make_cuda_backend(o);
+}
+
+}  // namespace flashkm::core

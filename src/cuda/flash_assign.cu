@@ -1,0 +1,575 @@
+// FlashAssign kernels: tensor-core (mma.sync m16n8k16, fp16/bf16 operands, fp32
+// accumulation), an exact-fp32 SIMT variant, and the fp64 re-check of flagged rows.
+//
+// Tensor-core kernel, per thread block (see FlashAssignTraits):
+//   PROLOGUE   load the rows tile (resident configs: [BM x dp] once; streamed: per chunk)
+//              and the first centroid chunks through a STAGES-deep cp.async pipeline
+//   MAIN LOOP  over t = (centroid tile j, D chunk dc): wait for stage t, prefetch t+S-1,
+//              ldmatrix + mma into the [BM x BN] fp32 accumulators
+//   EPILOGUE j when dc is the last chunk: s = alpha*acc + cterm_j, fold into per-row
+//              (best, index, second) registers, zero the accumulators
+//   FINISH     merge the top-2 over the 4 lanes of a quad (shuffles) and over the warps
+//              along N (smem), certify, write label + distance or flag the row
+// Ties go to the lowest centroid index: each thread visits its columns in ascending
+// order with a strict '<', and merges compare (value, index) lexicographically.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cfloat>
+#include <cstdint>
+#include <type_traits>
+
+#include "cuda/cuda_check.hpp"
+#include "cuda/flash_assign.hpp"
+#include "cuda/mma_sm80.cuh"
+
+namespace flashkm::cuda {
+namespace {
+
+// ------------------------------------------------------------------------------------
+// Element conversion
+// ------------------------------------------------------------------------------------
+template <class T> __device__ __forceinline__ float to_f32(T v);
+template <> __device__ __forceinline__ float to_f32<float>(float v) { return v; }
+template <> __device__ __forceinline__ float to_f32<__half>(__half v) { return __half2float(v); }
+template <> __device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <class T> __device__ __forceinline__ T from_f32(float v);
+template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// ------------------------------------------------------------------------------------
+// Top-2 state and the shared row finish
+// ------------------------------------------------------------------------------------
+struct Top2 {
+  float best;
+  int idx;
+  float second;
+};
+
+__device__ __forceinline__ void top2_init(Top2& t) {
+  t.best = INFINITY;
+  t.idx = 0x7fffffff;
+  t.second = INFINITY;
+}
+/// Fold one score; columns arrive in ascending order per thread, so '<' keeps the lowest index.
+__device__ __forceinline__ void top2_push(Top2& t, float s, int col) {
+  if (s < t.best) {
+    t.second = t.best;
+    t.best = s;
+    t.idx = col;
+  } else {
+    t.second = fminf(t.second, s);
+  }
+}
+/// Merge two states; (value, index) lexicographic, the loser's best competes for second.
+__device__ __forceinline__ Top2 top2_merge(const Top2& a, const Top2& b) {
+  const bool b_wins = b.best < a.best || (b.best == a.best && b.idx < a.idx);
+  Top2 r;
+  r.best = b_wins ? b.best : a.best;
+  r.idx = b_wins ? b.idx : a.idx;
+  r.second = fminf(fminf(a.second, b.second), b_wins ? a.best : b.best);
+  return r;
+}
+__device__ __forceinline__ Top2 top2_shfl_xor(const Top2& t, int mask) {
+  Top2 o;
+  o.best = __shfl_xor_sync(0xffffffffu, t.best, mask);
+  o.idx = __shfl_xor_sync(0xffffffffu, t.idx, mask);
+  o.second = __shfl_xor_sync(0xffffffffu, t.second, mask);
+  return top2_merge(t, o);
+}
+
+__device__ __forceinline__ float score_to_distance(Metric m, float best, float xn) {
+  if (m == Metric::l2) return fmaxf(xn + best, 0.0f);
+  if (m == Metric::cosine) return 1.0f + best * rsqrtf(xn);
+  return best;
+}
+
+/// Certify and write one row's result (or flag it). Returns 1 when the label changed.
+__device__ __forceinline__ int finish_row(const AssignParams& p, int b, std::int64_t grow, const Top2& t) {
+  const float xn = p.xnorm[grow];
+  if (p.certify) {
+    const float nx = sqrtf(xn);
+    const float cm = p.cmax[b];
+    const float e = p.cert_a * nx * cm + p.cert_eta * (nx + cm) + p.cert_b * cm * cm;
+    const float gap = t.second - t.best;
+    // The subtraction itself rounds: allow 2^-22 of the operands' magnitude on top of 2E.
+    if (!(gap > 2.0f * e + 0x1p-22f * (fabsf(t.best) + fabsf(t.second)))) {
+      const unsigned long long slot = atomicAdd(&p.counters[0], 1ull);
+      p.flagged[slot] = grow;
+      return 0;
+    }
+  }
+  const int old = p.labels[grow];
+  p.labels[grow] = t.idx;
+  p.dist[grow] = score_to_distance(p.metric, t.best, xn);
+  return old != t.idx;
+}
+
+// ------------------------------------------------------------------------------------
+// Kernel traits (tile sizes as template arguments, everything else derived)
+// ------------------------------------------------------------------------------------
+template <class T_, int BM_, int BN_, int WARPS_M_, int WARPS_N_, int STAGES_, bool RESIDENT_>
+struct FlashAssignTraits {
+  using T = T_;
+  static constexpr int kBM = BM_;            // rows per block
+  static constexpr int kBN = BN_;            // centroids per tile
+  static constexpr int kBK = kChunkD;        // D chunk per pipeline stage (64 x 2 B = 128 B rows)
+  static constexpr int kStages = STAGES_;
+  static constexpr bool kResident = RESIDENT_;
+  static constexpr int kWarpsM = WARPS_M_, kWarpsN = WARPS_N_;
+  static constexpr int kThreads = kWarpsM * kWarpsN * 32;
+  static constexpr int kWM = kBM / kWarpsM;  // warp tile rows
+  static constexpr int kWN = kBN / kWarpsN;  // warp tile centroids
+  static constexpr int kMT = kWM / 16;       // m16 tiles per warp
+  static constexpr int kNT = kWN / 8;        // n8 tiles per warp
+  // 64x64 warp tiles: 128 B of ldmatrix traffic per mma, under the ~128 B/clk/SM of shared
+  // memory at the tensor-core rate (64x32 tiles would need ~133 B/clk).
+  static_assert(kWM % 16 == 0 && kWN % 16 == 0, "warp tile must be a multiple of 16x16");
+  static_assert(kBK == 64, "the swizzle assumes 8 chunks of 16 B per smem row");
+  static_assert(kStages >= 2, "need at least double buffering");
+  static constexpr int kCStageElems = kBN * kBK;
+  static constexpr int kXStageElems = kBM * kBK;
+
+  /// Bytes of the centroid stages (also the top-2 merge area at the end).
+  static constexpr std::size_t kCRegionBytes =
+      std::size_t(kStages) * kCStageElems * sizeof(T) > std::size_t(kWarpsN) * kBM * sizeof(Top2)
+          ? std::size_t(kStages) * kCStageElems * sizeof(T)
+          : std::size_t(kWarpsN) * kBM * sizeof(Top2);
+  /// Dynamic shared memory for padded width dp (resident: the whole rows tile).
+  static std::size_t smem_bytes(int dp) {
+    const std::size_t x = kResident ? std::size_t(kBM) * dp * sizeof(T) : std::size_t(kStages) * kXStageElems * sizeof(T);
+    return kCRegionBytes + x;
+  }
+};
+
+/// 16-byte chunk `ch` of row `r` in a swizzled tile whose rows hold `row_chunks` chunks.
+__device__ __forceinline__ int swz(int r, int ch) { return (ch & ~7) | ((ch ^ r) & 7); }
+
+template <class Tr, class XIn, bool kXAsync>
+__global__ void __launch_bounds__(Tr::kThreads, 1) flash_assign_kernel(const AssignParams p) {
+  using T = typename Tr::T;
+  constexpr int kBM = Tr::kBM, kBN = Tr::kBN, kBK = Tr::kBK, kStages = Tr::kStages;
+  constexpr int kMT = Tr::kMT, kNT = Tr::kNT;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  T* sC = reinterpret_cast<T*>(smem_raw);  // (kStages, BN, BK) swizzled
+  T* sX = reinterpret_cast<T*>(smem_raw + Tr::kCRegionBytes);  // resident: (BM, dp); streamed: (kStages, BM, BK)
+  Top2* sMerge = reinterpret_cast<Top2*>(smem_raw);  // (WarpsN, BM), reuses the C stages at the end
+
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const int wm = warp / Tr::kWarpsN;  // warp row
+  const int wn = warp % Tr::kWarpsN;  // warp column
+  const int g = lane >> 2, tq = lane & 3;
+  const int n_dc = p.dp / kBK;
+  const int n_j = p.kp / kBN;
+  const int n_t = n_j * n_dc;
+  const std::int64_t row0 = std::int64_t(blockIdx.x) * kBM;
+
+  for (int b = blockIdx.y; b < p.batch; b += gridDim.y) {
+    const XIn* xb = static_cast<const XIn*>(p.x) + std::int64_t(b) * p.x_batch;
+    const T* cb = static_cast<const T*>(p.c) + std::int64_t(b) * p.kp * p.dp;
+    const float* ctb = p.cterm + std::int64_t(b) * p.kp;
+
+    // ---- loaders -------------------------------------------------------------------
+    auto load_c = [&](int t, int stage) {
+      const int j = t / n_dc, dc = t % n_dc;
+      T* dst = sC + stage * Tr::kCStageElems;
+      const T* src = cb + std::int64_t(j) * kBN * p.dp + dc * kBK;
+      for (int i = tid; i < kBN * 8; i += Tr::kThreads) {
+        const int r = i >> 3, ch = i & 7;
+        arch::cp_async_cg_16(dst + r * kBK + swz(r, ch) * 8, src + std::int64_t(r) * p.dp + ch * 8, 16);
+      }
+    };
+    // x rows [row0, row0+BM) x chunks [ch0, ch0+n_ch) into dst (row stride rs elements).
+    auto load_x = [&](T* dst, int rs, int ch0, int n_ch) {
+      if constexpr (kXAsync) {
+        for (int i = tid; i < kBM * n_ch; i += Tr::kThreads) {
+          const int r = i / n_ch, ch = i % n_ch;
+          const std::int64_t row = row0 + r;
+          const int col = (ch0 + ch) * 8;
+          const bool ok = row < p.n && col < p.d;
+          const XIn* src = ok ? xb + row * p.x_stride + col : xb;
+          arch::cp_async_cg_16(dst + r * rs + swz(r, ch) * 8, src, ok ? 16 : 0);
+        }
+      } else {
+        for (int i = tid; i < kBM * n_ch; i += Tr::kThreads) {
+          const int r = i / n_ch, ch = i % n_ch;
+          const std::int64_t row = row0 + r;
+          const int col = (ch0 + ch) * 8;
+          alignas(16) T v[8];
+#pragma unroll
+          for (int e = 0; e < 8; ++e) {
+            float f = 0.0f;
+            if (row < p.n && col + e < p.d) f = to_f32<XIn>(xb[row * p.x_stride + col + e]);
+            v[e] = from_f32<T>(f);
+          }
+          *reinterpret_cast<uint4*>(dst + r * rs + swz(r, ch) * 8) = *reinterpret_cast<const uint4*>(v);
+        }
+      }
+    };
+    auto load_stage = [&](int t) {
+      const int stage = t % kStages;
+      load_c(t, stage);
+      if constexpr (!Tr::kResident) load_x(sX + stage * Tr::kXStageElems, kBK, (t % n_dc) * 8, 8);
+    };
+
+    // ---- PROLOGUE ------------------------------------------------------------------
+    if constexpr (Tr::kResident) load_x(sX, p.dp, 0, p.dp / 8);
+#pragma unroll
+    for (int s = 0; s < kStages - 1; ++s) {
+      if (s < n_t) load_stage(s);
+      arch::cp_async_commit();
+    }
+
+    float acc[kMT][kNT][4];  // (MT, NT, 4) fp32 accumulators of the warp tile
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.0f;
+    Top2 top[kMT][2];  // rows (mt*16 + g) and (mt*16 + g + 8) of the warp tile
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+      top2_init(top[mt][0]);
+      top2_init(top[mt][1]);
+    }
+
+    // ---- PIPELINED MAIN LOOP -------------------------------------------------------
+    for (int t = 0; t < n_t; ++t) {
+      arch::cp_async_wait<kStages - 2>();
+      __syncthreads();
+      if (t + kStages - 1 < n_t) load_stage(t + kStages - 1);
+      arch::cp_async_commit();
+
+      const int stage = t % kStages;
+      const int dc = t % n_dc;
+      const T* cs = sC + stage * Tr::kCStageElems;
+      const T* xs = Tr::kResident ? sX : sX + stage * Tr::kXStageElems;
+      const int xrs = Tr::kResident ? p.dp : kBK;
+      const int xch0 = Tr::kResident ? dc * 8 : 0;
+#pragma unroll
+      for (int ks = 0; ks < kBK / 16; ++ks) {
+        std::uint32_t a[kMT][4];
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          const int r = wm * Tr::kWM + mt * 16 + (lane & 15);
+          const int ch = ks * 2 + (lane >> 4);
+          arch::SM75_U32x4_LDSM_N(a[mt], xs + r * xrs + (xch0 + ((ch ^ r) & 7)) * 8);
+        }
+        std::uint32_t bfr[kNT][2];
+#pragma unroll
+        for (int np = 0; np < kNT / 2; ++np) {
+          const int r = wn * Tr::kWN + np * 16 + (lane & 7) + ((lane >> 4) << 3);
+          const int ch = ks * 2 + ((lane >> 3) & 1);
+          std::uint32_t q[4];
+          arch::SM75_U32x4_LDSM_N(q, cs + r * kBK + ((ch ^ r) & 7) * 8);
+          bfr[2 * np][0] = q[0];
+          bfr[2 * np][1] = q[1];
+          bfr[2 * np + 1][0] = q[2];
+          bfr[2 * np + 1][1] = q[3];
+        }
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt) arch::Mma16816<T>::run(acc[mt][nt], a[mt], bfr[nt][0], bfr[nt][1]);
+      }
+
+      // ---- EPILOGUE of centroid tile j -------------------------------------------
+      if (dc == n_dc - 1) {
+        const int j = t / n_dc;
+        const int colw = j * kBN + wn * Tr::kWN;
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) {
+          const int col = colw + nt * 8 + 2 * tq;
+          const float2 ct = __ldg(reinterpret_cast<const float2*>(ctb + col));
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt) {
+            top2_push(top[mt][0], fmaf(p.alpha, acc[mt][nt][0], ct.x), col);
+            top2_push(top[mt][0], fmaf(p.alpha, acc[mt][nt][1], ct.y), col + 1);
+            top2_push(top[mt][1], fmaf(p.alpha, acc[mt][nt][2], ct.x), col);
+            top2_push(top[mt][1], fmaf(p.alpha, acc[mt][nt][3], ct.y), col + 1);
+            acc[mt][nt][0] = acc[mt][nt][1] = acc[mt][nt][2] = acc[mt][nt][3] = 0.0f;
+          }
+        }
+      }
+    }
+
+    // ---- FINISH: merge over the quad, then over the warps along N --------------------
+    arch::cp_async_wait<0>();
+    __syncthreads();  // all warps done with the stages: sMerge may reuse them
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        Top2 v = top[mt][h];
+        v = top2_shfl_xor(v, 1);
+        v = top2_shfl_xor(v, 2);
+        if (tq == 0) sMerge[wn * kBM + wm * Tr::kWM + mt * 16 + g + 8 * h] = v;
+      }
+    __syncthreads();
+    int changed = 0;
+    if (tid < kBM && row0 + tid < p.n) {
+      Top2 v = sMerge[tid];
+#pragma unroll
+      for (int w = 1; w < Tr::kWarpsN; ++w) v = top2_merge(v, sMerge[w * kBM + tid]);
+      changed = finish_row(p, b, std::int64_t(b) * p.n + row0 + tid, v);
+    }
+    if (tid < kBM) {
+      const unsigned ballot = __ballot_sync(0xffffffffu, changed);
+      if (lane == 0 && ballot) atomicAdd(&p.counters[1], (unsigned long long)__popc(ballot));
+    }
+    __syncthreads();  // before the next problem reuses shared memory
+  }
+}
+
+// ------------------------------------------------------------------------------------
+// Exact-fp32 SIMT assign: 64 rows x 64 centroids per tile, 256 threads, 4x4 per thread
+// ------------------------------------------------------------------------------------
+template <class XIn>
+__global__ void __launch_bounds__(256) simt_assign_kernel(const AssignParams p) {
+  constexpr int BM = 64, BN = kSimtBN, BK = kSimtBK;
+  __shared__ float sX[BK][BM + 4];  // (BK, BM) transposed rows chunk
+  __shared__ float sC[BK][BN + 4];  // (BK, BN) transposed centroid chunk
+  const int tid = threadIdx.x;
+  const int ty = tid >> 4, tx = tid & 15;
+  const std::int64_t row0 = std::int64_t(blockIdx.x) * BM;
+  for (int b = blockIdx.y; b < p.batch; b += gridDim.y) {
+    const XIn* xb = static_cast<const XIn*>(p.x) + std::int64_t(b) * p.x_batch;
+    const float* cb = static_cast<const float*>(p.c) + std::int64_t(b) * p.kp * p.dp;
+    const float* ctb = p.cterm + std::int64_t(b) * p.kp;
+    Top2 top[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) top2_init(top[i]);
+    for (int j = 0; j < p.kp / BN; ++j) {
+      float acc[4][4] = {};
+      for (int k0 = 0; k0 < p.dp; k0 += BK) {
+#pragma unroll
+        for (int q = 0; q < (BM * BK) / 256; ++q) {
+          const int e = tid + 256 * q;
+          const int r = e / BK, kk = e % BK;
+          const std::int64_t row = row0 + r;
+          const int col = k0 + kk;
+          sX[kk][r] = (row < p.n && col < p.d) ? to_f32<XIn>(xb[row * p.x_stride + col]) : 0.0f;
+          sC[kk][r] = cb[(std::int64_t(j) * BN + r) * p.dp + col];
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+          float a[4], c[4];
+#pragma unroll
+          for (int i = 0; i < 4; ++i) a[i] = sX[kk][ty * 4 + i];
+#pragma unroll
+          for (int jj = 0; jj < 4; ++jj) c[jj] = sC[kk][tx + 16 * jj];
+#pragma unroll
+          for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int jj = 0; jj < 4; ++jj) acc[i][jj] = fmaf(a[i], c[jj], acc[i][jj]);
+        }
+        __syncthreads();
+      }
+#pragma unroll
+      for (int jj = 0; jj < 4; ++jj) {
+        const int col = j * BN + tx + 16 * jj;
+        const float ct = ctb[col];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) top2_push(top[i], fmaf(p.alpha, acc[i][jj], ct), col);
+      }
+    }
+    int changed = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      Top2 v = top[i];
+      v = top2_shfl_xor(v, 1);
+      v = top2_shfl_xor(v, 2);
+      v = top2_shfl_xor(v, 4);
+      v = top2_shfl_xor(v, 8);
+      const std::int64_t row = row0 + ty * 4 + i;
+      if (tx == 0 && row < p.n) changed += finish_row(p, b, std::int64_t(b) * p.n + row, v);
+    }
+    const int warp_sum = __reduce_add_sync(0xffffffffu, changed);
+    if ((tid & 31) == 0 && warp_sum) atomicAdd(&p.counters[1], (unsigned long long)warp_sum);
+  }
+}
+
+// ------------------------------------------------------------------------------------
+// fp64 re-check of flagged rows: one block per row, warps over centroids, lanes over d
+// ------------------------------------------------------------------------------------
+template <class XIn>
+__global__ void __launch_bounds__(256) recheck_kernel(const AssignParams p, const float* c32) {
+  extern __shared__ double sx[];  // (d) the row in fp64
+  __shared__ double s_best[8];
+  __shared__ int s_idx[8];
+  __shared__ double s_norm;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const unsigned long long count = p.counters[0];
+  for (unsigned long long f = blockIdx.x; f < count; f += gridDim.x) {
+    const std::int64_t grow = p.flagged[f];
+    const int b = static_cast<int>(grow / p.n);
+    const std::int64_t row = grow - std::int64_t(b) * p.n;
+    const XIn* xr = static_cast<const XIn*>(p.x) + std::int64_t(b) * p.x_batch + row * p.x_stride;
+    for (int i = tid; i < p.d; i += 256) sx[i] = double(to_f32<XIn>(xr[i]));
+    __syncthreads();
+    if (warp == 0) {
+      double s = 0;
+      for (int i = lane; i < p.d; i += 32) s += sx[i] * sx[i];
+      for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffffu, s, o);
+      if (lane == 0) s_norm = sqrt(s);
+    }
+    const float* cb = c32 + std::int64_t(b) * p.k * p.d;
+    double best = INFINITY;
+    int bi = 0x7fffffff;
+    for (int j = warp; j < p.k; j += 8) {
+      const float* c = cb + std::int64_t(j) * p.d;
+      double s = 0;
+      if (p.metric == Metric::l2) {
+        for (int i = lane; i < p.d; i += 32) {
+          const double df = sx[i] - double(c[i]);
+          s = fma(df, df, s);
+        }
+      } else {
+        for (int i = lane; i < p.d; i += 32) s = fma(sx[i], double(c[i]), s);
+      }
+      for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffffu, s, o);
+      s = __shfl_sync(0xffffffffu, s, 0);
+      const double score = p.metric == Metric::l2 ? s : -s;
+      if (score < best) {
+        best = score;
+        bi = j;
+      }
+    }
+    if (lane == 0) {
+      s_best[warp] = best;
+      s_idx[warp] = bi;
+    }
+    __syncthreads();
+    if (tid == 0) {
+      double vb = s_best[0];
+      int vi = s_idx[0];
+      for (int w = 1; w < 8; ++w)
+        if (s_best[w] < vb || (s_best[w] == vb && s_idx[w] < vi)) {
+          vb = s_best[w];
+          vi = s_idx[w];
+        }
+      double dist = vb;
+      if (p.metric == Metric::cosine) dist = 1.0 + vb / s_norm;
+      const int old = p.labels[grow];
+      p.labels[grow] = vi;
+      p.dist[grow] = static_cast<float>(dist);
+      if (old != vi) atomicAdd(&p.counters[1], 1ull);
+    }
+    __syncthreads();
+  }
+}
+
+// ------------------------------------------------------------------------------------
+// Launchers
+// ------------------------------------------------------------------------------------
+using ResidentH = FlashAssignTraits<__half, 128, 128, 2, 2, 3, true>;
+using ResidentB = FlashAssignTraits<__nv_bfloat16, 128, 128, 2, 2, 3, true>;
+using Stream256H = FlashAssignTraits<__half, 128, 256, 2, 4, 3, false>;
+using Stream256B = FlashAssignTraits<__nv_bfloat16, 128, 256, 2, 4, 3, false>;
+using Stream128H = FlashAssignTraits<__half, 128, 128, 2, 2, 4, false>;
+using Stream128B = FlashAssignTraits<__nv_bfloat16, 128, 128, 2, 2, 4, false>;
+
+constexpr int kMaxResidentDp = 256;
+
+dim3 grid_for(std::int64_t n, int bm, int batch) {
+  const std::int64_t tiles = (n + bm - 1) / bm;
+  FLASHKM_ASSERT(tiles <= 0x7fffffff, "too many row tiles for one launch");
+  return dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(batch < 65535 ? batch : 65535), 1);
+}
+
+template <class Tr, class XIn, bool kXAsync>
+void run_flash_assign(const AssignParams& p, cudaStream_t s) {
+  auto kernel = flash_assign_kernel<Tr, XIn, kXAsync>;
+  const std::size_t smem = Tr::smem_bytes(p.dp);
+  FLASHKM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  kernel<<<grid_for(p.n, Tr::kBM, p.batch), Tr::kThreads, smem, s>>>(p);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+
+template <class T, class TrRes, class TrS256, class TrS128>
+void dispatch_operand(const AssignParams& p, TileConfig tile, cudaStream_t s) {
+  const bool async_ok = x_streamable(p, std::is_same_v<T, __half> ? Operand::fp16 : Operand::bf16);
+  if (tile == TileConfig::resident_128x128) {
+    FLASHKM_ASSERT(p.dp <= kMaxResidentDp, "resident tile config needs d <= 256");
+    switch (p.x_dtype) {
+      case DType::f32: return run_flash_assign<TrRes, float, false>(p, s);
+      case DType::f16:
+        if (std::is_same_v<T, __half> && async_ok) return run_flash_assign<TrRes, T, true>(p, s);
+        return run_flash_assign<TrRes, __half, false>(p, s);
+      case DType::bf16:
+        if (std::is_same_v<T, __nv_bfloat16> && async_ok) return run_flash_assign<TrRes, T, true>(p, s);
+        return run_flash_assign<TrRes, __nv_bfloat16, false>(p, s);
+      default: break;
+    }
+    FLASHKM_FAIL(internal, "flash_assign: unsupported input dtype ", to_string(p.x_dtype));
+  }
+  FLASHKM_ASSERT(async_ok, "streamed tile configs need x as aligned 16-bit operands");
+  if (tile == TileConfig::stream_128x256) return run_flash_assign<TrS256, T, true>(p, s);
+  return run_flash_assign<TrS128, T, true>(p, s);
+}
+
+}  // namespace
+
+TileConfig choose_tile(std::int64_t, int, int d, int) {
+  // Resident rows tile when [128 x dp] fp16 fits beside three centroid stages (<= 112 KB,
+  // two blocks per SM); otherwise split-D streaming with 256-wide centroid tiles, which
+  // halves the re-reads of each rows chunk against 128-wide tiles.
+  const int dp = (d + kChunkD - 1) / kChunkD * kChunkD;
+  return dp <= kMaxResidentDp ? TileConfig::resident_128x128 : TileConfig::stream_128x256;
+}
+
+int tile_bn(TileConfig t) { return t == TileConfig::stream_128x256 ? 256 : 128; }
+
+bool x_streamable(const AssignParams& p, Operand op) {
+  const DType want = op == Operand::fp16 ? DType::f16 : DType::bf16;
+  return p.x_dtype == want && p.d % 8 == 0 && p.x_stride % 8 == 0 && p.x_batch % 8 == 0 &&
+         (reinterpret_cast<std::uintptr_t>(p.x) & 15) == 0;
+}
+
+void launch_flash_assign(const AssignParams& p, Operand op, TileConfig tile, cudaStream_t s) {
+  if (p.n == 0 || p.batch == 0) return;
+  if (op == Operand::fp16) return dispatch_operand<__half, ResidentH, Stream256H, Stream128H>(p, tile, s);
+  if (op == Operand::bf16) return dispatch_operand<__nv_bfloat16, ResidentB, Stream256B, Stream128B>(p, tile, s);
+  FLASHKM_FAIL(internal, "launch_flash_assign: operand must be fp16 or bf16");
+}
+
+void launch_simt_assign(const AssignParams& p, cudaStream_t s) {
+  if (p.n == 0 || p.batch == 0) return;
+  const dim3 grid = grid_for(p.n, 64, p.batch);
+  switch (p.x_dtype) {
+    case DType::f32: simt_assign_kernel<float><<<grid, 256, 0, s>>>(p); break;
+    case DType::f16: simt_assign_kernel<__half><<<grid, 256, 0, s>>>(p); break;
+    case DType::bf16: simt_assign_kernel<__nv_bfloat16><<<grid, 256, 0, s>>>(p); break;
+    default: FLASHKM_FAIL(internal, "simt_assign: unsupported input dtype");
+  }
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+
+void launch_recheck(const AssignParams& p, const float* c32, cudaStream_t s) {
+  if (!p.certify) return;
+  const std::size_t smem = std::size_t(p.d) * sizeof(double);
+  const unsigned blocks = 264;  // persistent: the flagged count is read on the device
+  switch (p.x_dtype) {
+    case DType::f32:
+      FLASHKM_CUDA_CHECK(cudaFuncSetAttribute(recheck_kernel<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+      recheck_kernel<float><<<blocks, 256, smem, s>>>(p, c32);
+      break;
+    case DType::f16:
+      FLASHKM_CUDA_CHECK(cudaFuncSetAttribute(recheck_kernel<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+      recheck_kernel<__half><<<blocks, 256, smem, s>>>(p, c32);
+      break;
+    case DType::bf16:
+      FLASHKM_CUDA_CHECK(cudaFuncSetAttribute(recheck_kernel<__nv_bfloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+      recheck_kernel<__nv_bfloat16><<<blocks, 256, smem, s>>>(p, c32);
+      break;
+    default: FLASHKM_FAIL(internal, "recheck: unsupported input dtype");
+  }
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace flashkm::cuda

@@ -1,0 +1,82 @@
+// FlashAssign: fused nearest-centroid kernels (host-side interface, no CUDA templates).
+//
+// One launch assigns every row of B equal-sized problems to its nearest centroid and
+// writes int32 labels and the best distance; the N x K distance matrix never exists.
+// Scores are  s_j = alpha * (x . c_j) + cterm_j  (alpha = -2, cterm = |c|^2 for l2;
+// alpha = -1, cterm = 0 for cosine/inner product), minimised with ties to the lowest j.
+// With certification on, rows whose best/second-best gap is under the rounding bound are
+// not written but appended to a list, and recheck_rows() settles them in fp64.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "flashkm/types.hpp"
+
+namespace flashkm::cuda {
+
+/// Operand format of the distance products.
+enum class Operand : std::uint8_t { fp16 = 0, bf16 = 1, fp32 = 2 };
+
+/// Everything a FlashAssign kernel reads and writes (a POD, like flash-attention's params).
+struct AssignParams {
+  // ---- data: B problems of n rows, problem b at x + b * x_batch (elements) ----
+  const void* x = nullptr;
+  DType x_dtype = DType::f32;
+  std::int64_t x_stride = 0;       ///< elements between rows
+  std::int64_t x_batch = 0;        ///< elements between problems
+  std::int64_t n = 0;              ///< rows per problem
+  int d = 0;                       ///< features
+  int batch = 1;                   ///< B
+  const float* xnorm = nullptr;    ///< [B*n] |x|^2 in fp32 from the data as given
+  // ---- centroids, per problem: [kp x dp] operands, [kp] cterm (+inf past k) ----
+  const void* c = nullptr;         ///< fp16/bf16 (tensor path) or fp32 (SIMT path)
+  const float* cterm = nullptr;
+  const float* cmax = nullptr;     ///< [B] max |c_j| (certification)
+  int k = 0;
+  int kp = 0;                      ///< k rounded up to the tile width
+  int dp = 0;                      ///< d rounded up to the chunk width
+  float alpha = -2.0f;
+  Metric metric = Metric::l2;
+  // ---- outputs ----
+  std::int32_t* labels = nullptr;  ///< [B*n]; also read: the previous labels (n_changed)
+  float* dist = nullptr;           ///< [B*n] best distance by the metric
+  // ---- certification: E(x) = a*|x|*cmax + eta*(|x|+cmax) + b*cmax^2 ----
+  bool certify = false;
+  float cert_a = 0, cert_eta = 0, cert_b = 0;
+  std::int64_t* flagged = nullptr;               ///< [B*n] capacity: rows to re-check
+  unsigned long long* counters = nullptr;        ///< [0] n_flagged, [1] n_changed
+};
+
+/// Tile configuration of the tensor-core kernel (the tuning table's key).
+enum class TileConfig : std::uint8_t {
+  automatic = 0,
+  resident_128x128 = 1,  ///< rows tile [128 x D] resident in smem, 4 warps, D <= 256
+  stream_128x256 = 2,    ///< rows and centroids streamed in 64-wide D chunks, 8 warps
+  stream_128x128 = 3,    ///< same, 4 warps (fewer re-reads of nothing, more blocks)
+};
+
+/// The heuristic: resident rows tile when it fits, else streamed (split-D) with BN=256.
+TileConfig choose_tile(std::int64_t n, int k, int d, int sm_count);
+/// Width of the centroid tile (kp must be a multiple of it) and of a D chunk.
+int tile_bn(TileConfig t);
+constexpr int kChunkD = 64;
+/// Whether the streamed configs can read x directly (16-bit operand type, aligned rows).
+bool x_streamable(const AssignParams& p, Operand op);
+
+/// Tensor-core FlashAssign (op = fp16 or bf16). x must be readable as op (streamed
+/// configs) or any dtype (resident config converts while loading).
+void launch_flash_assign(const AssignParams& p, Operand op, TileConfig tile, cudaStream_t s);
+
+/// Exact-fp32 SIMT assign (fp32 FMA chains; certified with u = 0). c is fp32 [kp x dp],
+/// kp a multiple of 64, dp a multiple of 16.
+void launch_simt_assign(const AssignParams& p, cudaStream_t s);
+constexpr int kSimtBN = 64;
+constexpr int kSimtBK = 16;
+
+/// Re-check the flagged rows in fp64 from differences against fp32 centroids
+/// c32 [B][k x d]; writes labels/dist, counts label changes. Reads the count on device.
+void launch_recheck(const AssignParams& p, const float* c32, cudaStream_t s);
+
+}  // namespace flashkm::cuda

@@ -1,0 +1,418 @@
+// Small deterministic kernels of the CUDA backend: validation, centroid preparation,
+// fixed-shape fp64 reductions, the sort-inverse update's piece sums, init support.
+// No float atomics anywhere; integer atomics only where their result is order-free.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+
+#include "core/random.hpp"
+#include "cuda/cuda_check.hpp"
+#include "cuda/kernels.cuh"
+
+namespace flashkm::cuda {
+namespace {
+
+__device__ __forceinline__ double load_x(const XView& x, std::int64_t row, int col) {
+  const std::int64_t off = row * x.stride + col;
+  switch (x.dtype) {
+    case DType::f32: return double(static_cast<const float*>(x.x)[off]);
+    case DType::f16: return double(__half2float(static_cast<const __half*>(x.x)[off]));
+    case DType::bf16: return double(__bfloat162float(static_cast<const __nv_bfloat16*>(x.x)[off]));
+    default: return static_cast<const double*>(x.x)[off];
+  }
+}
+
+/// Fixed-shape block sum (blockDim.x == 256): the same tree every launch.
+__device__ double block_sum_256(double v, double* sh) {
+  const int tid = threadIdx.x;
+  sh[tid] = v;
+  __syncthreads();
+  for (int s = 128; s > 0; s >>= 1) {
+    if (tid < s) sh[tid] += sh[tid + s];
+    __syncthreads();
+  }
+  const double r = sh[0];
+  __syncthreads();
+  return r;
+}
+
+unsigned blocks_for(std::int64_t n, int per) {
+  const std::int64_t b = (n + per - 1) / per;
+  return static_cast<unsigned>(b < 1 ? 1 : b);
+}
+
+// ---- validation ------------------------------------------------------------------------
+__global__ void validate_kernel(XView x, const float* w, float* xnorm, long long* status) {
+  const std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= x.n) return;
+  double s = 0, mx = 0;
+  for (int j = 0; j < x.d; ++j) {
+    const double v = load_x(x, i, j);
+    s = fma(v, v, s);
+    mx = fmax(mx, fabs(v));
+  }
+  if (!isfinite(s)) {
+    atomicMin(&status[0], (long long)i);
+    return;
+  }
+  if (w && !(w[i] >= 0.0f && isfinite(w[i]))) atomicMin(&status[1], (long long)i);
+  if (s == 0.0) atomicMin(&status[2], (long long)i);
+  xnorm[i] = static_cast<float>(s);
+  atomicMax(reinterpret_cast<unsigned*>(&status[3]), __float_as_uint(__double2float_ru(mx)));
+}
+
+__global__ void f64_to_f32_kernel(const double* src, std::int64_t n, int d, std::int64_t stride, float* dst) {
+  const std::int64_t e = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (e >= n * d) return;
+  const std::int64_t r = e / d;
+  const int c = static_cast<int>(e % d);
+  dst[e] = static_cast<float>(src[r * stride + c]);
+}
+
+template <class T>
+__global__ void convert_rows_kernel(XView x, int dp, T* dst) {
+  const std::int64_t e = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (e >= x.n * dp) return;
+  const std::int64_t r = e / dp;
+  const int c = static_cast<int>(e % dp);
+  const float v = c < x.d ? static_cast<float>(load_x(x, r, c)) : 0.0f;
+  if constexpr (sizeof(T) == 2 && std::is_same_v<T, __half>) dst[e] = __float2half_rn(v);
+  else dst[e] = __float2bfloat16_rn(v);
+}
+
+// ---- centroids ------------------------------------------------------------------------
+// One warp per (problem, padded centroid row).
+__global__ void prepare_centroids_kernel(const float* c32, int batch, int k, int d, int kp, int dp, int op, bool l2,
+                                         void* c_op, float* cterm, unsigned* cmax_bits, unsigned* overflow) {
+  const std::int64_t wid = (std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
+  if (wid >= std::int64_t(batch) * kp) return;
+  const int b = static_cast<int>(wid / kp);
+  const int j = static_cast<int>(wid % kp);
+  const bool real = j < k;
+  const float* src = c32 + (std::int64_t(b) * k + j) * d;
+  double s = 0;
+  float mx = 0;
+  for (int c = lane; c < dp; c += 32) {
+    const float v = (real && c < d) ? src[c] : 0.0f;
+    s = fma(double(v), double(v), s);
+    mx = fmaxf(mx, fabsf(v));
+    const std::int64_t o = wid * dp + c;
+    if (op == 0) static_cast<__half*>(c_op)[o] = __float2half_rn(v);
+    else if (op == 1) static_cast<__nv_bfloat16*>(c_op)[o] = __float2bfloat16_rn(v);
+    else static_cast<float*>(c_op)[o] = v;
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    s += __shfl_down_sync(0xffffffffu, s, o);
+    mx = fmaxf(mx, __shfl_down_sync(0xffffffffu, mx, o));
+  }
+  if (lane == 0) {
+    cterm[wid] = real ? (l2 ? static_cast<float>(s) : 0.0f) : INFINITY;
+    if (real) {
+      atomicMax(&cmax_bits[b], __float_as_uint(__double2float_ru(sqrt(s))));
+      if (op == 0 && mx > 65504.0f) atomicOr(overflow, 1u);
+    }
+  }
+}
+
+// ---- reductions -------------------------------------------------------------------------
+__global__ void weighted_sum_chunks(const float* v, const float* w, std::int64_t n, double* part) {
+  __shared__ double sh[256];
+  const std::int64_t base = std::int64_t(blockIdx.x) * kRowChunk;
+  double acc = 0;
+  for (int q = threadIdx.x; q < kRowChunk; q += 256) {
+    const std::int64_t i = base + q;
+    if (i < n) acc += (w ? double(w[i]) : 1.0) * double(v[i]);
+  }
+  const double r = block_sum_256(acc, sh);
+  if (threadIdx.x == 0) part[blockIdx.x] = r;
+}
+__global__ void sum_parts(const double* part, std::int64_t m, double* out) {
+  __shared__ double sh[256];
+  double acc = 0;
+  for (std::int64_t q = threadIdx.x; q < m; q += 256) acc += part[q];
+  const double r = block_sum_256(acc, sh);
+  if (threadIdx.x == 0) *out = r;
+}
+
+__global__ void min_into_kernel(float* mind, const float* v, std::int64_t n) {
+  const std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) mind[i] = fminf(mind[i], v[i]);
+}
+__global__ void fill_kernel(float* p, float value, std::int64_t n) {
+  const std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) p[i] = value;
+}
+
+// ---- sort-inverse update -----------------------------------------------------------------
+__global__ void iota_keys_kernel(const std::int32_t* labels, std::int64_t n, std::int64_t n_per, int k,
+                                 std::int32_t* keys, std::int32_t* vals) {
+  const std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  keys[i] = static_cast<std::int32_t>((i / n_per) * k + labels[i]);
+  vals[i] = static_cast<std::int32_t>(i);
+}
+__global__ void histogram_kernel(const std::int32_t* keys, std::int64_t n, std::int32_t* counts) {
+  const std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) atomicAdd(&counts[keys[i]], 1);
+}
+// One block per piece, threads over d; each thread adds the piece's rows in order.
+__global__ void piece_sums_kernel(XView x, const float* w, const float* xnorm, bool cosine, bool with_x,
+                                  const std::int32_t* order, const Piece* pieces, double* part) {
+  const Piece pc = pieces[blockIdx.x];
+  double* out = part + std::int64_t(blockIdx.x) * (x.d + 1);
+  if (with_x) {
+    for (int c = threadIdx.x; c < x.d; c += blockDim.x) {
+      double acc = 0;
+      for (std::int64_t q = pc.begin; q < pc.end; ++q) {
+        const std::int64_t i = order[q];
+        double sc = w ? double(w[i]) : 1.0;
+        if (cosine) sc /= sqrt(double(xnorm[i]));
+        acc += sc * load_x(x, i, c);
+      }
+      out[c] = acc;
+    }
+  }
+  if (threadIdx.x == 0) {
+    double acc = 0;
+    for (std::int64_t q = pc.begin; q < pc.end; ++q) acc += w ? double(w[order[q]]) : 1.0;
+    out[x.d] = acc;
+  }
+}
+__global__ void combine_pieces_kernel(const double* part, const std::int64_t* first, int d, bool with_x, double* sums,
+                                      double* weights) {
+  const std::int64_t c = blockIdx.x;
+  const std::int64_t p0 = first[c], p1 = first[c + 1];
+  for (int j = threadIdx.x; j <= d; j += blockDim.x) {
+    if (j < d && !with_x) continue;
+    double acc = 0;
+    for (std::int64_t p = p0; p < p1; ++p) acc += part[p * (d + 1) + j];
+    if (j < d) sums[c * d + j] = acc;
+    else weights[c] = acc;
+  }
+}
+
+// ---- exact inertia: warp per row, rows of a chunk round-robin over 8 warps -------------
+__global__ void exact_inertia_kernel(XView x, const float* w, const std::int32_t* labels, const float* c32, int k,
+                                     Metric metric, double* part) {
+  __shared__ double sw[8];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const std::int64_t base = std::int64_t(blockIdx.x) * kRowChunk;
+  double wacc = 0;
+  for (int q = warp; q < kRowChunk; q += 8) {
+    const std::int64_t i = base + q;
+    if (i >= x.n) break;
+    const int b = static_cast<int>(i / x.n_per);
+    const float* c = c32 + (std::int64_t(b) * k + labels[i]) * x.d;
+    double s = 0, nn = 0;
+    for (int j = lane; j < x.d; j += 32) {
+      const double v = load_x(x, i, j);
+      if (metric == Metric::l2) {
+        const double df = v - double(c[j]);
+        s = fma(df, df, s);
+      } else {
+        s = fma(v, double(c[j]), s);
+        nn = fma(v, v, nn);
+      }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+      s += __shfl_down_sync(0xffffffffu, s, o);
+      nn += __shfl_down_sync(0xffffffffu, nn, o);
+    }
+    if (lane == 0) {
+      const double dist = metric == Metric::l2 ? s : metric == Metric::cosine ? 1.0 - s / sqrt(nn) : -s;
+      wacc += (w ? double(w[i]) : 1.0) * dist;
+    }
+  }
+  if (lane == 0) sw[warp] = wacc;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double t = 0;
+    for (int q = 0; q < 8; ++q) t += sw[q];
+    part[blockIdx.x] = t;
+  }
+}
+
+// ---- per-feature sums: block per chunk, threads over d, rows in order ----------------------
+__global__ void column_sums_kernel(XView x, const double* center, double* part) {
+  const std::int64_t base = std::int64_t(blockIdx.x) * kRowChunk;
+  const std::int64_t end = base + kRowChunk < x.n ? base + kRowChunk : x.n;
+  for (int c = threadIdx.x; c < x.d; c += blockDim.x) {
+    double acc = 0;
+    for (std::int64_t i = base; i < end; ++i) {
+      const double v = load_x(x, i, c);
+      if (center) {
+        const double df = v - center[c];
+        acc += df * df;
+      } else {
+        acc += v;
+      }
+    }
+    part[std::int64_t(blockIdx.x) * x.d + c] = acc;
+  }
+}
+
+__global__ void sequential_chunk_sums_kernel(const float* mind, const float* w, std::int64_t n, double* part,
+                                             std::int64_t n_chunks) {
+  const std::int64_t c = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= n_chunks) return;
+  double s = 0;
+  const std::int64_t end = (c + 1) * kRowChunk < n ? (c + 1) * kRowChunk : n;
+  for (std::int64_t i = c * kRowChunk; i < end; ++i) s += (w ? double(w[i]) : 1.0) * double(mind[i]);
+  part[c] = s;
+}
+
+__global__ void bernoulli_kernel(const float* mind, const float* w, std::int64_t n, double factor, std::uint64_t seed,
+                                 std::uint64_t round, unsigned char* flags) {
+  const std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const double p = factor * (w ? double(w[i]) : 1.0) * double(mind[i]);
+  flags[i] = core::counter_uniform(seed, round, static_cast<std::uint64_t>(i)) < p ? 1 : 0;
+}
+
+__global__ void gather_kernel(XView x, const float* xnorm, bool cosine, const std::int32_t* labels, const float* w,
+                              const std::int64_t* idx, std::int64_t m, float* rows, std::int32_t* lab, float* wout) {
+  const std::int64_t t = blockIdx.x;
+  if (t >= m) return;
+  const std::int64_t i = idx[t];
+  if (rows) {
+    const double inv = cosine ? 1.0 / sqrt(double(xnorm[i])) : 1.0;
+    for (int c = threadIdx.x; c < x.d; c += blockDim.x)
+      rows[t * x.d + c] = static_cast<float>(cosine ? load_x(x, i, c) * inv : load_x(x, i, c));
+  }
+  if (threadIdx.x == 0) {
+    if (lab) lab[t] = labels ? labels[i] : -1;
+    if (wout) wout[t] = w ? w[i] : 1.0f;
+  }
+}
+
+// One warp per (row, centroid): distance from differences (l2) or dot products.
+__global__ void all_distances_kernel(XView x, const float* xnorm, const float* c32, int k, Metric metric,
+                                     std::int64_t r0, std::int64_t rows, float* out) {
+  const std::int64_t wid = (std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
+  if (wid >= rows * k) return;
+  const std::int64_t r = wid / k;
+  const int j = static_cast<int>(wid % k);
+  const std::int64_t i = r0 + r;
+  const float* c = c32 + std::int64_t(j) * x.d;
+  double s = 0;
+  for (int q = lane; q < x.d; q += 32) {
+    const double v = load_x(x, i, q);
+    if (metric == Metric::l2) {
+      const double df = v - double(c[q]);
+      s = fma(df, df, s);
+    } else {
+      s = fma(v, double(c[q]), s);
+    }
+  }
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffffu, s, o);
+  if (lane == 0) {
+    double dist = s;
+    if (metric == Metric::cosine) dist = 1.0 - s / sqrt(double(xnorm[i]));
+    else if (metric == Metric::inner_product) dist = -s;
+    out[r * k + j] = static_cast<float>(dist);
+  }
+}
+
+}  // namespace
+
+void launch_validate(const XView& x, const float* w, float* xnorm, long long* status, cudaStream_t s) {
+  if (x.n == 0) return;
+  validate_kernel<<<blocks_for(x.n, 256), 256, 0, s>>>(x, w, xnorm, status);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_f64_to_f32(const double* src, std::int64_t n, int d, std::int64_t stride, float* dst, cudaStream_t s) {
+  if (n == 0) return;
+  f64_to_f32_kernel<<<blocks_for(n * d, 256), 256, 0, s>>>(src, n, d, stride, dst);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_convert_rows(const XView& x, int op, int dp, void* dst, cudaStream_t s) {
+  if (x.n == 0) return;
+  if (op == 0) convert_rows_kernel<__half><<<blocks_for(x.n * dp, 256), 256, 0, s>>>(x, dp, static_cast<__half*>(dst));
+  else convert_rows_kernel<__nv_bfloat16><<<blocks_for(x.n * dp, 256), 256, 0, s>>>(x, dp, static_cast<__nv_bfloat16*>(dst));
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_prepare_centroids(const float* c32, int batch, int k, int d, int kp, int dp, int op, bool l2, void* c_op,
+                              float* cterm, unsigned* cmax_bits, unsigned* overflow, cudaStream_t s) {
+  const std::int64_t threads = std::int64_t(batch) * kp * 32;
+  prepare_centroids_kernel<<<blocks_for(threads, 256), 256, 0, s>>>(c32, batch, k, d, kp, dp, op, l2, c_op, cterm,
+                                                                     cmax_bits, overflow);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_weighted_sum(const float* v, const float* w, std::int64_t n, double* part, double* out, cudaStream_t s) {
+  const unsigned chunks = blocks_for(n, kRowChunk);
+  weighted_sum_chunks<<<chunks, 256, 0, s>>>(v, w, n, part);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+  sum_parts<<<1, 256, 0, s>>>(part, chunks, out);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_min_into(float* mind, const float* v, std::int64_t n, cudaStream_t s) {
+  min_into_kernel<<<blocks_for(n, 256), 256, 0, s>>>(mind, v, n);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_fill(float* p, float value, std::int64_t n, cudaStream_t s) {
+  fill_kernel<<<blocks_for(n, 256), 256, 0, s>>>(p, value, n);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_iota_keys(const std::int32_t* labels, std::int64_t n, std::int64_t n_per, int k, std::int32_t* keys,
+                      std::int32_t* vals, cudaStream_t s) {
+  iota_keys_kernel<<<blocks_for(n, 256), 256, 0, s>>>(labels, n, n_per, k, keys, vals);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_histogram(const std::int32_t* keys, std::int64_t n, std::int32_t* counts, cudaStream_t s) {
+  histogram_kernel<<<blocks_for(n, 256), 256, 0, s>>>(keys, n, counts);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_piece_sums(const XView& x, const float* w, const float* xnorm, bool cosine, bool with_x,
+                       const std::int32_t* order, const Piece* pieces, std::int64_t n_pieces, double* part,
+                       cudaStream_t s) {
+  if (n_pieces == 0) return;
+  const int threads = with_x ? (x.d >= 256 ? 256 : ((x.d + 31) / 32) * 32) : 32;
+  piece_sums_kernel<<<static_cast<unsigned>(n_pieces), threads, 0, s>>>(x, w, xnorm, cosine, with_x, order, pieces, part);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_combine_pieces(const double* part, const std::int64_t* first, std::int64_t n_clusters, int d, bool with_x,
+                           double* sums, double* weights, cudaStream_t s) {
+  if (n_clusters == 0) return;
+  combine_pieces_kernel<<<static_cast<unsigned>(n_clusters), 128, 0, s>>>(part, first, d, with_x, sums, weights);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_exact_inertia(const XView& x, const float* w, const std::int32_t* labels, const float* c32, int k,
+                          Metric metric, double* part, cudaStream_t s) {
+  exact_inertia_kernel<<<blocks_for(x.n, kRowChunk), 256, 0, s>>>(x, w, labels, c32, k, metric, part);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_column_sums(const XView& x, const double* center, double* part, cudaStream_t s) {
+  const int threads = x.d >= 256 ? 256 : ((x.d + 31) / 32) * 32;
+  column_sums_kernel<<<blocks_for(x.n, kRowChunk), threads, 0, s>>>(x, center, part);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_sequential_chunk_sums(const float* mind, const float* w, std::int64_t n, double* part, cudaStream_t s) {
+  const std::int64_t chunks = (n + kRowChunk - 1) / kRowChunk;
+  sequential_chunk_sums_kernel<<<blocks_for(chunks, 64), 64, 0, s>>>(mind, w, n, part, chunks);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_bernoulli(const float* mind, const float* w, std::int64_t n, double factor, std::uint64_t seed,
+                      std::uint64_t round, unsigned char* flags, cudaStream_t s) {
+  bernoulli_kernel<<<blocks_for(n, 256), 256, 0, s>>>(mind, w, n, factor, seed, round, flags);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_gather(const XView& x, const float* xnorm, bool cosine, const std::int32_t* labels, const float* w,
+                   const std::int64_t* idx, std::int64_t m, float* rows, std::int32_t* lab, float* wout,
+                   cudaStream_t s) {
+  if (m == 0) return;
+  gather_kernel<<<static_cast<unsigned>(m), 128, 0, s>>>(x, xnorm, cosine, labels, w, idx, m, rows, lab, wout);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_all_distances(const XView& x, const float* xnorm, const float* c32, int k, Metric metric, std::int64_t r0,
+                          std::int64_t rows, float* out, cudaStream_t s) {
+  if (rows == 0 || k == 0) return;
+  all_distances_kernel<<<blocks_for(rows * k * 32, 256), 256, 0, s>>>(x, xnorm, c32, k, metric, r0, rows, out);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace flashkm::cuda

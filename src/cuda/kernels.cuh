@@ -1,0 +1,79 @@
+// Small deterministic kernels of the CUDA backend (declarations). Every reduction over
+// rows sums fp64 over fixed chunks of kRowChunk rows with a fixed shape, then over chunks
+// in order, so results never depend on scheduling.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "flashkm/types.hpp"
+
+namespace flashkm::cuda {
+
+inline constexpr int kRowChunk = 2048;
+
+struct XView {
+  const void* x;
+  DType dtype;
+  std::int64_t stride;  ///< elements between rows
+  std::int64_t n;       ///< rows (all problems)
+  int d;
+  std::int64_t n_per;   ///< rows per problem (batched): row r belongs to problem r / n_per
+};
+
+/// Validate rows and compute |x|^2 (fp64 -> fp32): first non-finite row, first bad weight,
+/// first zero row, max |x_ij| (as float bits); results in `status` [4] (int64 / uint bits).
+void launch_validate(const XView& x, const float* w, float* xnorm, long long* status, cudaStream_t s);
+/// Convert rows to fp32 [n x d] (for f64 input) from a device f64 matrix.
+void launch_f64_to_f32(const double* src, std::int64_t n, int d, std::int64_t stride, float* dst, cudaStream_t s);
+/// Rows converted to 16-bit operands [n x dp] zero-padded (op: 0 fp16, 1 bf16).
+void launch_convert_rows(const XView& x, int op, int dp, void* dst, cudaStream_t s);
+
+/// Centroids fp32 [kt x d] (kt = B*k) -> operand copy [B][kp x dp] (op 0 fp16, 1 bf16, 2 fp32),
+/// cterm [B][kp] (|c|^2 or 0; +inf past k), cmax [B] (max |c| rounded up, as float bits),
+/// overflow flag (|c| > 65504 with fp16).
+void launch_prepare_centroids(const float* c32, int batch, int k, int d, int kp, int dp, int op, bool l2,
+                              void* c_op, float* cterm, unsigned* cmax_bits, unsigned* overflow, cudaStream_t s);
+
+/// part[c] = sum over chunk c of w_i * v_i (w null = 1); then out = sum of parts in order.
+void launch_weighted_sum(const float* v, const float* w, std::int64_t n, double* part, double* out, cudaStream_t s);
+/// mind[i] = min(mind[i], v[i]).
+void launch_min_into(float* mind, const float* v, std::int64_t n, cudaStream_t s);
+void launch_fill(float* p, float value, std::int64_t n, cudaStream_t s);
+void launch_iota_keys(const std::int32_t* labels, std::int64_t n, std::int64_t n_per, int k, std::int32_t* keys,
+                      std::int32_t* vals, cudaStream_t s);
+void launch_histogram(const std::int32_t* keys, std::int64_t n, std::int32_t* counts, cudaStream_t s);
+
+/// One work piece: sorted positions [begin, end) of cluster `cluster`.
+struct Piece {
+  std::int64_t begin, end;
+};
+/// part[p][0..d) = sum in order of scale_i * x_i over the piece's rows, part[p][d] = sum w_i.
+/// with_x false: only the weights. cosine: scale = w / |x|.
+void launch_piece_sums(const XView& x, const float* w, const float* xnorm, bool cosine, bool with_x,
+                       const std::int32_t* order, const Piece* pieces, std::int64_t n_pieces, double* part,
+                       cudaStream_t s);
+/// sums[c][.] = sum over pieces [first[c], first[c+1]) in order.
+void launch_combine_pieces(const double* part, const std::int64_t* first, std::int64_t n_clusters, int d,
+                           bool with_x, double* sums, double* weights, cudaStream_t s);
+
+/// Exact inertia parts: per chunk, sum w * dist(x_i, c_label) in fp64 from differences.
+void launch_exact_inertia(const XView& x, const float* w, const std::int32_t* labels, const float* c32, int k,
+                          Metric metric, double* part, cudaStream_t s);
+/// Per-chunk column sums: center null -> sum x, else sum (x - center)^2; part [chunks x d].
+void launch_column_sums(const XView& x, const double* center, double* part, cudaStream_t s);
+/// Sequential (row-order) chunk sums of w * mind, one thread per chunk.
+void launch_sequential_chunk_sums(const float* mind, const float* w, std::int64_t n, double* part, cudaStream_t s);
+/// flags[i] = uniform(seed, round, i) < factor * w_i * mind_i.
+void launch_bernoulli(const float* mind, const float* w, std::int64_t n, double factor, std::uint64_t seed,
+                      std::uint64_t round, unsigned char* flags, cudaStream_t s);
+/// Gather rows (fp32; cosine: normalised), labels and weights.
+void launch_gather(const XView& x, const float* xnorm, bool cosine, const std::int32_t* labels, const float* w,
+                   const std::int64_t* idx, std::int64_t m, float* rows, std::int32_t* lab, float* wout,
+                   cudaStream_t s);
+/// out[i][j] = dist(x_{r0+i}, c_j) for rows [r0, r0+rows), by the metric.
+void launch_all_distances(const XView& x, const float* xnorm, const float* c32, int k, Metric metric,
+                          std::int64_t r0, std::int64_t rows, float* out, cudaStream_t s);
+
+}  // namespace flashkm::cuda

@@ -1,0 +1,420 @@
+// CUDA backend tests: against a float64 reference and the CPU backend, op by op through
+// core::Backend. Every test skips with a message when no CUDA device is present.
+#include <gtest/gtest.h>
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "core/backend.hpp"
+#include "cuda/cuda_backend.hpp"
+#include "cuda/cuda_check.hpp"
+#include "flashkm/error.hpp"
+
+using namespace flashkm;
+
+namespace {
+
+#define REQUIRE_GPU()                                                                      \
+  do {                                                                                     \
+    if (!core::cuda_device_present())                                                      \
+      GTEST_SKIP() << "no CUDA device present: the CUDA backend tests need a GPU "         \
+                      "(run scripts/gpu_check.sh on a GPU machine)";                        \
+  } while (0)
+
+/// Gaussian blobs: k0 centres, spread s, in [n x d].
+std::vector<float> blobs(std::int64_t n, int d, int k0, float spread, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> centres(static_cast<std::size_t>(k0) * d), x(static_cast<std::size_t>(n) * d);
+  for (auto& v : centres) v = 3.0f * nd(rng);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const int c = static_cast<int>(rng() % k0);
+    for (int j = 0; j < d; ++j) x[i * d + j] = centres[c * d + j] + spread * nd(rng);
+  }
+  return x;
+}
+
+struct Ref {
+  std::vector<std::int32_t> label;
+  std::vector<double> best, second;
+};
+
+/// float64 argmin over centroids from differences; ties to the lowest index.
+Ref reference(const std::vector<float>& x, std::int64_t n, int d, const std::vector<float>& c, int k) {
+  Ref r;
+  r.label.resize(n);
+  r.best.resize(n);
+  r.second.resize(n);
+  for (std::int64_t i = 0; i < n; ++i) {
+    double b = INFINITY, s = INFINITY;
+    int bi = 0;
+    for (int j = 0; j < k; ++j) {
+      double acc = 0;
+      for (int q = 0; q < d; ++q) {
+        const double df = double(x[i * d + q]) - double(c[j * d + q]);
+        acc += df * df;
+      }
+      if (acc < b) {
+        s = b;
+        b = acc;
+        bi = j;
+      } else if (acc < s) {
+        s = acc;
+      }
+    }
+    r.label[i] = bi;
+    r.best[i] = b;
+    r.second[i] = s;
+  }
+  return r;
+}
+
+std::unique_ptr<core::Backend> gpu(Precision p, bool certify) {
+  cuda::CudaOptions o;
+  o.precision = p;
+  o.certify = certify;
+  return cuda::make_cuda_backend(o);
+}
+
+/// Labels must match the fp64 reference except where the fp64 gap is within `tie_rel`.
+std::int64_t mismatches_outside_ties(const Ref& ref, const std::vector<std::int32_t>& got, double tie_rel) {
+  std::int64_t bad = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    if (got[i] == ref.label[i]) continue;
+    const double gap = ref.second[i] - ref.best[i];
+    if (gap > tie_rel * std::max(1.0, ref.best[i])) ++bad;
+  }
+  return bad;
+}
+
+}  // namespace
+
+TEST(CudaBackend, BuiltAndPresent) {
+  EXPECT_TRUE(core::cuda_backend_built());
+  REQUIRE_GPU();
+  int dev = 0;
+  cudaDeviceProp prop{};
+  ASSERT_EQ(cudaGetDeviceProperties(&prop, dev), cudaSuccess);
+  std::printf("device: %s, sm_%d%d, %d SMs\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
+}
+
+class Modes : public ::testing::TestWithParam<std::tuple<Precision, int>> {};
+
+TEST_P(Modes, CertifiedLabelsMatchFloat64) {
+  REQUIRE_GPU();
+  const auto [prec, d] = GetParam();
+  const std::int64_t n = 20000;
+  const int k = 300;
+  std::vector<float> x = blobs(n, d, 40, 1.0f, 7 + d);
+  std::vector<float> c(x.begin(), x.begin() + std::int64_t(k) * d);
+  const Ref ref = reference(x, n, d, c, k);
+  auto b = gpu(prec, true);
+  b->attach(MatrixView::of(x.data(), n, d), nullptr, Metric::l2);
+  b->set_centroids(c.data(), k);
+  const core::AssignStats st = b->assign();
+  std::vector<std::int32_t> lab(n);
+  b->copy_labels(lab.data());
+  std::printf("precision %s d=%d: rechecked %lld of %lld rows\n", to_string(prec), d, (long long)st.n_rechecked,
+              (long long)n);
+  EXPECT_EQ(mismatches_outside_ties(ref, lab, 1e-12), 0);
+  EXPECT_EQ(st.n_changed, n);  // first assign: all labels were -1
+  std::vector<float> dist(n);
+  b->copy_distances(dist.data());
+  double inertia = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    EXPECT_NEAR(dist[i], ref.best[i], 1e-2 * std::max(1.0, ref.best[i])) << "row " << i;
+    inertia += ref.best[i];
+  }
+  EXPECT_NEAR(st.inertia, inertia, 1e-3 * inertia);
+  EXPECT_NEAR(b->exact_inertia(), inertia, 1e-9 * inertia);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, Modes,
+                         ::testing::Combine(::testing::Values(Precision::fp16, Precision::bf16, Precision::fp32,
+                                                              Precision::automatic),
+                                            ::testing::Values(100, 128, 768)));
+
+// Rows built to be near-ties: the midpoint of two centroids plus a tiny push toward one.
+TEST(CudaBackend, CertifiedOnNearTies) {
+  REQUIRE_GPU();
+  const int d = 128, k = 64;
+  const std::int64_t n = 8192;
+  std::mt19937_64 rng(3);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> c(static_cast<std::size_t>(k) * d), x(static_cast<std::size_t>(n) * d);
+  for (auto& v : c) v = nd(rng);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const int a = static_cast<int>(rng() % k);
+    const int bb = (a + 1 + static_cast<int>(rng() % (k - 1))) % k;
+    const float t = 0.5f + 1e-4f * nd(rng);
+    for (int q = 0; q < d; ++q) x[i * d + q] = t * c[a * d + q] + (1 - t) * c[bb * d + q] + 0.01f * nd(rng);
+  }
+  const Ref ref = reference(x, n, d, c, k);
+  for (Precision p : {Precision::fp16, Precision::bf16}) {
+    auto certified = gpu(p, true);
+    certified->attach(MatrixView::of(x.data(), n, d), nullptr, Metric::l2);
+    certified->set_centroids(c.data(), k);
+    const core::AssignStats st = certified->assign();
+    std::vector<std::int32_t> lab(n);
+    certified->copy_labels(lab.data());
+    EXPECT_EQ(mismatches_outside_ties(ref, lab, 0.0), 0) << to_string(p);
+    EXPECT_GT(st.n_rechecked, 0) << to_string(p);
+
+    auto raw = gpu(p, false);
+    raw->attach(MatrixView::of(x.data(), n, d), nullptr, Metric::l2);
+    raw->set_centroids(c.data(), k);
+    raw->assign();
+    raw->copy_labels(lab.data());
+    std::printf("%s near-ties: certified rechecked %lld rows; uncertified differs from fp64 on %lld rows\n",
+                to_string(p), (long long)st.n_rechecked, (long long)mismatches_outside_ties(ref, lab, 0.0));
+  }
+}
+
+// Measured error of the low-precision best distance against the bound without its safety
+// factor: prints the worst ratio (the margin in docs/CUDA.md comes from this number).
+TEST(CudaBackend, MeasuredErrorUnderBound) {
+  REQUIRE_GPU();
+  for (int d : {64, 128, 768}) {
+    const std::int64_t n = 16384;
+    const int k = 512;
+    std::vector<float> x = blobs(n, d, 50, 0.5f, 11 + d);
+    std::vector<float> c(x.begin() + std::int64_t(n - k) * d, x.end());
+    for (Precision p : {Precision::fp16, Precision::bf16}) {
+      auto b = gpu(p, false);
+      b->attach(MatrixView::of(x.data(), n, d), nullptr, Metric::l2);
+      b->set_centroids(c.data(), k);
+      b->assign();
+      std::vector<std::int32_t> lab(n);
+      std::vector<float> dist(n);
+      b->copy_labels(lab.data());
+      b->copy_distances(dist.data());
+      double cmax = 0;
+      for (int j = 0; j < k; ++j) {
+        double s = 0;
+        for (int q = 0; q < d; ++q) s += double(c[j * d + q]) * c[j * d + q];
+        cmax = std::max(cmax, std::sqrt(s));
+      }
+      const double u = p == Precision::fp16 ? 0x1p-11 : 0x1p-8;
+      const int dp = (d + 63) / 64 * 64;
+      const double acc = dp * 0x1p-23;
+      double worst = 0;
+      for (std::int64_t i = 0; i < n; ++i) {
+        double xn = 0, e = 0;
+        for (int q = 0; q < d; ++q) {
+          const double v = x[i * d + q];
+          xn += v * v;
+          const double df = v - double(c[lab[i] * d + q]);
+          e += df * df;
+        }
+        const double nx = std::sqrt(xn);
+        const double bound = 2 * ((2 * u + u * u) * (1 + acc) + acc + 0x1p-23) * nx * cmax +
+                             (0x1p-23 + acc / 2) * cmax * cmax + 0x1p-23 * (xn + e);
+        worst = std::max(worst, std::fabs(double(dist[i]) - e) / bound);
+      }
+      std::printf("d=%d %s: worst |error| / bound = %.4f\n", d, to_string(p), worst);
+      EXPECT_LT(worst, 1.0);
+    }
+  }
+}
+
+TEST(CudaBackend, MatchesCpuBackendOpByOp) {
+  REQUIRE_GPU();
+  const std::int64_t n = 30000;
+  const int d = 96, k = 200;
+  std::vector<float> x = blobs(n, d, 30, 1.0f, 5);
+  std::vector<float> w(n);
+  std::mt19937 rng(1);
+  for (auto& v : w) v = 0.5f + (rng() % 100) / 100.0f;
+  std::vector<float> c(x.begin(), x.begin() + std::int64_t(k) * d);
+  auto cpu = core::make_cpu_backend(0);
+  auto gb = gpu(Precision::automatic, true);
+  for (auto* b : {cpu.get(), gb.get()}) {
+    b->attach(MatrixView::of(x.data(), n, d), w.data(), Metric::l2);
+    b->set_centroids(c.data(), k);
+  }
+  EXPECT_NEAR(gb->mean_feature_variance(), cpu->mean_feature_variance(), 1e-9 * cpu->mean_feature_variance());
+  const auto s1 = cpu->assign(), s2 = gb->assign();
+  EXPECT_NEAR(s2.inertia, s1.inertia, 1e-4 * s1.inertia);
+  std::vector<std::int32_t> l1(n), l2(n);
+  cpu->copy_labels(l1.data());
+  gb->copy_labels(l2.data());
+  const Ref ref = reference(x, n, d, c, k);
+  EXPECT_EQ(mismatches_outside_ties(ref, l2, 1e-12), 0);
+  std::int64_t differ = 0;
+  for (std::int64_t i = 0; i < n; ++i) differ += l1[i] != l2[i];
+  EXPECT_LE(differ, n / 10000 + 1);
+  std::vector<double> sc(std::size_t(k) * d), wc(k), sg(std::size_t(k) * d), wg(k);
+  cpu->accumulate(sc.data(), wc.data());
+  gb->accumulate(sg.data(), wg.data());
+  if (differ == 0) {
+    for (int j = 0; j < k; ++j) {
+      EXPECT_NEAR(wg[j], wc[j], 1e-9 * std::max(1.0, wc[j]));
+      for (int q = 0; q < d; ++q) EXPECT_NEAR(sg[j * d + q], sc[j * d + q], 1e-9 * (1 + std::fabs(sc[j * d + q])));
+    }
+  }
+  std::vector<double> cw(k);
+  gb->cluster_weights(cw.data());
+  for (int j = 0; j < k; ++j) EXPECT_EQ(cw[j], wg[j]);
+  EXPECT_NEAR(gb->exact_inertia(), cpu->exact_inertia(), 1e-4 * cpu->exact_inertia());
+  // farthest rows / gather
+  const auto f1 = cpu->farthest_rows(5), f2 = gb->farthest_rows(5);
+  if (differ == 0) EXPECT_EQ(f1.size(), f2.size());
+  std::vector<float> r(5 * d);
+  std::vector<std::int32_t> gl(5);
+  std::vector<float> gw(5);
+  gb->gather_rows(f2.data(), 5, r.data(), gl.data(), gw.data());
+  for (int t = 0; t < 5; ++t) {
+    EXPECT_EQ(r[t * d], x[f2[t] * d]);
+    EXPECT_EQ(gw[t], w[f2[t]]);
+    EXPECT_EQ(gl[t], l2[f2[t]]);
+  }
+  // initialisation support
+  const double p1 = cpu->mindist_fill(INFINITY), p2 = gb->mindist_fill(INFINITY);
+  (void)p1;
+  (void)p2;
+  const double u1 = cpu->mindist_update(x.data(), 1), u2 = gb->mindist_update(x.data(), 1);
+  EXPECT_NEAR(u2, u1, 1e-4 * u1);
+  std::vector<double> t1(3), t2(3);
+  cpu->mindist_trial(x.data() + 100 * d, 3, t1.data());
+  gb->mindist_trial(x.data() + 100 * d, 3, t2.data());
+  for (int j = 0; j < 3; ++j) EXPECT_NEAR(t2[j], t1[j], 1e-4 * t1[j]);
+  const std::vector<double> targets = {0.1 * u1, 0.5 * u1, 0.9 * u1};
+  const auto a1 = cpu->sample_by_mindist(targets), a2 = gb->sample_by_mindist(targets);
+  ASSERT_EQ(a1.size(), a2.size());
+  for (std::size_t q = 0; q < a1.size(); ++q) EXPECT_NEAR(double(a2[q]), double(a1[q]), 2.0);
+  const auto b1 = cpu->sample_bernoulli(2.0 * 50 / u1, 9, 1), b2 = gb->sample_bernoulli(2.0 * 50 / u1, 9, 1);
+  EXPECT_NEAR(double(b2.size()), double(b1.size()), 2.0 + 0.01 * b1.size());
+  std::vector<double> nw1(4), nw2(4);
+  cpu->nearest_weights(x.data(), 4, nw1.data());
+  gb->nearest_weights(x.data(), 4, nw2.data());
+  for (int j = 0; j < 4; ++j) EXPECT_NEAR(nw2[j], nw1[j], 1e-3 * (1 + nw1[j]));
+}
+
+TEST(CudaBackend, DeterministicBitwise) {
+  REQUIRE_GPU();
+  const std::int64_t n = 50000;
+  const int d = 128, k = 1000;
+  std::vector<float> x = blobs(n, d, 100, 1.0f, 9);
+  std::vector<float> c(x.begin(), x.begin() + std::int64_t(k) * d);
+  std::vector<std::vector<double>> sums(2, std::vector<double>(std::size_t(k) * d));
+  std::vector<std::vector<double>> wts(2, std::vector<double>(k));
+  std::vector<std::vector<std::int32_t>> labs(2, std::vector<std::int32_t>(n));
+  double inertia[2];
+  for (int run = 0; run < 2; ++run) {
+    auto b = gpu(Precision::automatic, true);
+    b->attach(MatrixView::of(x.data(), n, d), nullptr, Metric::l2);
+    b->set_centroids(c.data(), k);
+    inertia[run] = b->assign().inertia;
+    b->accumulate(sums[run].data(), wts[run].data());
+    b->copy_labels(labs[run].data());
+  }
+  EXPECT_EQ(labs[0], labs[1]);
+  EXPECT_EQ(0, std::memcmp(sums[0].data(), sums[1].data(), sums[0].size() * 8));
+  EXPECT_EQ(0, std::memcmp(wts[0].data(), wts[1].data(), wts[0].size() * 8));
+  EXPECT_EQ(0, std::memcmp(&inertia[0], &inertia[1], 8));
+}
+
+TEST(CudaBackend, DeviceInputHalfAndBatched) {
+  REQUIRE_GPU();
+  const int B = 3, d = 128, k = 50;
+  const std::int64_t n = 5000;
+  std::vector<float> x = blobs(B * n, d, 20, 1.0f, 13);
+  std::vector<__half> xh(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    xh[i] = __float2half(x[i]);
+    x[i] = __half2float(xh[i]);  // the reference sees the data as given
+  }
+  void* dx = nullptr;
+  ASSERT_EQ(cudaMalloc(&dx, xh.size() * 2), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(dx, xh.data(), xh.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+  std::vector<float> c(std::size_t(B) * k * d);
+  for (int b = 0; b < B; ++b)
+    std::copy(x.begin() + b * n * d, x.begin() + (b * n + k) * d, c.begin() + std::size_t(b) * k * d);
+  cuda::CudaOptions o;
+  o.batch = B;
+  auto bb = cuda::make_cuda_backend(o);
+  bb->attach(MatrixView::raw(dx, DType::f16, B * n, d, 0, Location::cuda, 0), nullptr, Metric::l2);
+  bb->set_centroids(c.data(), std::int64_t(B) * k);
+  bb->assign();
+  std::vector<std::int32_t> lab(B * n);
+  bb->copy_labels(lab.data());
+  std::vector<double> sums(std::size_t(B) * k * d), wts(std::size_t(B) * k);
+  bb->accumulate(sums.data(), wts.data());
+  for (int b = 0; b < B; ++b) {
+    std::vector<float> xb(x.begin() + b * n * d, x.begin() + (b + 1) * n * d);
+    std::vector<float> cb(c.begin() + std::size_t(b) * k * d, c.begin() + std::size_t(b + 1) * k * d);
+    const Ref ref = reference(xb, n, d, cb, k);
+    std::vector<std::int32_t> lb(lab.begin() + b * n, lab.begin() + (b + 1) * n);
+    EXPECT_EQ(mismatches_outside_ties(ref, lb, 1e-12), 0) << "problem " << b;
+    double tw = 0;
+    for (int j = 0; j < k; ++j) tw += wts[b * k + j];
+    EXPECT_EQ(tw, double(n));
+  }
+  cudaFree(dx);
+}
+
+TEST(CudaBackend, CosineAndInnerProduct) {
+  REQUIRE_GPU();
+  const std::int64_t n = 10000;
+  const int d = 64, k = 100;
+  std::vector<float> x = blobs(n, d, 20, 1.0f, 21);
+  std::vector<float> c(x.begin(), x.begin() + std::int64_t(k) * d);
+  for (int j = 0; j < k; ++j) {
+    double s = 0;
+    for (int q = 0; q < d; ++q) s += double(c[j * d + q]) * c[j * d + q];
+    for (int q = 0; q < d; ++q) c[j * d + q] = float(c[j * d + q] / std::sqrt(s));
+  }
+  for (Metric m : {Metric::cosine, Metric::inner_product}) {
+    auto cpu = core::make_cpu_backend(0);
+    auto gb = gpu(Precision::automatic, true);
+    cpu->attach(MatrixView::of(x.data(), n, d), nullptr, m);
+    gb->attach(MatrixView::of(x.data(), n, d), nullptr, m);
+    cpu->set_centroids(c.data(), k);
+    gb->set_centroids(c.data(), k);
+    const auto s1 = cpu->assign(), s2 = gb->assign();
+    EXPECT_NEAR(s2.inertia, s1.inertia, 1e-3 * std::fabs(s1.inertia) + 1e-3) << to_string(m);
+    std::vector<std::int32_t> l1(n), l2(n);
+    cpu->copy_labels(l1.data());
+    gb->copy_labels(l2.data());
+    std::int64_t differ = 0;
+    for (std::int64_t i = 0; i < n; ++i) differ += l1[i] != l2[i];
+    EXPECT_LE(differ, 2) << to_string(m);
+  }
+}
+
+TEST(CudaBackend, BadInputAndOutOfMemory) {
+  REQUIRE_GPU();
+  std::vector<float> x = blobs(1000, 16, 4, 1.0f, 2);
+  x[17 * 16 + 3] = NAN;
+  auto b = gpu(Precision::automatic, true);
+  try {
+    b->attach(MatrixView::of(x.data(), 1000, 16), nullptr, Metric::l2);
+    FAIL() << "NaN accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("row 17"), std::string::npos) << e.what();
+  }
+  // A device allocation far beyond the card: a flashkm error naming the bytes, no crash.
+  try {
+    cuda::DeviceBuffer<double> huge(std::size_t(1) << 47, "a test workspace");
+    FAIL() << "allocation of 1 PiB succeeded";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::out_of_memory);
+    EXPECT_NE(std::string(e.what()).find("1125899906842624 bytes"), std::string::npos) << e.what();
+  }
+  // The process lives on and the device still works.
+  x[17 * 16 + 3] = 0.5f;
+  auto b2 = gpu(Precision::automatic, true);
+  b2->attach(MatrixView::of(x.data(), 1000, 16), nullptr, Metric::l2);
+  b2->set_centroids(x.data(), 4);
+  EXPECT_GT(b2->assign().inertia, 0.0);
+  EXPECT_THROW(gpu(Precision::tf32, true), Error);
+}
