@@ -11,6 +11,8 @@ import numpy as np
 from . import _api
 from . import _flashkm as _C
 
+_HOST_DTYPES = [np.float32, np.float64, np.float16]  # passed to the core without conversion
+
 try:  # scikit-learn is optional: with it, KMeans is a full sklearn estimator
     from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
     from sklearn.utils import check_random_state
@@ -21,6 +23,17 @@ try:  # scikit-learn is optional: with it, KMeans is a full sklearn estimator
     except ImportError:  # scikit-learn < 1.2
         class _FeaturesOutMixin:  # noqa: D401 - placeholder
             pass
+
+    try:  # scikit-learn >= 1.6: a function; older: the BaseEstimator._validate_data method
+        from sklearn.utils.validation import validate_data as _sk_validate_data
+
+        def _validate_data(est, X, reset):
+            return _sk_validate_data(est, X, accept_sparse=False, dtype=_HOST_DTYPES, order=None,
+                                     ensure_all_finite=True, reset=reset)
+    except ImportError:
+        def _validate_data(est, X, reset):
+            return est._validate_data(X, accept_sparse=False, dtype=_HOST_DTYPES, order=None,
+                                      force_all_finite=True, reset=reset)
 
     HAVE_SKLEARN = True
 except ImportError:  # pragma: no cover - exercised only without scikit-learn
@@ -35,7 +48,6 @@ _INITS = ("k-means++", "k-means||", "random", "kmeans++", "kmeans||")
 _METRICS = ("l2", "euclidean", "sqeuclidean", "cosine", "inner_product", "ip", "dot")
 _DEVICES = ("cpu", "cuda", "gpu")
 _PRECISIONS = ("auto", "automatic", "fp32", "tf32", "fp16", "bf16")
-_HOST_DTYPES = [np.float32, np.float64, np.float16]  # passed to the core without conversion
 
 
 def _reject_unsupported_dtype(X):
@@ -134,8 +146,7 @@ class KMeans(_FeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
         already one with contiguous rows), other numbers converted to float32."""
         _reject_unsupported_dtype(X)
         if HAVE_SKLEARN:
-            return self._validate_data(X, accept_sparse=False, dtype=_HOST_DTYPES, order=None,
-                                       force_all_finite=True, reset=reset)
+            return _validate_data(self, X, reset)
         return _compat_check_X(self, X, reset)
 
     def _check_cuda_X(self, X, reset):
@@ -301,6 +312,12 @@ class KMeans(_FeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
             self.__dict__.update(state)
         if blob is not None:
             self._model = _C.Model.from_bytes(blob)
+
+    def __sklearn_tags__(self):  # scikit-learn >= 1.6 (older versions read _more_tags)
+        tags = super().__sklearn_tags__()
+        if tags.transformer_tags is not None:
+            tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
 
     def _more_tags(self):
         return {
