@@ -95,6 +95,13 @@ class Backend {
   virtual double mindist_update(const float* centroids, std::int64_t m) = 0;
   /// For each candidate j: pot[j] = sum_i w_i * min(mind_i, dist(x_i, c_j)). mind unchanged.
   virtual void mindist_trial(const float* candidates, std::int64_t m, double* potentials) = 0;
+  /// After mindist_trial: mind = min(mind, dist to candidate j of that trial, whose row is
+  /// `candidate`); returns sum w*mind. A backend may keep the trial's distances and apply
+  /// this lazily; the default recomputes through mindist_update.
+  virtual double mindist_commit(std::int64_t j, const float* candidate) {
+    (void)j;
+    return mindist_update(candidate, 1);
+  }
   /// D^2 sampling: for each target t in `targets` (ascending, in [0, sum w*mind)), the first
   /// row i whose inclusive prefix sum of w*mind exceeds t. Prefix sums over fixed chunks.
   virtual std::vector<std::int64_t> sample_by_mindist(const std::vector<double>& targets) = 0;

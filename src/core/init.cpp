@@ -121,7 +121,7 @@ std::vector<float> kmeanspp(Backend& backend, std::int64_t k, int n_local_trials
     const auto best = static_cast<std::size_t>(std::min_element(pots.begin(), pots.end()) - pots.begin());
     const float* chosen = cand.data() + best * static_cast<std::size_t>(d);
     centroids.insert(centroids.end(), chosen, chosen + d);
-    pot = backend.mindist_update(chosen, 1);
+    pot = backend.mindist_commit(static_cast<std::int64_t>(best), chosen);
   }
   return centroids;
 }

@@ -73,13 +73,39 @@ inline double element(const MatrixView& x, std::int64_t i, std::int64_t j) {
   return 0;
 }
 
-/// Row i as double into out[0, cols).
+/// Row i as double into out[0, cols) (a loop per dtype, so each one vectorises).
 inline void load_row(const MatrixView& x, std::int64_t i, double* out) {
-  if (x.dtype == DType::f64) {
-    std::memcpy(out, x.row(i), static_cast<std::size_t>(x.cols) * 8);
+  const void* p = x.row(i);
+  const std::int64_t d = x.cols;
+  switch (x.dtype) {
+    case DType::f64: std::memcpy(out, p, static_cast<std::size_t>(d) * 8); break;
+    case DType::f32: {
+      const auto* s = static_cast<const float*>(p);
+      for (std::int64_t j = 0; j < d; ++j) out[j] = s[j];
+      break;
+    }
+    case DType::f16: {
+      const auto* s = static_cast<const std::uint16_t*>(p);
+      for (std::int64_t j = 0; j < d; ++j) out[j] = half_to_float(s[j]);
+      break;
+    }
+    case DType::bf16: {
+      const auto* s = static_cast<const std::uint16_t*>(p);
+      for (std::int64_t j = 0; j < d; ++j) out[j] = bf16_to_float(s[j]);
+      break;
+    }
+  }
+}
+
+/// acc[0, cols) += scale * row i, in fp64.
+inline void add_scaled_row(const MatrixView& x, std::int64_t i, double scale, double* acc, double* scratch) {
+  if (x.dtype == DType::f32) {
+    const auto* s = static_cast<const float*>(x.row(i));
+    for (std::int64_t j = 0; j < x.cols; ++j) acc[j] += scale * double(s[j]);
     return;
   }
-  for (std::int64_t j = 0; j < x.cols; ++j) out[j] = element(x, i, j);
+  load_row(x, i, scratch);
+  for (std::int64_t j = 0; j < x.cols; ++j) acc[j] += scale * scratch[j];
 }
 
 }  // namespace flashkm::cpu

@@ -2,8 +2,9 @@
 // per-ISA translation units; everything here is instantiated with that TU's -m flags.
 //
 // Shape of the computation (BLIS-like, DESIGN.md §3 "CPU micro-kernel"):
+//   pack the block of rows into MR-row tiles [d][MR]  (block stays in L2)
 //   for each panel of NR = NV*W centroids            (panel [d][NR] stays in L1)
-//     for each tile of MR rows of the packed block   (block [rows][d] stays in L2)
+//     for each tile of MR rows of the packed block
 //       acc[MR][NV] = x_tile . panel                  (MR*NV vector FMAs per d step)
 //       epilogue: s = bias + alpha*acc, folded into a per-row, per-lane running
 //                 (best, index, second) kept in a small L1-resident workspace
@@ -30,29 +31,49 @@ struct AssignKernel {
   static constexpr int NR = NV * W;
   static_assert(NV == 1 || NV == 2, "the epilogue folds one or two vectors per row");
 
-  /// acc = x[0:MR, 0:d] . panel[0:d, 0:NR]
-  static inline __attribute__((always_inline)) void tile(const float* __restrict x, std::int64_t ldx,
-                                                         const float* __restrict panel, std::int64_t d,
-                                                         F (&acc)[MR][NV]) {
+  static std::int64_t padded(std::int64_t rows) { return (rows + MR - 1) / MR * MR; }
+
+  /// Copy rows [0, rows) of x into MR-row tiles laid out [tile][d][MR] (rows past the end
+  /// are zero), so that the micro-kernel's MR broadcasts per d step come from one pointer
+  /// and consecutive addresses: with row pointers instead, MR = 8-12 rows exhaust the
+  /// general registers and the compiler spills accumulators (seen in the disassembly).
+  static void pack_a(const float* x, std::int64_t rows, std::int64_t ldx, std::int64_t d, float* out) {
+    for (std::int64_t r0 = 0; r0 < padded(rows); r0 += MR) {
+      float* tile = out + r0 * d;
+      for (int r = 0; r < MR; ++r) {
+        if (r0 + r < rows) {
+          const float* src = x + (r0 + r) * ldx;
+          for (std::int64_t k = 0; k < d; ++k) tile[k * MR + r] = src[k];
+        } else {
+          for (std::int64_t k = 0; k < d; ++k) tile[k * MR + r] = 0.0f;
+        }
+      }
+    }
+  }
+
+  /// acc = a_tile[0:d][0:MR]^T . panel[0:d][0:NR]
+  static inline __attribute__((always_inline)) void tile(const float* __restrict a, const float* __restrict panel,
+                                                         std::int64_t d, F (&acc)[MR][NV]) {
     FLASHKM_UNROLL for (int r = 0; r < MR; ++r) FLASHKM_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] = F{};
     for (std::int64_t k = 0; k < d; ++k) {
       F b[NV];
       FLASHKM_UNROLL for (int v = 0; v < NV; ++v) b[v] = S::load(panel + k * NR + v * W);
       FLASHKM_UNROLL for (int r = 0; r < MR; ++r) {
-        const F a = S::splat(x[r * ldx + k]);
-        FLASHKM_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] += a * b[v];
+        const F a_r = S::splat(a[k * MR + r]);
+        FLASHKM_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] += a_r * b[v];
       }
     }
   }
 
-  static std::int64_t workspace_floats(std::int64_t rows) {
-    const std::int64_t rows_padded = (rows + MR - 1) / MR * MR;
-    return rows_padded * W * 3;
-  }
+  /// Packed rows, then (argmin2 only) the per-lane running state.
+  static std::int64_t workspace_floats(std::int64_t rows, std::int64_t d) { return padded(rows) * (d + W * 3); }
 
   static void argmin2(const float* x, std::int64_t rows, std::int64_t ldx, const PanelView& c, float* ws,
                       std::int32_t* best_index, float* best_score, float* second_score) {
-    const std::int64_t rows_padded = (rows + MR - 1) / MR * MR;
+    const std::int64_t rows_padded = padded(rows);
+    float* a = ws;  // [rows_padded / MR][d][MR]
+    pack_a(x, rows, ldx, c.d, a);
+    ws += rows_padded * c.d;
     // Per-row, per-lane running state: best score, its centroid index, second score.
     float* lane_best = ws;                                                  // [rows_padded][W]
     float* lane_second = ws + rows_padded * W;                              // [rows_padded][W]
@@ -73,7 +94,7 @@ struct AssignKernel {
       const I index0 = iota + static_cast<std::int32_t>(p * NR);
       for (std::int64_t r0 = 0; r0 < rows_padded; r0 += MR) {
         F acc[MR][NV];
-        tile(x + r0 * ldx, ldx, panel, c.d, acc);
+        tile(a + r0 * c.d, panel, c.d, acc);
         // ---- epilogue: fold the tile into each row's running top-2 ----
         FLASHKM_UNROLL for (int r = 0; r < MR; ++r) {
           F pair_best = bias[0] + alpha * acc[r][0];
@@ -122,8 +143,10 @@ struct AssignKernel {
   }
 
   static void scores(const float* x, std::int64_t rows, std::int64_t ldx, const PanelView& c, std::int64_t p0,
-                     std::int64_t p1, float* out, std::int64_t ldo) {
-    const std::int64_t rows_padded = (rows + MR - 1) / MR * MR;
+                     std::int64_t p1, float* out, std::int64_t ldo, float* ws) {
+    const std::int64_t rows_padded = padded(rows);
+    float* a = ws;
+    pack_a(x, rows, ldx, c.d, a);
     const F alpha = S::splat(c.alpha);
     for (std::int64_t p = p0; p < p1; ++p) {
       const float* panel = c.panels + p * c.d * NR;
@@ -131,7 +154,7 @@ struct AssignKernel {
       const std::int64_t valid = c.k - p * NR < NR ? c.k - p * NR : NR;
       for (std::int64_t r0 = 0; r0 < rows_padded; r0 += MR) {
         F acc[MR][NV];
-        tile(x + r0 * ldx, ldx, panel, c.d, acc);
+        tile(a + r0 * c.d, panel, c.d, acc);
         FLASHKM_UNROLL for (int r = 0; r < MR; ++r) {
           if (r0 + r >= rows) break;
           float tmp[NR];
@@ -144,10 +167,58 @@ struct AssignKernel {
     }
   }
 
-  static KernelTable table(const char* name) {
-    return KernelTable{name, MR, NR, &argmin2, &scores, &workspace_floats};
+  /// The table of this level: this kernel plus NarrowScores<W, MR_NARROW>.
+  template <int MR_NARROW>
+  static KernelTable table(const char* name);
+};
+
+/// Scores against one panel of W centroids (a k-means++ step's few candidates), reading
+/// rows in place: this pass is memory-bound (one read of X per step), so packing the rows
+/// first would only add a copy. MR row pointers stay within the general registers.
+template <int W, int MR>
+struct NarrowScores {
+  using S = Simd<W>;
+  using F = typename S::F;
+
+  static std::int64_t workspace_floats(std::int64_t, std::int64_t) { return 0; }
+
+  static void scores(const float* x, std::int64_t rows, std::int64_t ldx, const PanelView& c, std::int64_t p0,
+                     std::int64_t p1, float* out, std::int64_t ldo, float*) {
+    const F alpha = S::splat(c.alpha);
+    for (std::int64_t p = p0; p < p1; ++p) {
+      const float* panel = c.panels + p * c.d * W;
+      const F bias = S::load(c.bias + p * W);
+      const std::int64_t col0 = (p - p0) * W;
+      const std::int64_t valid = c.k - p * W < W ? c.k - p * W : W;
+      for (std::int64_t r0 = 0; r0 < rows; r0 += MR) {
+        const float* xr[MR];
+        // rows past the end re-read row r0 (valid memory); their results are dropped
+        FLASHKM_UNROLL for (int r = 0; r < MR; ++r) xr[r] = x + (r0 + r < rows ? r0 + r : r0) * ldx;
+        F acc[MR];
+        FLASHKM_UNROLL for (int r = 0; r < MR; ++r) acc[r] = F{};
+        for (std::int64_t k = 0; k < c.d; ++k) {
+          const F b = S::load(panel + k * W);
+          FLASHKM_UNROLL for (int r = 0; r < MR; ++r) acc[r] += S::splat(xr[r][k]) * b;
+        }
+        FLASHKM_UNROLL for (int r = 0; r < MR; ++r) {
+          if (r0 + r >= rows) break;
+          float tmp[W];
+          S::store(tmp, bias + alpha * acc[r]);
+          float* o = out + (r0 + r) * ldo + col0;
+          for (std::int64_t j = 0; j < valid; ++j) o[j] = tmp[j];
+        }
+      }
+    }
   }
 };
+
+template <int W, int MR, int NV>
+template <int MR_NARROW>
+KernelTable AssignKernel<W, MR, NV>::table(const char* name) {
+  using Narrow = NarrowScores<W, MR_NARROW>;
+  return KernelTable{name, MR, NR, &argmin2, &scores, &workspace_floats, MR_NARROW, W, &Narrow::scores,
+                     &Narrow::workspace_floats};
+}
 
 #undef FLASHKM_UNROLL
 

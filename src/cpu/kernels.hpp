@@ -1,7 +1,7 @@
 // The CPU kernel table: one entry per SIMD level, chosen once at run time (dispatch.cpp).
-// Kernels work on a block of rows already converted to fp32 ("packed rows", rows padded
-// with zeros to a multiple of mr) against centroids packed in panels of nr
-// (packed_centroids.hpp). Scores are s_ij = bias_j + alpha * (x_i . c_j); the argmin of
+// Kernels work on a block of fp32 rows (ldx floats apart) against centroids packed in
+// panels of nr (packed_centroids.hpp); they repack the rows into their own tile layout
+// in the workspace. Scores are s_ij = bias_j + alpha * (x_i . c_j); the argmin of
 // s over j is the nearest centroid for every metric (see cpu_backend.cpp).
 #pragma once
 
@@ -24,17 +24,23 @@ struct KernelTable {
   const char* name;  ///< "avx512", "avx2", "generic"
   int mr;            ///< rows per register tile
   int nr;            ///< centroids per panel
-  /// For rows [0, rows) of x (ldx floats apart; rows padded to a multiple of mr exist):
-  /// index of the lowest score (ties: lowest index), lowest and second-lowest score.
-  /// workspace: at least lane_workspace_floats(rows) floats.
+  /// For rows [0, rows) of x (ldx floats apart): index of the lowest score (ties: lowest
+  /// index), lowest and second-lowest score. workspace: workspace_floats(rows, d) floats.
   void (*argmin2)(const float* x, std::int64_t rows, std::int64_t ldx, const PanelView& c, float* workspace,
                   std::int32_t* best_index, float* best_score, float* second_score);
   /// Scores of rows [0, rows) against centroids of panels [p0, p1): out[i*ldo + (j - p0*nr)].
-  /// Columns past c.k are not written.
+  /// Columns past c.k are not written. workspace: workspace_floats(rows, d) floats.
   void (*scores)(const float* x, std::int64_t rows, std::int64_t ldx, const PanelView& c, std::int64_t p0,
-                 std::int64_t p1, float* out, std::int64_t ldo);
-  /// Floats of workspace argmin2 needs for a block of `rows` rows.
-  std::int64_t (*workspace_floats)(std::int64_t rows);
+                 std::int64_t p1, float* out, std::int64_t ldo, float* workspace);
+  /// Floats of workspace argmin2 or scores need for a block of `rows` rows of d columns.
+  std::int64_t (*workspace_floats)(std::int64_t rows, std::int64_t d);
+  /// `scores` for centroids packed with nr_narrow (one vector per row): for the few
+  /// candidates of a k-means++ step, where a full nr panel would be mostly padding.
+  int mr_narrow;
+  int nr_narrow;
+  void (*scores_narrow)(const float* x, std::int64_t rows, std::int64_t ldx, const PanelView& c, std::int64_t p0,
+                        std::int64_t p1, float* out, std::int64_t ldo, float* workspace);
+  std::int64_t (*workspace_floats_narrow)(std::int64_t rows, std::int64_t d);
 };
 
 const KernelTable& kernels_avx512();

@@ -32,13 +32,11 @@ Scored run_argmin2(const cpu::KernelTable& kt, const std::vector<float>& x, cons
   s.index.resize(n);
   s.best.resize(n);
   s.second.resize(n);
-  std::vector<float> ws(static_cast<std::size_t>(kt.workspace_floats(block)));
-  std::vector<float> xb(static_cast<std::size_t>((block + kt.mr) * d), 0.0f);
+  std::vector<float> ws(static_cast<std::size_t>(kt.workspace_floats(block, d)));
   for (std::int64_t b = 0; b < n; b += block) {
     const std::int64_t rows = std::min(block, n - b);
-    std::fill(xb.begin(), xb.end(), 0.0f);
-    std::copy(x.begin() + b * d, x.begin() + (b + rows) * d, xb.begin());
-    kt.argmin2(xb.data(), rows, d, pc.view(), ws.data(), s.index.data() + b, s.best.data() + b, s.second.data() + b);
+    kt.argmin2(x.data() + b * d, rows, d, pc.view(), ws.data(), s.index.data() + b, s.best.data() + b,
+               s.second.data() + b);
   }
   return s;
 }
@@ -101,18 +99,22 @@ TEST(Kernels, ScoresMatchArgmin) {
   const std::int64_t d = 19, k = 45, n = 50;
   const auto x = testing::uniform(n, d, 8), c = testing::uniform(k, d, 9);
   for (const auto* kt : available_tables()) {
-    cpu::PackedCentroids pc(c.data(), k, d, kt->nr, Metric::l2);
-    std::vector<float> xb(static_cast<std::size_t>((n + kt->mr) * d), 0.0f);
-    std::copy(x.begin(), x.end(), xb.begin());
-    std::vector<float> out(static_cast<std::size_t>(n * k), -1.0f);
-    kt->scores(xb.data(), n, d, pc.view(), 0, pc.panels(), out.data(), k);
     const Scored s = run_argmin2(*kt, x, c, d, 1024);
-    for (std::int64_t i = 0; i < n; ++i) {
-      std::int64_t arg = 0;
-      for (std::int64_t j = 1; j < k; ++j)
-        if (out[i * k + j] < out[i * k + arg]) arg = j;
-      EXPECT_EQ(arg, s.index[i]) << kt->name;
-      EXPECT_EQ(out[i * k + arg], s.best[i]) << kt->name;
+    for (const bool narrow : {false, true}) {
+      const int nr = narrow ? kt->nr_narrow : kt->nr;
+      const auto scores = narrow ? kt->scores_narrow : kt->scores;
+      cpu::PackedCentroids pc(c.data(), k, d, nr, Metric::l2);
+      std::vector<float> ws(static_cast<std::size_t>(
+          narrow ? kt->workspace_floats_narrow(n, d) : kt->workspace_floats(n, d)));
+      std::vector<float> out(static_cast<std::size_t>(n * k), -1.0f);
+      scores(x.data(), n, d, pc.view(), 0, pc.panels(), out.data(), k, ws.data());
+      for (std::int64_t i = 0; i < n; ++i) {
+        std::int64_t arg = 0;
+        for (std::int64_t j = 1; j < k; ++j)
+          if (out[i * k + j] < out[i * k + arg]) arg = j;
+        EXPECT_EQ(arg, s.index[i]) << kt->name << (narrow ? " narrow" : "");
+        EXPECT_EQ(out[i * k + arg], s.best[i]) << kt->name << (narrow ? " narrow" : "");
+      }
     }
   }
 }
