@@ -82,9 +82,9 @@ class Backend {
   /// Sample weights [N] to host memory (all ones when none were given).
   virtual void copy_weights(float* out) = 0;
 
-  /// Distances of every row to every current centroid, out [N x k] row-major, in the
-  /// backend's memory (host for cpu; device for cuda when x is on the device, else host).
-  /// For l2 these are squared distances (the caller takes square roots if it wants).
+  /// transform(): distances of every row to every current centroid, out [N x k] row-major,
+  /// in the memory where x lives (host, or the device for device input). For l2 these are
+  /// Euclidean distances (square roots, as scikit-learn's transform), else as `dist`.
   virtual void all_distances(float* out) = 0;
 
   // ---- initialisation support: a per-row min-distance array `mind` ----

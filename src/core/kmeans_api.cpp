@@ -129,10 +129,6 @@ void transform(const Model& model, const MatrixView& x, float* out, const Predic
   backend->attach(x, nullptr, model.metric);
   backend->set_centroids(model.centroids.data(), model.n_clusters);
   backend->all_distances(out);
-  if (model.metric == Metric::l2 && x.where == Location::host) {
-    const std::int64_t total = x.rows * model.n_clusters;
-    for (std::int64_t t = 0; t < total; ++t) out[t] = std::sqrt(out[t]);
-  }
 }
 
 double score(const Model& model, const MatrixView& x, const float* sample_weight, const PredictOptions& options) {

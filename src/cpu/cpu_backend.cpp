@@ -252,8 +252,11 @@ class CpuBackend final : public Backend {
     for_blocks([&](std::int64_t begin, std::int64_t rows, const float* xb, std::int64_t ldx, Scratch& s) {
       float* o = out + begin * k;
       kernels_.scores(xb, rows, ldx, packed_.view(), 0, packed_.panels(), o, k, s.lanes.data());
-      for (std::int64_t r = 0; r < rows; ++r)
-        for (std::int64_t j = 0; j < k; ++j) o[r * k + j] = to_distance(o[r * k + j], begin + r);
+      for (std::int64_t r = 0; r < rows; ++r) {
+        to_distances(o + r * k, k, begin + r, o + r * k);
+        if (metric_ == Metric::l2)
+          for (std::int64_t j = 0; j < k; ++j) o[r * k + j] = std::sqrt(o[r * k + j]);
+      }
       return std::int64_t{0};
     });
   }

@@ -1,5 +1,6 @@
 #include "support/reference.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -17,6 +18,31 @@ std::vector<float> blobs(std::int64_t n, std::int64_t d, std::int64_t centers, d
     const std::int64_t c = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(centers));
     for (std::int64_t j = 0; j < d; ++j) x[i * d + j] = static_cast<float>(mu[c * d + j] + sigma * g(rng));
   }
+  return x;
+}
+
+std::vector<float> separated_blobs(std::int64_t n, std::int64_t d, std::int64_t centers, double sigma,
+                                   std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> g(0.0, 1.0);
+  const double min_gap = 20.0 * sigma * std::sqrt(double(d));  // noise norm ~ sigma sqrt(d)
+  const double side = 4.0 * min_gap * std::pow(double(centers), 1.0 / double(d)) + min_gap;
+  std::uniform_real_distribution<double> u(-side, side);
+  std::vector<double> mu;
+  while (static_cast<std::int64_t>(mu.size()) < centers * d) {
+    std::vector<double> c(static_cast<std::size_t>(d));
+    for (auto& v : c) v = u(rng);
+    bool ok = true;
+    for (std::size_t q = 0; ok && q < mu.size(); q += static_cast<std::size_t>(d)) {
+      double dist2 = 0;
+      for (std::int64_t j = 0; j < d; ++j) dist2 += (mu[q + j] - c[j]) * (mu[q + j] - c[j]);
+      ok = dist2 >= min_gap * min_gap;
+    }
+    if (ok) mu.insert(mu.end(), c.begin(), c.end());
+  }
+  std::vector<float> x(static_cast<std::size_t>(n * d));
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = 0; j < d; ++j) x[i * d + j] = static_cast<float>(mu[(i % centers) * d + j] + sigma * g(rng));
   return x;
 }
 
@@ -78,6 +104,8 @@ LloydRef lloyd_f64(const std::vector<float>& x, const std::vector<float>& c0, st
   const std::int64_t n = static_cast<std::int64_t>(x.size()) / d, k = static_cast<std::int64_t>(c0.size()) / d;
   LloydRef r;
   r.centroids.assign(c0.begin(), c0.end());
+  std::vector<double> best(static_cast<std::size_t>(n));
+  auto weight = [&](std::int64_t i) { return weights ? double((*weights)[i]) : 1.0; };
   auto assign = [&]() {
     r.labels.assign(n, 0);
     r.inertia = 0;
@@ -87,16 +115,35 @@ LloydRef lloyd_f64(const std::vector<float>& x, const std::vector<float>& c0, st
         const double v = dist_f64(&x[i * d], &r.centroids[j * d], d, Metric::l2);
         if (v < b) { b = v; r.labels[i] = static_cast<std::int32_t>(j); }
       }
-      r.inertia += (weights ? double((*weights)[i]) : 1.0) * b;
+      best[i] = b;
+      r.inertia += weight(i) * b;
     }
   };
   for (int it = 0; it < iters; ++it) {
     assign();
     std::vector<double> sums(static_cast<std::size_t>(k * d), 0.0), w(static_cast<std::size_t>(k), 0.0);
     for (std::int64_t i = 0; i < n; ++i) {
-      const double wi = weights ? double((*weights)[i]) : 1.0;
+      const double wi = weight(i);
       for (std::int64_t j = 0; j < d; ++j) sums[r.labels[i] * d + j] += wi * x[i * d + j];
       w[r.labels[i]] += wi;
+    }
+    // Empty clusters: the rows farthest from their centroid (largest first, ties to the lower
+    // index, positive weight only) move into them.
+    std::vector<std::int64_t> order;
+    for (std::int64_t i = 0; i < n; ++i)
+      if (weight(i) > 0) order.push_back(i);
+    std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) { return best[a] > best[b]; });
+    std::size_t next = 0;
+    for (std::int64_t j = 0; j < k; ++j) {
+      if (w[j] > 0 || next >= order.size()) continue;
+      const std::int64_t i = order[next++];
+      const std::int64_t from = r.labels[i];
+      for (std::int64_t t = 0; t < d; ++t) {
+        sums[from * d + t] -= weight(i) * x[i * d + t];
+        sums[j * d + t] = weight(i) * x[i * d + t];
+      }
+      w[from] -= weight(i);
+      w[j] = weight(i);
     }
     for (std::int64_t j = 0; j < k; ++j)
       if (w[j] > 0)

@@ -11,6 +11,11 @@ namespace flashkm::testing {
 /// Gaussian blobs: `centers` true centres ~ N(0, spread^2 I), rows with noise sigma.
 std::vector<float> blobs(std::int64_t n, std::int64_t d, std::int64_t centers, double spread, double sigma,
                          std::uint64_t seed);
+/// Well-separated blobs: centres at least 20 sigma apart (rejection sampling in a box large
+/// enough for any d); row i belongs to blob i % centers, so rows 0..centers-1 hit every blob.
+/// No row is anywhere near a tie between two blob centres.
+std::vector<float> separated_blobs(std::int64_t n, std::int64_t d, std::int64_t centers, double sigma,
+                                   std::uint64_t seed);
 /// Uniform noise in [0, 1): many near-ties between centroids.
 std::vector<float> uniform(std::int64_t n, std::int64_t d, std::uint64_t seed);
 
@@ -31,8 +36,8 @@ struct LloydRef {
   std::vector<std::int32_t> labels;
   double inertia = 0;
 };
-/// `iters` plain Lloyd iterations in float64 from c0 (empty clusters keep their centroid;
-/// tests that use this avoid empty clusters), then labels and inertia against the result.
+/// `iters` plain Lloyd iterations in float64 from c0 (empty clusters re-seeded from the
+/// farthest rows, as scikit-learn does), then labels and inertia against the result.
 LloydRef lloyd_f64(const std::vector<float>& x, const std::vector<float>& c0, std::int64_t d, int iters,
                    const std::vector<float>* weights = nullptr);
 
