@@ -29,7 +29,6 @@ struct AssignKernel {
   using F = typename S::F;
   using I = typename S::I;
   static constexpr int NR = NV * W;
-  static_assert(NV == 1 || NV == 2, "the epilogue folds one or two vectors per row");
 
   static std::int64_t padded(std::int64_t rows) { return (rows + MR - 1) / MR * MR; }
 
@@ -97,15 +96,17 @@ struct AssignKernel {
         tile(a + r0 * c.d, panel, c.d, acc);
         // ---- epilogue: fold the tile into each row's running top-2 ----
         FLASHKM_UNROLL for (int r = 0; r < MR; ++r) {
+          // fold this row's NV vectors: lane-wise best / worse-of-the-rest / index
           F pair_best = bias[0] + alpha * acc[r][0];
           F pair_worse = inf;
           I pair_index = index0;
-          if constexpr (NV == 2) {
-            const F s1 = bias[1] + alpha * acc[r][1];
-            const I s1_wins = s1 < pair_best;  // strict: equal scores keep the lower index
-            pair_worse = s1_wins ? pair_best : s1;
-            pair_best = s1_wins ? s1 : pair_best;
-            pair_index = s1_wins ? index0 + W : index0;
+          FLASHKM_UNROLL for (int v = 1; v < NV; ++v) {
+            const F sv = bias[v] + alpha * acc[r][v];
+            const I sv_wins = sv < pair_best;  // strict: equal scores keep the lower index
+            const F loser = sv_wins ? pair_best : sv;
+            pair_worse = loser < pair_worse ? loser : pair_worse;
+            pair_best = sv_wins ? sv : pair_best;
+            pair_index = sv_wins ? index0 + v * W : pair_index;
           }
           float* bp = lane_best + (r0 + r) * W;
           float* sp = lane_second + (r0 + r) * W;
