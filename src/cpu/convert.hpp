@@ -37,30 +37,6 @@ inline float bf16_to_float(std::uint16_t b) {
   return f;
 }
 
-/// Row i of x as fp32 into out[0, cols).
-inline void load_row(const MatrixView& x, std::int64_t i, float* out) {
-  const void* p = x.row(i);
-  const std::int64_t d = x.cols;
-  switch (x.dtype) {
-    case DType::f32: std::memcpy(out, p, static_cast<std::size_t>(d) * 4); break;
-    case DType::f64: {
-      const auto* s = static_cast<const double*>(p);
-      for (std::int64_t j = 0; j < d; ++j) out[j] = static_cast<float>(s[j]);
-      break;
-    }
-    case DType::f16: {
-      const auto* s = static_cast<const std::uint16_t*>(p);
-      for (std::int64_t j = 0; j < d; ++j) out[j] = half_to_float(s[j]);
-      break;
-    }
-    case DType::bf16: {
-      const auto* s = static_cast<const std::uint16_t*>(p);
-      for (std::int64_t j = 0; j < d; ++j) out[j] = bf16_to_float(s[j]);
-      break;
-    }
-  }
-}
-
 /// Element j of row i as double, exactly as given (fp64 input keeps its precision).
 inline double element(const MatrixView& x, std::int64_t i, std::int64_t j) {
   const void* p = x.row(i);
@@ -73,15 +49,21 @@ inline double element(const MatrixView& x, std::int64_t i, std::int64_t j) {
   return 0;
 }
 
-/// Row i as double into out[0, cols) (a loop per dtype, so each one vectorises).
-inline void load_row(const MatrixView& x, std::int64_t i, double* out) {
+/// Row i of x converted to T (float or double) into out[0, cols); fp64 input keeps its
+/// precision when T is double. One loop per dtype, so that each one vectorises.
+template <class T>
+inline void load_row(const MatrixView& x, std::int64_t i, T* out) {
   const void* p = x.row(i);
   const std::int64_t d = x.cols;
   switch (x.dtype) {
-    case DType::f64: std::memcpy(out, p, static_cast<std::size_t>(d) * 8); break;
     case DType::f32: {
       const auto* s = static_cast<const float*>(p);
-      for (std::int64_t j = 0; j < d; ++j) out[j] = s[j];
+      for (std::int64_t j = 0; j < d; ++j) out[j] = static_cast<T>(s[j]);
+      break;
+    }
+    case DType::f64: {
+      const auto* s = static_cast<const double*>(p);
+      for (std::int64_t j = 0; j < d; ++j) out[j] = static_cast<T>(s[j]);
       break;
     }
     case DType::f16: {
