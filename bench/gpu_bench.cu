@@ -48,7 +48,7 @@ double now_ms() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 10) {
+  if (argc < 9) {
     std::fprintf(stderr, "usage: gpu_bench B N K D f16|f32 iters auto|fp16|bf16|fp32 certify [tile]\n");
     return 1;
   }

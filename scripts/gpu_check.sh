@@ -29,24 +29,24 @@ if [ ! -f /usr/lib/x86_64-linux-gnu/libgtest.a ] && [ -d .gpudeps/googletest ]; 
     cmake --build /tmp/gtest-build -j16 --target install >> "$OUT/build.log" 2>&1
   PREFIX="-DCMAKE_PREFIX_PATH=/tmp/gtest-install"
 fi
-cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHKM_CUDA=ON -DFLASHKM_PYTHON=OFF \
-  -DFLASHKM_BENCH=OFF $PREFIX >> "$OUT/build.log" 2>&1 &&
-  cmake --build build-gpu -j16 --target flashkm_test_gpu gpu_bench >> "$OUT/build.log" 2>&1
+cmake -S . -B build-cudacheck -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHKM_CUDA=ON -DFLASHKM_PYTHON=OFF \
+  -DFLASHKM_BENCH=OFF -DFLASHKM_TESTS=ON $PREFIX >> "$OUT/build.log" 2>&1 &&
+  cmake --build build-cudacheck -j16 --target flashkm_test_gpu gpu_bench >> "$OUT/build.log" 2>&1
 rc_build=$?
 # The rest of the tree (CPU tests, CLI) for ctest; its failure does not stop the GPU checks.
-cmake --build build-gpu -j16 > "$OUT/build_all.log" 2>&1 || echo "full build failed (see build_all.log)"
+cmake --build build-cudacheck -j16 > "$OUT/build_all.log" 2>&1 || echo "full build failed (see build_all.log)"
 echo "build rc=$rc_build in $(( $(date +%s) - t0 )) s" | tee -a "$OUT/env.log"
 tail -30 "$OUT/build.log"
 [ $rc_build -eq 0 ] || exit 1
 
 # Tests: the GPU test binary first (verbose: it prints measured error ratios), then ctest.
-./build-gpu/tests/gpu/flashkm_test_gpu 2>&1 | tee "$OUT/test_gpu.log" | grep -E "^\[  |device:|precision|near-ties|worst|FAIL|Failure|error" | head -80
-(cd build-gpu && ctest --output-on-failure -j8 --timeout 300) > "$OUT/ctest.log" 2>&1
+./build-cudacheck/tests/gpu/flashkm_test_gpu 2>&1 | tee "$OUT/test_gpu.log" | grep -E "^\[  |device:|precision|near-ties|worst|FAIL|Failure|error" | head -80
+(cd build-cudacheck && ctest --output-on-failure -j8 --timeout 300) > "$OUT/ctest.log" 2>&1
 rc_test=$?
 tail -5 "$OUT/ctest.log"
 grep -E "Failed|\*\*\*" "$OUT/ctest.log" | head -20
 
 if [ $BENCH -eq 1 ]; then
-  python3 bench/gpu_vs_flash_kmeans.py --flashkm-bench build-gpu/tests/gpu/gpu_bench --out "$OUT" $QUICK 2>&1 | tee "$OUT/bench.log" | tail -40
+  python3 bench/gpu_vs_flash_kmeans.py --flashkm-bench build-cudacheck/tests/gpu/gpu_bench --out "$OUT" $QUICK 2>&1 | tee "$OUT/bench.log" | tail -40
 fi
 echo "tests rc=$rc_test"

@@ -130,7 +130,10 @@ TEST_P(Modes, CertifiedLabelsMatchFloat64) {
   b->copy_distances(dist.data());
   double inertia = 0;
   for (std::int64_t i = 0; i < n; ++i) {
-    EXPECT_NEAR(dist[i], ref.best[i], 1e-2 * std::max(1.0, ref.best[i])) << "row " << i;
+    // Low-precision distances carry an absolute error ~ u*|x|*|c| (labels are what is exact).
+    double xn = 0;
+    for (int q = 0; q < d; ++q) xn += double(x[i * d + q]) * x[i * d + q];
+    EXPECT_NEAR(dist[i], ref.best[i], 1e-2 * (1.0 + ref.best[i] + xn)) << "row " << i;
     inertia += ref.best[i];
   }
   EXPECT_NEAR(st.inertia, inertia, 1e-3 * inertia);
