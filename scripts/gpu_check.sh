@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: configure + build (CUDA on), run every ctest test (GPU ones
 # included), then the GPU benchmark; logs and results go to $OUT (the device tool's
-# output folder) or ./gpu_out. Usage: scripts/gpu_check.sh [--no-bench] [--quick]
+# output folder) or ./gpu_out. Usage: scripts/gpu_check.sh [--no-bench] [--quick] [--python]
 #   --quick: the benchmark's smaller config subset.
+#   --python: also build the Python module (pybind11 from the machine's pip install) and run
+#             the Python tests, GPU tensors (torch/cupy) included.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}
 mkdir -p "$OUT"
-BENCH=1; QUICK=""
+BENCH=1; QUICK=""; PY=0
 for a in "$@"; do
-  case "$a" in --no-bench) BENCH=0 ;; --quick) QUICK="--quick" ;; esac
+  case "$a" in --no-bench) BENCH=0 ;; --quick) QUICK="--quick" ;; --python) PY=1 ;; esac
 done
 export PYTHONUNBUFFERED=1
 {
@@ -45,6 +47,15 @@ tail -30 "$OUT/build.log"
 rc_test=$?
 tail -5 "$OUT/ctest.log"
 grep -E "Failed|\*\*\*" "$OUT/ctest.log" | head -20
+
+if [ $PY -eq 1 ]; then
+  PYBIND=$(python3 -m pybind11 --cmakedir 2>/dev/null)
+  cmake -S . -B build-cudacheck -DFLASHKM_PYTHON=ON -Dpybind11_DIR="$PYBIND" -DPython3_EXECUTABLE="$(command -v python3)" \
+    > "$OUT/build_python.log" 2>&1 && cmake --build build-cudacheck -j16 >> "$OUT/build_python.log" 2>&1
+  echo "python build rc=$?"
+  PYTHONPATH=$PWD/build-cudacheck/python python3 -m pytest -q -rs tests/python > "$OUT/pytest.log" 2>&1
+  echo "pytest rc=$?"; tail -15 "$OUT/pytest.log"
+fi
 
 if [ $BENCH -eq 1 ]; then
   python3 bench/gpu_vs_flash_kmeans.py --flashkm-bench build-cudacheck/tests/gpu/gpu_bench --out "$OUT" $QUICK 2>&1 | tee "$OUT/bench.log" | tail -40

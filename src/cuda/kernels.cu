@@ -312,7 +312,8 @@ __global__ void all_distances_kernel(XView x, const float* xnorm, const float* c
   for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffffu, s, o);
   if (lane == 0) {
     double dist = s;
-    if (metric == Metric::cosine) dist = 1.0 - s / sqrt(double(xnorm[i]));
+    if (metric == Metric::l2) dist = sqrt(s);  // transform(): Euclidean, as scikit-learn
+    else if (metric == Metric::cosine) dist = 1.0 - s / sqrt(double(xnorm[i]));
     else if (metric == Metric::inner_product) dist = -s;
     out[r * k + j] = static_cast<float>(dist);
   }
