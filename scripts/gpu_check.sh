@@ -50,7 +50,9 @@ grep -E "Failed|\*\*\*" "$OUT/ctest.log" | head -20
 
 if [ $PY -eq 1 ]; then
   PYBIND=$(python3 -m pybind11 --cmakedir 2>/dev/null)
+  # dlpack.h: the GPU image has none; a copy of Debian's libdlpack-dev header travels in .gpudeps/include.
   cmake -S . -B build-cudacheck -DFLASHKM_PYTHON=ON -Dpybind11_DIR="$PYBIND" -DPython3_EXECUTABLE="$(command -v python3)" \
+    -DFLASHKM_DLPACK_INCLUDE_DIR=$PWD/.gpudeps/include \
     > "$OUT/build_python.log" 2>&1 && cmake --build build-cudacheck -j16 >> "$OUT/build_python.log" 2>&1
   echo "python build rc=$?"
   PYTHONPATH=$PWD/build-cudacheck/python python3 -m pytest -q -rs tests/python/test_gpu.py tests/python/test_api.py > "$OUT/pytest.log" 2>&1

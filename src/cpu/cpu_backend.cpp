@@ -27,6 +27,9 @@ using cpu::KernelTable;
 using cpu::PackedCentroids;
 
 constexpr std::int64_t kChunk = kReductionChunk;
+// Relative rounding of one fp32 operation; the expanded form's error is below
+// (d + 2) * this * (|x|^2 + |c|^2).
+constexpr double kExpandedFormError = 0x1p-24;
 
 class CpuBackend final : public Backend {
  public:
@@ -253,9 +256,19 @@ class CpuBackend final : public Backend {
       float* o = out + begin * k;
       kernels_.scores(xb, rows, ldx, packed_.view(), 0, packed_.panels(), o, k, s.lanes.data());
       for (std::int64_t r = 0; r < rows; ++r) {
-        to_distances(o + r * k, k, begin + r, o + r * k);
-        if (metric_ == Metric::l2)
-          for (std::int64_t j = 0; j < k; ++j) o[r * k + j] = std::sqrt(o[r * k + j]);
+        const std::int64_t i = begin + r;
+        float* oi = o + r * k;
+        to_distances(oi, k, i, oi);
+        if (metric_ != Metric::l2) continue;
+        // |x|^2 - 2x.c + |c|^2 in fp32 loses digits when the distance is small against the
+        // norms (data far from the origin): there the entry is recomputed from differences in
+        // fp64, so transform() is accurate to ~1e-4 relative everywhere.
+        const double norm_x = row_norm_[i];
+        for (std::int64_t j = 0; j < k; ++j) {
+          const double bound = kExpandedFormError * double(d_ + 2) * (norm_x + double(packed_.view().bias[j]));
+          if (double(oi[j]) < 1e4 * bound) oi[j] = static_cast<float>(exact_l2(i, centroids_.data() + j * d_));
+          oi[j] = std::sqrt(oi[j]);
+        }
       }
       return std::int64_t{0};
     });
@@ -435,6 +448,16 @@ class CpuBackend final : public Backend {
     chunk_applied_[c] = 1;
   }
   double weight(std::int64_t i) const { return weights_ ? double(weights_[i]) : 1.0; }
+
+  /// Squared distance of row i to c from differences in fp64.
+  double exact_l2(std::int64_t i, const float* c) const {
+    double acc = 0;
+    for (std::int64_t j = 0; j < d_; ++j) {
+      const double diff = cpu::element(x_, i, j) - double(c[j]);
+      acc += diff * diff;
+    }
+    return acc;
+  }
 
   /// Scores -> distances for m values of row i, the metric switch outside the loop.
   void to_distances(const float* scores, std::int64_t m, std::int64_t i, float* out) const {

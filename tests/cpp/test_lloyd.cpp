@@ -314,3 +314,30 @@ TEST(Lloyd, ProgressCallbackSeesEveryIterationAndCanStop) {
 
 }  // namespace
 }  // namespace flashkm
+
+namespace flashkm {
+namespace {
+
+TEST(Transform, AccurateFarFromTheOrigin) {
+  // Rows and centroids far from the origin: the expanded form alone would lose digits.
+  const std::int64_t n = 300, d = 16, k = 5;
+  auto x = testing::uniform(n, d, 51);
+  for (auto& v : x) v += 1000.0f;
+  Params p;
+  p.n_clusters = k;
+  const Model m = fit(MatrixView::of(x.data(), n, d), p);
+  std::vector<float> t(n * k);
+  transform(m, MatrixView::of(x.data(), n, d), t.data());
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = 0; j < k; ++j) {
+      double s = 0;
+      for (std::int64_t q = 0; q < d; ++q) {
+        const double diff = double(x[i * d + q]) - m.centroids[j * d + q];
+        s += diff * diff;
+      }
+      EXPECT_NEAR(t[i * k + j], std::sqrt(s), 1e-4 * std::sqrt(s) + 1e-6) << i << "," << j;
+    }
+}
+
+}  // namespace
+}  // namespace flashkm
