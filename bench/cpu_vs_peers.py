@@ -76,6 +76,36 @@ def inertia64(X, C, chunk=32768):
     return total
 
 
+def lloyd64(X, C0, iters, chunk=32768):
+    """Reference Lloyd in float64 from C0: `iters` rounds of assign + mean update, stopping
+    early (like scikit-learn and flashkm) when no label changes. Empty clusters keep their
+    centroid. Returns (centroids float64, n_iter)."""
+    import scipy.sparse as sp
+    N = X.shape[0]
+    C = np.asarray(C0, dtype=np.float64).copy()
+    K = C.shape[0]
+    prev = None
+    n_iter = 0
+    for it in range(iters):
+        cn = np.einsum("ij,ij->i", C, C)
+        labels = np.empty(N, dtype=np.int64)
+        sums = np.zeros_like(C)
+        for s in range(0, N, chunk):
+            x = np.asarray(X[s:s + chunk], dtype=np.float64)
+            lab = np.argmin(cn[None, :] - 2.0 * (x @ C.T), axis=1)
+            labels[s:s + chunk] = lab
+            m = sp.csr_matrix((np.ones(len(lab)), (lab, np.arange(len(lab)))), shape=(K, len(lab)))
+            sums += m @ x
+        counts = np.bincount(labels, minlength=K).astype(np.float64)
+        n_iter = it + 1
+        if prev is not None and np.array_equal(labels, prev):
+            break
+        nz = counts > 0
+        C[nz] = sums[nz] / counts[nz, None]
+        prev = labels
+    return C, n_iter
+
+
 def load_avg():
     try:
         return [round(v, 2) for v in os.getloadavg()]
@@ -371,6 +401,16 @@ def run_config(name, N, D, K, args, exe, workdir, peak, results):
         if lib in r and os.path.exists(path):
             finals[lib] = np.load(path)
             r[lib]["inertia64"] = inertia64(X, finals[lib])
+    if not args.skip_reference:
+        print(f"[{name}] float64 reference Lloyd ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        Cref, nref = lloyd64(X, C0, args.iters)
+        r["reference64"] = {"what": "numpy float64 Lloyd from C0, same iterations, stop when no label changes",
+                            "n_iter": nref, "inertia64": inertia64(X, Cref),
+                            "seconds": time.perf_counter() - t0}
+        for lib in finals:
+            r[lib]["inertia_rel_diff_vs_reference64"] = rel(r[lib]["inertia64"], r["reference64"]["inertia64"])
+            r[lib]["max_abs_centroid_diff_vs_reference64"] = float(np.max(np.abs(finals[lib] - Cref)))
     if "faiss" in r and r["faiss"].get("obj"):
         r["faiss"]["obj0_over_inertia64_C0"] = r["faiss"]["obj"][0] / r["inertia64_C0"]
 
@@ -387,6 +427,8 @@ def run_config(name, N, D, K, args, exe, workdir, peak, results):
         cmp["inertia_rel_diff_vs_sklearn"] = rel(fk["inertia64"], r["sklearn"]["inertia64"])
         cmp["max_abs_centroid_diff_vs_sklearn"] = float(np.max(np.abs(finals["flashkm"] - finals["sklearn"])))
         cmp["same_n_iter_as_sklearn"] = fk["n_iter"] == r["sklearn"]["n_iter"]
+    if "sklearn" in r and "faiss" in r:
+        cmp["inertia_rel_diff_sklearn_vs_faiss"] = rel(r["sklearn"]["inertia64"], r["faiss"]["inertia64"])
     if fk and "faiss" in r:
         cmp["speedup_vs_faiss"] = ratio(fk["s_per_iter_wall"], r["faiss"]["s_per_iter_wall"])
         cmp["inertia_rel_diff_vs_faiss"] = rel(fk["inertia64"], r["faiss"]["inertia64"])
@@ -479,6 +521,11 @@ def targets(res):
         vals = [v for v in rd.values() if v is not None]
         rows.append(("inertia = scikit-learn's within 1e-6 relative, same init and iterations",
                      ", ".join(f"{n} {fmt(v, '.1e')}" for n, v in rd.items()), yn(max(vals) <= 1e-6)))
+    rr = {n: r.get("flashkm", {}).get("inertia_rel_diff_vs_reference64") for n, r in cf.items()}
+    if any(v is not None for v in rr.values()):
+        vals = [v for v in rr.values() if v is not None]
+        rows.append(("(context) flashkm inertia = float64 reference Lloyd's within 1e-6",
+                     ", ".join(f"{n} {fmt(v, '.1e')}" for n, v in rr.items()), yn(max(vals) <= 1e-6)))
     return rows
 
 
@@ -536,19 +583,32 @@ def render(res):
     L.append("")
     L.append("### Result quality (inertia by one float64 function from each library's final centroids)")
     L.append("")
-    L.append("| config | n_iter flashkm / sklearn / faiss | inertia C0 | inertia flashkm | inertia scikit-learn | "
-             "inertia FAISS | rel diff flashkm–sklearn | rel diff flashkm–faiss | max abs Δcentroid vs sklearn | "
-             "load (1, 5, 15 min) before |")
-    L.append("|" + "---|" * 10)
+    L.append("Reference = Lloyd in float64 numpy from the same C0 and iterations. \"rel\" = |I − I_ref| / I_ref; "
+             "\"Δc\" = max abs centroid difference from the reference.")
+    L.append("")
+    L.append("| config | n_iter flashkm / sklearn / faiss / ref | inertia C0 | inertia reference | "
+             "rel flashkm | rel sklearn | rel faiss | rel diff flashkm–sklearn | rel diff sklearn–faiss | "
+             "Δc flashkm | Δc sklearn | load (1, 5, 15 min) before |")
+    L.append("|" + "---|" * 12)
     for name, r in res["configs"].items():
-        fk = r.get("flashkm", {}).get("lloyd", {})
-        sk, fa, c = r.get("sklearn", {}), r.get("faiss", {}), r.get("compare", {})
+        fk = r.get("flashkm", {})
+        fkl = fk.get("lloyd", {})
+        sk, fa, c, ref = r.get("sklearn", {}), r.get("faiss", {}), r.get("compare", {}), r.get("reference64", {})
         L.append(
-            f"| {name} | {fk.get('n_iter', '–')} / {sk.get('n_iter', '–')} / {fa.get('n_iter', '–')} | "
-            f"{fmt(r.get('inertia64_C0'), '.7e')} | {fmt(fk.get('inertia64'), '.9e')} | "
-            f"{fmt(sk.get('inertia64'), '.9e')} | {fmt(fa.get('inertia64'), '.9e')} | "
-            f"{fmt(c.get('inertia_rel_diff_vs_sklearn'), '.1e')} | {fmt(c.get('inertia_rel_diff_vs_faiss'), '.1e')} | "
-            f"{fmt(c.get('max_abs_centroid_diff_vs_sklearn'), '.1e')} | {r.get('load_before')} |")
+            f"| {name} | {fkl.get('n_iter', '–')} / {sk.get('n_iter', '–')} / {fa.get('n_iter', '–')} / "
+            f"{ref.get('n_iter', '–')} | {fmt(r.get('inertia64_C0'), '.7e')} | {fmt(ref.get('inertia64'), '.9e')} | "
+            f"{fmt(fk.get('inertia_rel_diff_vs_reference64'), '.1e')} | "
+            f"{fmt(sk.get('inertia_rel_diff_vs_reference64'), '.1e')} | "
+            f"{fmt(fa.get('inertia_rel_diff_vs_reference64'), '.1e')} | "
+            f"{fmt(c.get('inertia_rel_diff_vs_sklearn'), '.1e')} | "
+            f"{fmt(c.get('inertia_rel_diff_sklearn_vs_faiss'), '.1e')} | "
+            f"{fmt(fk.get('max_abs_centroid_diff_vs_reference64'), '.1e')} | "
+            f"{fmt(sk.get('max_abs_centroid_diff_vs_reference64'), '.1e')} | {r.get('load_before')} |")
+    L.append("")
+    L.append("Absolute inertias: " + "; ".join(
+        f"{n}: flashkm {fmt(r.get('flashkm', {}).get('inertia64'), '.9e')}, sklearn "
+        f"{fmt(r.get('sklearn', {}).get('inertia64'), '.9e')}, faiss {fmt(r.get('faiss', {}).get('inertia64'), '.9e')}"
+        for n, r in res["configs"].items()) + ".")
     d = res.get("default_fit")
     if d:
         L.append("")
@@ -601,6 +661,7 @@ def main():
     ap.add_argument("--skip-faiss", action="store_true")
     ap.add_argument("--skip-flashkm", action="store_true")
     ap.add_argument("--skip-default", action="store_true")
+    ap.add_argument("--skip-reference", action="store_true", help="no float64 reference Lloyd")
     ap.add_argument("--max-load", type=float, default=None,
                     help="before each config, wait (up to --max-wait s) until the 1-min load is below this")
     ap.add_argument("--max-wait", type=float, default=300)
