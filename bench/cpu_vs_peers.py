@@ -277,6 +277,16 @@ def machine_info():
     return info
 
 
+def git_state():
+    """HEAD of the checkout and the uncommitted library paths (the binary was built from the tree)."""
+    def git(*a):
+        p = subprocess.run(["git", "-C", ROOT] + list(a), capture_output=True, text=True)
+        return p.stdout.strip() if p.returncode == 0 else None
+    st = git("status", "--porcelain", "--", "src", "include", "CMakeLists.txt")
+    return {"head": git("rev-parse", "HEAD"), "head_subject": git("log", "-1", "--format=%s"),
+            "uncommitted_library_paths": st.splitlines() if st else []}
+
+
 def machine_slug(info):
     host = info["hostname"]
     if host and host not in ("vm", "localhost") and not re.fullmatch(r"[0-9a-f]{8,}", host):
@@ -548,6 +558,11 @@ def render(res):
     L.append("Machine ceilings: numpy sgemm 4096³ = **" + fmt(res.get("sgemm", {}).get("gflops"), ".0f") +
              " GFLOP/s** (peers' env); fp32 FMA peak (bench/fma_peak.c) = " +
              ", ".join(f"**{v['gflops_best']:.0f} GFLOP/s ({k})**" for k, v in pk.items()) + ".")
+    g = res.get("flashkm_git") or {}
+    if g.get("head"):
+        L.append(f"flashkm built from commit `{g['head'][:10]}` ({g.get('head_subject')})" +
+                 (f" plus uncommitted changes in {len(g['uncommitted_library_paths'])} library paths"
+                  if g.get("uncommitted_library_paths") else "") + ".")
     L.append(f"Load average (1 min) during the run: {res['load_summary']}.")
     L.append("")
     tg = targets(res)
@@ -704,6 +719,7 @@ def main():
     if os.environ.get("OPENBLAS_CORETYPE"):
         res["sgemm_this_shell_env"] = sgemm_gflops()
     res["flashkm_version"] = res["flashkm_simd"] = None
+    res["flashkm_git"] = git_state()
 
     res["configs"] = {}
     for name in [c.strip() for c in args.configs.split(",") if c.strip()]:
