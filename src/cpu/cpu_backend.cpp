@@ -30,6 +30,11 @@ constexpr std::int64_t kChunk = kReductionChunk;
 // Relative rounding of one fp32 operation; the expanded form's error is below
 // (d + 2) * this * (|x|^2 + |c|^2).
 constexpr double kExpandedFormError = 0x1p-24;
+// Fused update (assign() adds rows into per-stripe sums): at most this much memory for the
+// tables, and enough stripes to keep every thread busy (more stripes, finer balance).
+constexpr std::int64_t kStripeSumsBytes = std::int64_t{64} << 20;
+constexpr std::int64_t kMaxStripes = 64;
+constexpr std::int64_t kMinStripes = 16;
 
 class CpuBackend final : public Backend {
  public:
@@ -137,8 +142,9 @@ class CpuBackend final : public Backend {
 
   AssignStats assign() override {
     FLASHKM_ASSERT(k_ > 0, "assign() before set_centroids()");
+    const std::int64_t stripes = fused_stripes();
     std::int64_t changed = 0;
-    for_blocks([&](std::int64_t begin, std::int64_t rows, const float* xb, std::int64_t ldx, Scratch& s) {
+    auto assign_block = [&](std::int64_t begin, std::int64_t rows, const float* xb, std::int64_t ldx, Scratch& s) {
       kernels_.argmin2(xb, rows, ldx, packed_.view(), s.lanes.data(), s.index.data(), s.best.data(), s.second.data());
       std::int64_t local_changed = 0;
       for (std::int64_t r = 0; r < rows; ++r) {
@@ -149,7 +155,42 @@ class CpuBackend final : public Backend {
         second_[i] = to_distance(s.second[r], i);
       }
       return local_changed;
-    }, &changed);
+    };
+    if (stripes == 0) {
+      for_blocks(assign_block, &changed);
+      stripe_sums_valid_ = false;
+    } else {
+      // Fused update: while a block's rows are still in cache, add them to the sums of their
+      // stripe (a fixed range of blocks, so the order of additions never depends on threads).
+      const std::int64_t n_blocks = (n_ + block_rows_ - 1) / block_rows_;
+      const std::int64_t width = d_ + 1;  // sums, then the weight
+      stripe_sums_.resize(static_cast<std::size_t>(stripes * k_ * width));
+#pragma omp parallel num_threads(threads_) reduction(+ : changed) if (stripes > 1)
+      {
+        Scratch s(*this);
+#pragma omp for schedule(dynamic, 1)
+        for (std::int64_t st = 0; st < stripes; ++st) {
+          double* table = stripe_sums_.data() + st * k_ * width;
+          std::fill(table, table + k_ * width, 0.0);
+          for (std::int64_t b = st * n_blocks / stripes; b < (st + 1) * n_blocks / stripes; ++b) {
+            const std::int64_t begin = b * block_rows_, rows = std::min(block_rows_, n_ - begin);
+            std::int64_t ldx = d_;
+            const float* xb = rows_as_f32(begin, rows, s.x.data(), &ldx);
+            changed += assign_block(begin, rows, xb, ldx, s);
+            for (std::int64_t r = 0; r < rows; ++r) {
+              const std::int64_t i = begin + r;
+              const double w = weight(i);
+              const double scale = metric_ == Metric::cosine ? w / double(row_norm_[i]) : w;
+              double* acc = table + std::int64_t{labels_[i]} * width;
+              const float* row = xb + r * ldx;
+              for (std::int64_t j = 0; j < d_; ++j) acc[j] += scale * double(row[j]);
+              acc[d_] += w;
+            }
+          }
+        }
+      }
+      stripe_sums_valid_ = true;
+    }
     AssignStats st;
     st.inertia = chunked_sum([&](std::int64_t i) { return weight(i) * double(best_[i]); });
     st.n_changed = changed;
@@ -157,6 +198,20 @@ class CpuBackend final : public Backend {
   }
 
   void accumulate(double* sums, double* cluster_weight) override {
+    if (stripe_sums_valid_) {  // computed by assign(): combine the stripes in order
+      const std::int64_t stripes = static_cast<std::int64_t>(stripe_sums_.size()) / (k_ * (d_ + 1));
+      std::fill(sums, sums + k_ * d_, 0.0);
+      std::fill(cluster_weight, cluster_weight + k_, 0.0);
+      for (std::int64_t st = 0; st < stripes; ++st) {
+        const double* table = stripe_sums_.data() + st * k_ * (d_ + 1);
+#pragma omp parallel for num_threads(threads_) schedule(static) if (k_ * d_ > 65536)
+        for (std::int64_t j = 0; j < k_; ++j) {
+          for (std::int64_t t = 0; t < d_; ++t) sums[j * d_ + t] += table[j * (d_ + 1) + t];
+          cluster_weight[j] += table[j * (d_ + 1) + d_];
+        }
+      }
+      return;
+    }
     // No sort and no atomics: each thread owns a contiguous range of clusters (balanced by
     // row counts) and streams the rows in order, adding those with a label in its range.
     // Every cluster's sum thus sees its rows in row order whatever the thread count, and
@@ -299,9 +354,17 @@ class CpuBackend final : public Backend {
   // winner is then free (the chunk sums are the winner's column of those potentials) and
   // is applied to mind lazily, chunk by chunk, by the next sample or trial.
   void mindist_trial(const float* cand, std::int64_t m, double* potentials) override {
-    const bool narrow = m <= kernels_.nr_narrow;
-    const PackedCentroids packed(cand, m, d_, narrow ? kernels_.nr_narrow : kernels_.nr, metric_);
-    const auto scores = narrow ? kernels_.scores_narrow : kernels_.scores;
+    // Candidates in groups of kTrialLanes, zero rows padding the last group.
+    const std::int64_t groups = (m + cpu::kTrialLanes - 1) / cpu::kTrialLanes, width = groups * cpu::kTrialLanes;
+    std::vector<float> padded(static_cast<std::size_t>(width * d_), 0.0f), bias(static_cast<std::size_t>(width), 0.0f);
+    std::copy(cand, cand + m * d_, padded.begin());
+    if (metric_ == Metric::l2)
+      for (std::int64_t j = 0; j < m; ++j) {
+        double norm2 = 0;
+        for (std::int64_t t = 0; t < d_; ++t) norm2 += double(cand[j * d_ + t]) * cand[j * d_ + t];
+        bias[j] = static_cast<float>(norm2);
+      }
+    const float alpha = metric_ == Metric::l2 ? -2.0f : -1.0f;
     const std::int64_t n_chunks = chunks();
     std::vector<double> part(static_cast<std::size_t>(n_chunks * m), 0.0);
     // Kept between trials (resize, not reallocate: a fresh 6 MB buffer per step costs page
@@ -313,7 +376,7 @@ class CpuBackend final : public Backend {
 #pragma omp parallel num_threads(threads_) if (n_chunks > 1)
     {
       Scratch s(*this);
-      std::vector<float> sc(static_cast<std::size_t>(block_rows_ * m));
+      std::vector<float> sc(static_cast<std::size_t>(block_rows_ * width));
 #pragma omp for schedule(dynamic, 1)
       for (std::int64_t c = 0; c < n_chunks; ++c) {
         apply_pending_commit(c, m_prev);
@@ -323,13 +386,15 @@ class CpuBackend final : public Backend {
           const std::int64_t rows = std::min(block_rows_, end - b);
           std::int64_t ldx = d_;
           const float* xb = rows_as_f32(b, rows, s.x.data(), &ldx);
-          scores(xb, rows, ldx, packed.view(), 0, packed.panels(), sc.data(), m, s.lanes.data());
+          for (std::int64_t g = 0; g < groups; ++g)
+            kernels_.trial_scores(xb, rows, ldx, padded.data() + g * cpu::kTrialLanes * d_, d_,
+                                  bias.data() + g * cpu::kTrialLanes, alpha, sc.data() + g * cpu::kTrialLanes, width);
           for (std::int64_t r = 0; r < rows; ++r) {
             const std::int64_t i = b + r;
             const double w = weight(i);
             const float mind = mind_[i];
             float* di = dist.data() + i * m;
-            to_distances(sc.data() + r * m, m, i, di);
+            to_distances(sc.data() + r * width, m, i, di);
             for (std::int64_t j = 0; j < m; ++j) {
               di[j] = std::min(mind, di[j]);
               pot[j] += w * double(di[j]);
@@ -420,8 +485,7 @@ class CpuBackend final : public Backend {
   struct Scratch {
     explicit Scratch(const CpuBackend& b)
         : x(static_cast<std::size_t>(b.block_rows_ * b.d_)),
-          lanes(static_cast<std::size_t>(std::max(b.kernels_.workspace_floats(b.block_rows_, b.d_),
-                                                  b.kernels_.workspace_floats_narrow(b.block_rows_, b.d_)))),
+          lanes(static_cast<std::size_t>(b.kernels_.workspace_floats(b.block_rows_, b.d_))),
           index(static_cast<std::size_t>(b.block_rows_)),
           best(static_cast<std::size_t>(b.block_rows_)),
           second(static_cast<std::size_t>(b.block_rows_)) {}
@@ -431,6 +495,16 @@ class CpuBackend final : public Backend {
   };
 
   std::int64_t chunks() const { return (n_ + kChunk - 1) / kChunk; }
+
+  /// Stripes of the fused update in assign(), or 0 when the per-stripe tables would not
+  /// fit kStripeSumsBytes. Depends only on N, K and D (never on threads), so the order of
+  /// every sum is fixed by the problem alone.
+  std::int64_t fused_stripes() const {
+    const std::int64_t n_blocks = (n_ + block_rows_ - 1) / block_rows_;
+    const std::int64_t fit = kStripeSumsBytes / (k_ * (d_ + 1) * 8);
+    const std::int64_t stripes = std::min({kMaxStripes, n_blocks, fit});
+    return stripes >= std::min(kMinStripes, n_blocks) ? stripes : 0;
+  }
 
   /// Apply a pending mindist_commit to chunk c (once), or to every chunk when c < 0.
   void apply_pending_commit(std::int64_t c = -1, std::int64_t m = -1) {
@@ -577,6 +651,9 @@ class CpuBackend final : public Backend {
   std::int64_t pending_ = -1;
   std::vector<double> chunk_sum_;
   std::vector<char> chunk_applied_;
+  // Per-stripe [K][D + 1] sums of the last assign() (see fused_stripes()).
+  std::vector<double> stripe_sums_;
+  bool stripe_sums_valid_ = false;
 };
 
 }  // namespace

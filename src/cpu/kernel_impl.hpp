@@ -168,57 +168,61 @@ struct AssignKernel {
     }
   }
 
-  /// The table of this level: this kernel plus NarrowScores<W, MR_NARROW>.
-  template <int MR_NARROW>
+  /// The table of this level: this kernel plus TrialScores.
   static KernelTable table(const char* name);
 };
 
-/// Scores against one panel of W centroids (a k-means++ step's few candidates), reading
-/// rows in place: this pass is memory-bound (one read of X per step), so packing the rows
-/// first would only add a copy. MR row pointers stay within the general registers.
-template <int W, int MR>
-struct NarrowScores {
-  using S = Simd<W>;
+/// A k-means++ step's trial: rows (read in place) against kTrialLanes candidates [8][d]
+/// (zero rows pad fewer) in dot-product form: one row vector load feeds 8 FMAs whose other
+/// operand comes from L1, and no broadcasts (on AVX2 Zen a broadcast costs an FP pipe slot
+/// and this pass is one broadcast per FMA in the outer-product form). Every dot product has
+/// 8 fixed partial chains, a fixed reduction tree and the tail in d order, on every ISA,
+/// so AVX2 and AVX-512 agree bitwise.
+struct TrialScores {
+  using S = Simd<kTrialLanes>;
   using F = typename S::F;
+  using I = typename S::I;
 
-  static std::int64_t workspace_floats(std::int64_t, std::int64_t) { return 0; }
+  /// Lane j of the result = sum of acc[perm[j]], perm = {0, 4, 2, 6, 1, 5, 3, 7}.
+  static inline __attribute__((always_inline)) F reduce8(const F (&a)[8]) {
+    const I lo1 = {0, 1, 2, 3, 8, 9, 10, 11}, hi1 = {4, 5, 6, 7, 12, 13, 14, 15};
+    const I lo2 = {0, 1, 8, 9, 4, 5, 12, 13}, hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
+    const I lo3 = {0, 8, 2, 10, 4, 12, 6, 14}, hi3 = {1, 9, 3, 11, 5, 13, 7, 15};
+    F s[4];
+    FLASHKM_UNROLL for (int q = 0; q < 4; ++q)
+      s[q] = __builtin_shuffle(a[2 * q], a[2 * q + 1], lo1) + __builtin_shuffle(a[2 * q], a[2 * q + 1], hi1);
+    const F t0 = __builtin_shuffle(s[0], s[1], lo2) + __builtin_shuffle(s[0], s[1], hi2);
+    const F t1 = __builtin_shuffle(s[2], s[3], lo2) + __builtin_shuffle(s[2], s[3], hi2);
+    return __builtin_shuffle(t0, t1, lo3) + __builtin_shuffle(t0, t1, hi3);
+  }
 
-  static void scores(const float* x, std::int64_t rows, std::int64_t ldx, const PanelView& c, std::int64_t p0,
-                     std::int64_t p1, float* out, std::int64_t ldo, float*) {
-    const F alpha = S::splat(c.alpha);
-    for (std::int64_t p = p0; p < p1; ++p) {
-      const float* panel = c.panels + p * c.d * W;
-      const F bias = S::load(c.bias + p * W);
-      const std::int64_t col0 = (p - p0) * W;
-      const std::int64_t valid = c.k - p * W < W ? c.k - p * W : W;
-      for (std::int64_t r0 = 0; r0 < rows; r0 += MR) {
-        const float* xr[MR];
-        // rows past the end re-read row r0 (valid memory); their results are dropped
-        FLASHKM_UNROLL for (int r = 0; r < MR; ++r) xr[r] = x + (r0 + r < rows ? r0 + r : r0) * ldx;
-        F acc[MR];
-        FLASHKM_UNROLL for (int r = 0; r < MR; ++r) acc[r] = F{};
-        for (std::int64_t k = 0; k < c.d; ++k) {
-          const F b = S::load(panel + k * W);
-          FLASHKM_UNROLL for (int r = 0; r < MR; ++r) acc[r] += S::splat(xr[r][k]) * b;
-        }
-        FLASHKM_UNROLL for (int r = 0; r < MR; ++r) {
-          if (r0 + r >= rows) break;
-          float tmp[W];
-          S::store(tmp, bias + alpha * acc[r]);
-          float* o = out + (r0 + r) * ldo + col0;
-          for (std::int64_t j = 0; j < valid; ++j) o[j] = tmp[j];
-        }
+  static void scores(const float* x, std::int64_t rows, std::int64_t ldx, const float* cand, std::int64_t d,
+                     const float* bias, float alpha, float* out, std::int64_t ldo) {
+    constexpr int lane_of[8] = {0, 4, 2, 6, 1, 5, 3, 7};  // candidate j sits in lane lane_of[j]
+    const std::int64_t d8 = d / 8 * 8;
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const float* xr = x + r * ldx;
+      F acc[8];
+      FLASHKM_UNROLL for (int j = 0; j < 8; ++j) acc[j] = F{};
+      for (std::int64_t k = 0; k < d8; k += 8) {
+        const F xv = S::load(xr + k);
+        FLASHKM_UNROLL for (int j = 0; j < 8; ++j) acc[j] += xv * S::load(cand + j * d + k);
+      }
+      float sums[8];
+      S::store(sums, reduce8(acc));
+      float* o = out + r * ldo;
+      for (int j = 0; j < 8; ++j) {
+        float sj = sums[lane_of[j]];
+        for (std::int64_t k = d8; k < d; ++k) sj += xr[k] * cand[j * d + k];
+        o[j] = bias[j] + alpha * sj;
       }
     }
   }
 };
 
 template <int W, int MR, int NV>
-template <int MR_NARROW>
 KernelTable AssignKernel<W, MR, NV>::table(const char* name) {
-  using Narrow = NarrowScores<W, MR_NARROW>;
-  return KernelTable{name, MR, NR, &argmin2, &scores, &workspace_floats, MR_NARROW, W, &Narrow::scores,
-                     &Narrow::workspace_floats};
+  return KernelTable{name, MR, NR, &argmin2, &scores, &workspace_floats, &TrialScores::scores};
 }
 
 #undef FLASHKM_UNROLL

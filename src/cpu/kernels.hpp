@@ -20,6 +20,9 @@ struct PanelView {
   float alpha = -2.0f;
 };
 
+/// Candidates per trial_scores call (fixed on every ISA: see TrialScores).
+inline constexpr int kTrialLanes = 8;
+
 struct KernelTable {
   const char* name;  ///< "avx512", "avx2", "generic"
   int mr;            ///< rows per register tile
@@ -34,13 +37,10 @@ struct KernelTable {
                  std::int64_t p1, float* out, std::int64_t ldo, float* workspace);
   /// Floats of workspace argmin2 or scores need for a block of `rows` rows of d columns.
   std::int64_t (*workspace_floats)(std::int64_t rows, std::int64_t d);
-  /// `scores` for centroids packed with nr_narrow (one vector per row): for the few
-  /// candidates of a k-means++ step, where a full nr panel would be mostly padding.
-  int mr_narrow;
-  int nr_narrow;
-  void (*scores_narrow)(const float* x, std::int64_t rows, std::int64_t ldx, const PanelView& c, std::int64_t p0,
-                        std::int64_t p1, float* out, std::int64_t ldo, float* workspace);
-  std::int64_t (*workspace_floats_narrow)(std::int64_t rows, std::int64_t d);
+  /// k-means++ trial: scores of rows [0, rows) (in place, ldx apart) against kTrialLanes
+  /// candidates cand [8][d] with their bias[8]: out[i*ldo + j] = bias[j] + alpha * x_i.c_j.
+  void (*trial_scores)(const float* x, std::int64_t rows, std::int64_t ldx, const float* cand, std::int64_t d,
+                       const float* bias, float alpha, float* out, std::int64_t ldo);
 };
 
 const KernelTable& kernels_avx512();

@@ -5,7 +5,7 @@
 
 namespace flashkm::cpu {
 const KernelTable& kernels_avx2() {
-  static const KernelTable table = avx2::AssignKernel<8, 6, 2>::table<6>("avx2");
+  static const KernelTable table = avx2::AssignKernel<8, 6, 2>::table("avx2");
   return table;
 }
 }  // namespace flashkm::cpu

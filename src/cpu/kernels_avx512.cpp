@@ -5,7 +5,7 @@
 
 namespace flashkm::cpu {
 const KernelTable& kernels_avx512() {
-  static const KernelTable table = avx512::AssignKernel<16, 12, 2>::table<8>("avx512");
+  static const KernelTable table = avx512::AssignKernel<16, 12, 2>::table("avx512");
   return table;
 }
 }  // namespace flashkm::cpu

@@ -6,7 +6,7 @@
 
 namespace flashkm::cpu {
 const KernelTable& kernels_generic() {
-  static const KernelTable table = generic::AssignKernel<4, 4, 2>::table<4>("generic");
+  static const KernelTable table = generic::AssignKernel<4, 4, 2>::table("generic");
   return table;
 }
 }  // namespace flashkm::cpu

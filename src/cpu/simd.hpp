@@ -48,6 +48,12 @@ FLASHKM_DEFINE_SIMD(16, _mm512_set1_ps)
 #endif
 #if defined(__AVX__)
 FLASHKM_DEFINE_SIMD(8, _mm256_set1_ps)
+#else
+// 8 lanes without AVX (the generic level's k-means++ trial kernel): GCC splits the vectors
+// into halves.
+typedef float Simd8Float __attribute__((vector_size(32)));
+inline Simd8Float simd8_set1(float x) { return Simd8Float{x, x, x, x, x, x, x, x}; }
+FLASHKM_DEFINE_SIMD(8, simd8_set1)
 #endif
 #if defined(__SSE__)
 FLASHKM_DEFINE_SIMD(4, _mm_set1_ps)

@@ -100,24 +100,49 @@ TEST(Kernels, ScoresMatchArgmin) {
   const auto x = testing::uniform(n, d, 8), c = testing::uniform(k, d, 9);
   for (const auto* kt : available_tables()) {
     const Scored s = run_argmin2(*kt, x, c, d, 1024);
-    for (const bool narrow : {false, true}) {
-      const int nr = narrow ? kt->nr_narrow : kt->nr;
-      const auto scores = narrow ? kt->scores_narrow : kt->scores;
-      cpu::PackedCentroids pc(c.data(), k, d, nr, Metric::l2);
-      std::vector<float> ws(static_cast<std::size_t>(
-          narrow ? kt->workspace_floats_narrow(n, d) : kt->workspace_floats(n, d)));
-      std::vector<float> out(static_cast<std::size_t>(n * k), -1.0f);
-      scores(x.data(), n, d, pc.view(), 0, pc.panels(), out.data(), k, ws.data());
-      for (std::int64_t i = 0; i < n; ++i) {
-        std::int64_t arg = 0;
-        for (std::int64_t j = 1; j < k; ++j)
-          if (out[i * k + j] < out[i * k + arg]) arg = j;
-        EXPECT_EQ(arg, s.index[i]) << kt->name << (narrow ? " narrow" : "");
-        EXPECT_EQ(out[i * k + arg], s.best[i]) << kt->name << (narrow ? " narrow" : "");
-      }
+    cpu::PackedCentroids pc(c.data(), k, d, kt->nr, Metric::l2);
+    std::vector<float> ws(static_cast<std::size_t>(kt->workspace_floats(n, d)));
+    std::vector<float> out(static_cast<std::size_t>(n * k), -1.0f);
+    kt->scores(x.data(), n, d, pc.view(), 0, pc.panels(), out.data(), k, ws.data());
+    for (std::int64_t i = 0; i < n; ++i) {
+      std::int64_t arg = 0;
+      for (std::int64_t j = 1; j < k; ++j)
+        if (out[i * k + j] < out[i * k + arg]) arg = j;
+      EXPECT_EQ(arg, s.index[i]) << kt->name;
+      EXPECT_EQ(out[i * k + arg], s.best[i]) << kt->name;
     }
   }
 }
+
+class TrialShapes : public ::testing::TestWithParam<std::int64_t> {};
+
+TEST_P(TrialShapes, TrialScoresMatchFloat64) {
+  const std::int64_t d = GetParam(), n = 37;
+  const auto x = testing::uniform(n, d, 60 + d);
+  const auto c = testing::uniform(cpu::kTrialLanes, d, 61 + d);
+  std::vector<float> bias(cpu::kTrialLanes);
+  for (int j = 0; j < cpu::kTrialLanes; ++j) {
+    double b = 0;
+    for (std::int64_t t = 0; t < d; ++t) b += double(c[j * d + t]) * c[j * d + t];
+    bias[j] = static_cast<float>(b);
+  }
+  std::vector<std::vector<float>> results;
+  for (const auto* kt : available_tables()) {
+    std::vector<float> out(static_cast<std::size_t>(n * cpu::kTrialLanes), -1.0f);
+    kt->trial_scores(x.data(), n, d, c.data(), d, bias.data(), -2.0f, out.data(), cpu::kTrialLanes);
+    for (std::int64_t i = 0; i < n; ++i)
+      for (int j = 0; j < cpu::kTrialLanes; ++j) {
+        double dot = 0;
+        for (std::int64_t t = 0; t < d; ++t) dot += double(x[i * d + t]) * c[j * d + t];
+        EXPECT_NEAR(out[i * cpu::kTrialLanes + j], bias[j] - 2 * dot, 1e-5 * (bias[j] + d)) << kt->name;
+      }
+    if (std::string(kt->name) != "generic") results.push_back(out);
+  }
+  // The FMA levels share partial sums and reduction order: bitwise equal.
+  for (std::size_t t = 1; t < results.size(); ++t) EXPECT_EQ(results[t], results[0]);
+}
+
+INSTANTIATE_TEST_SUITE_P(Dims, TrialShapes, ::testing::Values(1, 7, 8, 17, 128, 1000));
 
 }  // namespace
 }  // namespace flashkm
