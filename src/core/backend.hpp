@@ -113,8 +113,9 @@ class Backend {
   virtual void nearest_weights(const float* centroids, std::int64_t m, double* out) = 0;
 };
 
-/// The CPU backend (always built). n_threads 0 = all.
-std::unique_ptr<Backend> make_cpu_backend(int n_threads);
+/// The CPU backend (always built). n_threads 0 = all. use_bounds: skip rows whose label
+/// provably cannot change (Hamerly bounds, l2); off only to test that it changes nothing.
+std::unique_ptr<Backend> make_cpu_backend(int n_threads, bool use_bounds = true);
 
 /// The CUDA backend; throws Error(device_unavailable) when not built or no device.
 std::unique_ptr<Backend> make_cuda_backend(int device_id, Precision precision, bool certify);

@@ -38,8 +38,10 @@ constexpr std::int64_t kMinStripes = 16;
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int n_threads)
-      : kernels_(cpu::select_kernels()), threads_(n_threads > 0 ? n_threads : omp_get_max_threads()) {}
+  CpuBackend(int n_threads, bool use_bounds)
+      : kernels_(cpu::select_kernels()),
+        threads_(n_threads > 0 ? n_threads : omp_get_max_threads()),
+        use_bounds_(use_bounds) {}
 
   const char* name() const override { return "cpu"; }
   std::int64_t rows() const override { return n_; }
@@ -61,6 +63,9 @@ class CpuBackend final : public Backend {
     labels_.assign(static_cast<std::size_t>(n_), -1);
     best_.assign(static_cast<std::size_t>(n_), 0.0f);
     second_.assign(static_cast<std::size_t>(n_), 0.0f);
+    upper_.assign(static_cast<std::size_t>(n_), 0.0f);
+    lower_.assign(static_cast<std::size_t>(n_), 0.0f);
+    bounds_valid_ = bounds_usable_ = false;
 
     // One pass: first non-finite value, first bad weight, first zero row (cosine), norms.
     const std::int64_t n_chunks = chunks();
@@ -135,24 +140,89 @@ class CpuBackend final : public Backend {
   }
 
   void set_centroids(const float* c, std::int64_t k) override {
+    // Bounds of the last assignment stay usable when the same K centroids moved: remember
+    // how far each moved (triangle inequality, l2 only: see assign()).
+    bounds_usable_ = use_bounds_ && bounds_valid_ && metric_ == Metric::l2 && k == k_;
+    if (bounds_usable_) {
+      drift_.assign(static_cast<std::size_t>(k), 0.0f);
+      drift_max_ = drift_second_ = 0;
+      drift_argmax_ = 0;
+      for (std::int64_t j = 0; j < k; ++j) {
+        double s2 = 0;
+        for (std::int64_t t = 0; t < d_; ++t) {
+          const double diff = double(c[j * d_ + t]) - centroids_[j * d_ + t];
+          s2 += diff * diff;
+        }
+        // rounded up, so that the bounds built from it stay bounds
+        const float dj = std::nextafter(static_cast<float>(std::sqrt(s2)), std::numeric_limits<float>::infinity());
+        drift_[j] = dj;
+        if (dj > drift_max_) { drift_second_ = drift_max_; drift_max_ = dj; drift_argmax_ = j; }
+        else if (dj > drift_second_) drift_second_ = dj;
+      }
+    }
     k_ = k;
     centroids_.assign(c, c + k * d_);
     packed_ = PackedCentroids(c, k, d_, kernels_.nr, metric_);
+    max_centroid_norm2_ = 0;
+    for (std::int64_t j = 0; j < k; ++j) max_centroid_norm2_ = std::max(max_centroid_norm2_, double(packed_.view().bias[j]));
   }
 
   AssignStats assign() override {
     FLASHKM_ASSERT(k_ > 0, "assign() before set_centroids()");
     const std::int64_t stripes = fused_stripes();
     std::int64_t changed = 0;
+    const bool prune = bounds_usable_;
     auto assign_block = [&](std::int64_t begin, std::int64_t rows, const float* xb, std::int64_t ldx, Scratch& s) {
-      kernels_.argmin2(xb, rows, ldx, packed_.view(), s.lanes.data(), s.index.data(), s.best.data(), s.second.data());
-      std::int64_t local_changed = 0;
+      // Hamerly's test: a row whose upper bound to its centroid stays below its lower bound
+      // to every other centroid after the moves keeps its label; no distances needed.
+      std::int64_t n_active = 0;
       for (std::int64_t r = 0; r < rows; ++r) {
         const std::int64_t i = begin + r;
-        local_changed += labels_[i] != s.index[r];
-        labels_[i] = s.index[r];
-        best_[i] = to_distance(s.best[r], i);
-        second_[i] = to_distance(s.second[r], i);
+        if (prune) {
+          const std::int32_t l = labels_[i];
+          const float up = upper_[i] + drift_[l];
+          const float lo = lower_[i] - (l == drift_argmax_ ? drift_second_ : drift_max_);
+          if (up < lo) {
+            upper_[i] = up;
+            lower_[i] = lo;
+            // its distance from differences (the row is in cache; the inertia needs it)
+            const float* xr = xb + r * ldx;
+            const float* c = centroids_.data() + std::int64_t{l} * d_;
+            double dist = 0;
+            for (std::int64_t t = 0; t < d_; ++t) dist += (double(xr[t]) - c[t]) * (double(xr[t]) - c[t]);
+            best_[i] = static_cast<float>(dist);
+            continue;
+          }
+        }
+        s.active[n_active++] = r;
+      }
+      if (n_active == 0) return std::int64_t{0};
+      const float* rows_in = xb;
+      std::int64_t ld = ldx;
+      if (n_active < rows) {  // gather the rows that need distances
+        for (std::int64_t a = 0; a < n_active; ++a)
+          std::copy(xb + s.active[a] * ldx, xb + s.active[a] * ldx + d_, s.gathered.data() + a * d_);
+        rows_in = s.gathered.data();
+        ld = d_;
+      }
+      kernels_.argmin2(rows_in, n_active, ld, packed_.view(), s.lanes.data(), s.index.data(), s.best.data(),
+                       s.second.data());
+      std::int64_t local_changed = 0;
+      for (std::int64_t a = 0; a < n_active; ++a) {
+        const std::int64_t i = begin + s.active[a];
+        local_changed += labels_[i] != s.index[a];
+        labels_[i] = s.index[a];
+        best_[i] = to_distance(s.best[a], i);
+        second_[i] = to_distance(s.second[a], i);
+        if (metric_ == Metric::l2) {
+          // Bounds on the true distances: the computed ones widened by the expanded form's
+          // rounding, so a row is skipped only where the full computation agrees anyway.
+          const float err = static_cast<float>(kExpandedFormError * 4.0 * double(d_ + 4) *
+                                               (double(row_norm_[i]) + max_centroid_norm2_));
+          upper_[i] = std::nextafter(std::sqrt(best_[i] + err), std::numeric_limits<float>::infinity());
+          lower_[i] = std::sqrt(std::max(0.0f, second_[i] - err));
+          lower_[i] = std::nextafter(lower_[i], 0.0f);
+        }
       }
       return local_changed;
     };
@@ -191,6 +261,7 @@ class CpuBackend final : public Backend {
       }
       stripe_sums_valid_ = true;
     }
+    bounds_valid_ = metric_ == Metric::l2;
     AssignStats st;
     st.inertia = chunked_sum([&](std::int64_t i) { return weight(i) * double(best_[i]); });
     st.n_changed = changed;
@@ -488,10 +559,14 @@ class CpuBackend final : public Backend {
           lanes(static_cast<std::size_t>(b.kernels_.workspace_floats(b.block_rows_, b.d_))),
           index(static_cast<std::size_t>(b.block_rows_)),
           best(static_cast<std::size_t>(b.block_rows_)),
-          second(static_cast<std::size_t>(b.block_rows_)) {}
+          second(static_cast<std::size_t>(b.block_rows_)),
+          active(static_cast<std::size_t>(b.block_rows_)),
+          gathered(static_cast<std::size_t>(b.block_rows_ * b.d_)) {}
     std::vector<float> x, lanes;
     std::vector<std::int32_t> index;
     std::vector<float> best, second;
+    std::vector<std::int64_t> active;  // rows of the block that need distances
+    std::vector<float> gathered;       // those rows, contiguous
   };
 
   std::int64_t chunks() const { return (n_ + kChunk - 1) / kChunk; }
@@ -632,6 +707,7 @@ class CpuBackend final : public Backend {
 
   const KernelTable& kernels_;
   int threads_;
+  bool use_bounds_;
   MatrixView x_{};
   const float* weights_ = nullptr;
   Metric metric_ = Metric::l2;
@@ -651,6 +727,13 @@ class CpuBackend final : public Backend {
   std::int64_t pending_ = -1;
   std::vector<double> chunk_sum_;
   std::vector<char> chunk_applied_;
+  // Hamerly bounds (l2): per row, an upper bound on the distance to its centroid and a
+  // lower bound on the distance to every other one (not squared); centroid drifts since.
+  std::vector<float> upper_, lower_, drift_;
+  float drift_max_ = 0, drift_second_ = 0;
+  std::int64_t drift_argmax_ = 0;
+  double max_centroid_norm2_ = 0;
+  bool bounds_valid_ = false, bounds_usable_ = false;
   // Per-stripe [K][D + 1] sums of the last assign() (see fused_stripes()).
   std::vector<double> stripe_sums_;
   bool stripe_sums_valid_ = false;
@@ -658,6 +741,8 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(int n_threads) { return std::make_unique<CpuBackend>(n_threads); }
+std::unique_ptr<Backend> make_cpu_backend(int n_threads, bool use_bounds) {
+  return std::make_unique<CpuBackend>(n_threads, use_bounds);
+}
 
 }  // namespace flashkm::core

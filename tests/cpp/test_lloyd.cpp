@@ -341,3 +341,37 @@ TEST(Transform, AccurateFarFromTheOrigin) {
 
 }  // namespace
 }  // namespace flashkm
+
+#include "core/lloyd.hpp"
+
+namespace flashkm {
+namespace {
+
+TEST(Lloyd, BoundsSkipOnlyRowsWhoseLabelCannotChange) {
+  // The same iterations with and without the Hamerly test: identical labels and centroids.
+  for (const auto& [n, d, k, seed] : {std::tuple{20000, 16, 40, 1}, std::tuple{5000, 3, 200, 2}}) {
+    const auto x = testing::uniform(n, d, 70 + seed);  // near-ties everywhere
+    const std::vector<float> c0(x.begin(), x.begin() + std::int64_t{k} * d);
+    Params p;
+    p.n_clusters = k;
+    p.max_iter = 30;
+    std::vector<std::int32_t> labels[2];
+    std::vector<float> centroids[2];
+    double inertia[2];
+    for (int use = 0; use < 2; ++use) {
+      auto be = core::make_cpu_backend(0, use == 1);
+      be->attach(MatrixView::of(x.data(), n, d), nullptr, Metric::l2);
+      const auto r = core::lloyd(*be, c0, k, p, 0.0, 0);
+      labels[use].resize(n);
+      be->copy_labels(labels[use].data());
+      centroids[use] = r.centroids;
+      inertia[use] = r.inertia;
+    }
+    EXPECT_EQ(labels[0], labels[1]);
+    EXPECT_EQ(centroids[0], centroids[1]);
+    EXPECT_EQ(inertia[0], inertia[1]);
+  }
+}
+
+}  // namespace
+}  // namespace flashkm
