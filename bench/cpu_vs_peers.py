@@ -682,10 +682,18 @@ def main():
     ap.add_argument("--max-wait", type=float, default=300)
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--note", action="append", default=[], help="free text recorded in the results")
+    ap.add_argument("--render", metavar="RESULTS.json", help="only re-render the .md of a results file")
     ap.add_argument("--worker-spec", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker_spec:
         return worker_main(args)
+    if args.render:
+        with open(args.render) as f:
+            md = render(json.load(f))
+        with open(os.path.splitext(args.render)[0] + ".md", "w") as f:
+            f.write(md)
+        print(md)
+        return
 
     os.makedirs(args.workdir, exist_ok=True)
     exe = None if args.skip_flashkm else os.path.abspath(args.flashkm_bench)
@@ -734,8 +742,11 @@ def main():
     loads = [v for r in res["configs"].values() for k in ("load_before", "load_after_flashkm", "load_after_peers")
              if (v := r.get(k))]
     one = [l[0] for l in loads] + ([res["load_end"][0]] if res["load_end"] else [])
-    res["load_summary"] = (f"min {min(one):.2f}, max {max(one):.2f} (1-min averages sampled before/after each "
-                           f"library; {os.cpu_count()} vCPUs)") if one else "unknown"
+    before = [r["load_before"][0] for r in res["configs"].values() if r.get("load_before")]
+    res["load_summary"] = (f"before each config {', '.join(f'{v:.2f}' for v in before)}; over the whole run min "
+                           f"{min(one):.2f}, max {max(one):.2f} (1-min averages, sampled before and after each "
+                           f"library, so they include the benchmark's own {args.threads} threads; "
+                           f"{os.cpu_count()} vCPUs)") if one else "unknown"
 
     md = render(res)
     print(md)
