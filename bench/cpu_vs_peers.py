@@ -489,6 +489,17 @@ def fmt(v, spec):
     return format(v, spec)
 
 
+def iter1(r, peak_gflops):
+    """(seconds, GFLOP/s-eq, fraction of peak) of flashkm's first Lloyd iteration: assign + update
+    with no row skipped by bounds yet, so an upper bound on the assign pass's time."""
+    ms = r.get("flashkm", {}).get("lloyd", {}).get("iter_ms") or []
+    if not ms:
+        return None, None, None
+    t = ms[0] / 1e3
+    g = r["gflop_per_iter"] / t
+    return t, g, (g / peak_gflops if peak_gflops else None)
+
+
 def targets(res):
     """(target, measured, met) rows for the targets of issue 3."""
     rows = []
@@ -509,12 +520,15 @@ def targets(res):
                      ", ".join(f"{n} {fmt(v, '.2f')}×" for n, v in fa.items()), yn(min(vals) >= 4)))
     big = {n: r.get("compare", {}) for n, r in cf.items() if r["K"] >= 256 and r["D"] >= 64}
     fr = {n: c.get("assign_fraction_of_fma_peak") for n, c in big.items()}
+    f1 = {n: iter1(cf[n], c.get("fma_peak_gflops"))[2] for n, c in big.items()}
     if any(v is not None for v in fr.values()):
         isa = next(iter(big.values())).get("fma_peak_isa")
-        vals = [v for v in fr.values() if v is not None]
-        ok = yn(min(vals) >= 0.75) if isa == "avx512" else "not measurable here (no AVX-512)"
-        rows.append((f"assign ≥ 75 % of the AVX-512 FMA peak, K ≥ 256 and D ≥ 64 (here: {isa} peak)",
-                     ", ".join(f"{n} {100 * v:.0f} %" for n, v in fr.items() if v is not None), ok))
+        best = [max(v for v in (fr[n], f1[n]) if v is not None) for n in big]
+        ok = yn(min(best) >= 0.75) if isa == "avx512" else "not measurable here (no AVX-512)"
+        rows.append((f"assign ≥ 75 % of the AVX-512 FMA peak, K ≥ 256 and D ≥ 64 (here: {isa} peak; "
+                     "predict() / first Lloyd iteration incl. update)",
+                     ", ".join(f"{n} {fmt(100 * fr[n] if fr[n] else None, '.0f')} % / "
+                               f"{fmt(100 * f1[n] if f1[n] else None, '.0f')} %" for n in big), ok))
     d = res.get("default_fit") or {}
     if d.get("speedup_kmeanspp") is not None:
         rows.append(("k-means++ init ≥ 20× scikit-learn's (config a)",
@@ -577,8 +591,9 @@ def render(res):
     L.append("### Time per Lloyd iteration (2·N·K·D GFLOP/s-equivalent in brackets)")
     L.append("")
     L.append("| config | N×D×K | flashkm s/iter | scikit-learn s/iter | FAISS s/iter | × sklearn | × faiss | "
-             "flashkm driver median s/iter | flashkm assign (predict) s | assign % FMA peak |")
-    L.append("|" + "---|" * 10)
+             "flashkm driver median s/iter | flashkm iteration 1 s | flashkm assign (predict) s | "
+             "% FMA peak: iteration 1 / predict |")
+    L.append("|" + "---|" * 11)
     for name, r in res["configs"].items():
         fk = r.get("flashkm", {}).get("lloyd", {})
         sk, fa, c = r.get("sklearn", {}), r.get("faiss", {}), r.get("compare", {})
@@ -589,12 +604,14 @@ def render(res):
 
         med = fk.get("iter_ms_median")
         frac = c.get("assign_fraction_of_fma_peak")
+        t1, g1, f1 = iter1(r, c.get("fma_peak_gflops"))
         L.append(
             f"| {name} | {r['N']}×{r['D']}×{r['K']} | {cell(fk)} | {cell(sk)} | {cell(fa)} | "
             f"{fmt(c.get('speedup_vs_sklearn'), '.2f')} | {fmt(c.get('speedup_vs_faiss'), '.2f')} | "
             f"{fmt(med / 1e3 if med else None, '.4f')} ({fmt(fk.get('gflops_equiv_iter_median'), '.0f')}) | "
-            f"{cell(asg, 'wall_s_best', 'gflops_equiv')} | "
-            f"{fmt(100 * frac if frac else None, '.0f')}% of {c.get('fma_peak_isa')} |")
+            f"{fmt(t1, '.4f')} ({fmt(g1, '.0f')}) | {cell(asg, 'wall_s_best', 'gflops_equiv')} | "
+            f"{fmt(100 * f1 if f1 else None, '.0f')} % / {fmt(100 * frac if frac else None, '.0f')} % "
+            f"of {c.get('fma_peak_isa')} |")
     L.append("")
     L.append("### Result quality (inertia by one float64 function from each library's final centroids)")
     L.append("")
