@@ -30,6 +30,9 @@ struct AssignKernel {
   using I = typename S::I;
   static constexpr int NR = NV * W;
 
+  static constexpr std::int64_t kPanelInL1Bytes = 16 * 1024;   // half of a 32 KiB L1d
+  static constexpr std::int64_t kPanelBlockBytes = 256 * 1024;  // panels per tile pass: in L2
+
   static std::int64_t padded(std::int64_t rows) { return (rows + MR - 1) / MR * MR; }
 
   /// Copy rows [0, rows) of x into MR-row tiles laid out [tile][d][MR] (rows past the end
@@ -86,43 +89,55 @@ struct AssignKernel {
     const F alpha = S::splat(c.alpha);
     const I iota = S::iota();
     const std::int64_t n_panels = c.k_padded / NR;
-    for (std::int64_t p = 0; p < n_panels; ++p) {
+    // One (panel, tile) step: MR rows against NR centroids, folded into the lane state.
+    auto step = [&](std::int64_t p, std::int64_t r0) __attribute__((always_inline)) {
       const float* panel = c.panels + p * c.d * NR;
       F bias[NV];
       FLASHKM_UNROLL for (int v = 0; v < NV; ++v) bias[v] = S::load(c.bias + p * NR + v * W);
       const I index0 = iota + static_cast<std::int32_t>(p * NR);
-      for (std::int64_t r0 = 0; r0 < rows_padded; r0 += MR) {
-        F acc[MR][NV];
-        tile(a + r0 * c.d, panel, c.d, acc);
-        // ---- epilogue: fold the tile into each row's running top-2 ----
-        FLASHKM_UNROLL for (int r = 0; r < MR; ++r) {
-          // fold this row's NV vectors: lane-wise best / worse-of-the-rest / index
-          F pair_best = bias[0] + alpha * acc[r][0];
-          F pair_worse = inf;
-          I pair_index = index0;
-          FLASHKM_UNROLL for (int v = 1; v < NV; ++v) {
-            const F sv = bias[v] + alpha * acc[r][v];
-            const I sv_wins = sv < pair_best;  // strict: equal scores keep the lower index
-            const F loser = sv_wins ? pair_best : sv;
-            pair_worse = loser < pair_worse ? loser : pair_worse;
-            pair_best = sv_wins ? sv : pair_best;
-            pair_index = sv_wins ? index0 + v * W : pair_index;
-          }
-          float* bp = lane_best + (r0 + r) * W;
-          float* sp = lane_second + (r0 + r) * W;
-          std::int32_t* ip = lane_index + (r0 + r) * W;
-          const F best = S::load(bp);
-          const F second = S::load(sp);
-          const I index = S::load(ip);
-          const I wins = pair_best < best;  // earlier panels hold lower indices: strict
-          const F loser = wins ? best : pair_best;
-          F new_second = second < pair_worse ? second : pair_worse;
-          new_second = new_second < loser ? new_second : loser;
-          S::store(bp, wins ? pair_best : best);
-          S::store(ip, wins ? pair_index : index);
-          S::store(sp, new_second);
+      F acc[MR][NV];
+      tile(a + r0 * c.d, panel, c.d, acc);
+      // ---- epilogue: fold the tile into each row's running top-2 ----
+      FLASHKM_UNROLL for (int r = 0; r < MR; ++r) {
+        // fold this row's NV vectors: lane-wise best / worse-of-the-rest / index
+        F pair_best = bias[0] + alpha * acc[r][0];
+        F pair_worse = inf;
+        I pair_index = index0;
+        FLASHKM_UNROLL for (int v = 1; v < NV; ++v) {
+          const F sv = bias[v] + alpha * acc[r][v];
+          const I sv_wins = sv < pair_best;  // strict: equal scores keep the lower index
+          const F loser = sv_wins ? pair_best : sv;
+          pair_worse = loser < pair_worse ? loser : pair_worse;
+          pair_best = sv_wins ? sv : pair_best;
+          pair_index = sv_wins ? index0 + v * W : pair_index;
         }
+        float* bp = lane_best + (r0 + r) * W;
+        float* sp = lane_second + (r0 + r) * W;
+        std::int32_t* ip = lane_index + (r0 + r) * W;
+        const F best = S::load(bp);
+        const F second = S::load(sp);
+        const I index = S::load(ip);
+        const I wins = pair_best < best;  // earlier panels hold lower indices: strict
+        const F loser = wins ? best : pair_best;
+        F new_second = second < pair_worse ? second : pair_worse;
+        new_second = new_second < loser ? new_second : loser;
+        S::store(bp, wins ? pair_best : best);
+        S::store(ip, wins ? pair_index : index);
+        S::store(sp, new_second);
       }
+    };
+    // Panels are visited in increasing order for every row in both loop orders, so the
+    // results are the same. Small panels stay in L1 while the tiles stream from L2; a
+    // panel larger than half of L1 (large d) would be re-read from L2 by every tile, so
+    // then each tile (MR x d, in L1) meets a block of panels that fits L2 instead.
+    if (c.d * NR * 4 <= kPanelInL1Bytes) {
+      for (std::int64_t p = 0; p < n_panels; ++p)
+        for (std::int64_t r0 = 0; r0 < rows_padded; r0 += MR) step(p, r0);
+    } else {
+      const std::int64_t fit = kPanelBlockBytes / (c.d * NR * 4), block = fit > 1 ? fit : 1;
+      for (std::int64_t p0 = 0; p0 < n_panels; p0 += block)
+        for (std::int64_t r0 = 0; r0 < rows_padded; r0 += MR)
+          for (std::int64_t p = p0; p < n_panels && p < p0 + block; ++p) step(p, r0);
     }
     // ---- horizontal reduction over lanes, once per row ----
     for (std::int64_t r = 0; r < rows; ++r) {

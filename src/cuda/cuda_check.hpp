@@ -21,6 +21,12 @@ namespace flashkm::cuda {
 [[noreturn]] void throw_cuda_error(cudaError_t err, const char* what, const char* file, int line);
 [[noreturn]] void throw_cuda_oom(std::size_t bytes, const char* what);
 
+/// The optional device memory budget (memory_budget.cpp): FLASHKM_CUDA_MEMORY_BUDGET, in
+/// bytes, caps what flashkm allocates on the device in this process; 0 or unset = none.
+/// reserve() throws Error(out_of_memory) naming the bytes when the budget would be passed.
+void reserve_device_bytes(std::size_t bytes, const char* what);
+void release_device_bytes(std::size_t bytes) noexcept;
+
 }  // namespace flashkm::cuda
 
 #define FLASHKM_CUDA_CHECK(call)                                                           \
@@ -58,8 +64,10 @@ class DeviceBuffer {
     release();
     if (count == 0) return;
     const std::size_t bytes = count * sizeof(T);
+    reserve_device_bytes(bytes, what);
     void* p = nullptr;
     const cudaError_t err = cudaMalloc(&p, bytes);
+    if (err != cudaSuccess) release_device_bytes(bytes);
     if (err == cudaErrorMemoryAllocation) {
       (void)cudaGetLastError();  // clear the sticky-free error so later calls work
       throw_cuda_oom(bytes, what);
@@ -73,7 +81,10 @@ class DeviceBuffer {
     if (count > n_) reset(count, what);
   }
   void release() noexcept {
-    if (p_) cudaFree(p_);
+    if (p_) {
+      cudaFree(p_);
+      release_device_bytes(n_ * sizeof(T));
+    }
     p_ = nullptr;
     n_ = 0;
   }

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "flashkm/flashkm.hpp"
 #include "support/reference.hpp"
@@ -104,6 +106,31 @@ TEST_F(FitCuda, PredictAndTransformMatchTheCpu) {
   for (std::size_t t = 0; t < tc.size(); ++t) EXPECT_NEAR(tg[t], tc[t], 1e-3 * (tc[t] + 1.0f)) << "entry " << t;
   EXPECT_NEAR(score(m, MatrixView::of(x.data(), n, d), nullptr, gpu), score(m, MatrixView::of(x.data(), n, d)),
               1e-6 * std::abs(m.inertia));
+}
+
+}  // namespace
+}  // namespace flashkm
+
+namespace flashkm {
+namespace {
+
+TEST_F(FitCuda, MemoryBudgetMakesOutOfMemoryAnErrorAndTheProcessLivesOn) {
+  const std::int64_t n = 10000, d = 32, k = 16;
+  const auto x = testing::uniform(n, d, 45);
+  Params p;
+  p.n_clusters = k;
+  p.device = Device::cuda;
+  ::setenv("FLASHKM_CUDA_MEMORY_BUDGET", "4096", 1);
+  try {
+    fit(MatrixView::of(x.data(), n, d), p);
+    ADD_FAILURE() << "expected an out-of-memory error under a 4 KiB budget";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::out_of_memory) << e.what();
+    EXPECT_NE(std::string(e.what()).find("bytes"), std::string::npos) << e.what();
+  }
+  ::unsetenv("FLASHKM_CUDA_MEMORY_BUDGET");
+  const Model m = fit(MatrixView::of(x.data(), n, d), p);  // everything was released
+  EXPECT_TRUE(std::isfinite(m.inertia));
 }
 
 }  // namespace
