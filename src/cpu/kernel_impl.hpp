@@ -227,9 +227,12 @@ struct TrialScores {
       S::store(sums, reduce8(acc));
       float* o = out + r * ldo;
       for (int j = 0; j < 8; ++j) {
+        // explicit fmaf: left to contraction, the compiler of one ISA vectorised this tail
+        // over j with separate multiplies and adds, and AVX2 and AVX-512 differed in the
+        // last bit (seen on the H200 host)
         float sj = sums[lane_of[j]];
-        for (std::int64_t k = d8; k < d; ++k) sj += xr[k] * cand[j * d + k];
-        o[j] = bias[j] + alpha * sj;
+        for (std::int64_t k = d8; k < d; ++k) sj = __builtin_fmaf(xr[k], cand[j * d + k], sj);
+        o[j] = __builtin_fmaf(alpha, sj, bias[j]);
       }
     }
   }
