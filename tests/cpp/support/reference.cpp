@@ -1,5 +1,7 @@
 #include "support/reference.hpp"
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -97,6 +99,19 @@ double tie_tolerance(const std::vector<float>& x, const std::vector<float>& c, s
   // fp32 dot products over d terms: error <= ~d * 2^-24 * |x||c|; plus rounding of the norms.
   const double eps = std::ldexp(1.0, -24);
   return 4.0 * (double(d) + 4.0) * eps * (nx + nc + 2.0 * std::sqrt(nx * nc));
+}
+
+void expect_argmins_outside_near_ties(const std::vector<float>& x, const std::vector<float>& c, std::int64_t d,
+                                      const std::vector<std::int32_t>& labels) {
+  const auto ref = nearest_f64(x, c, d);
+  const auto n = static_cast<std::int64_t>(labels.size());
+  std::int64_t differ = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (labels[i] == ref.label[i]) continue;
+    ++differ;
+    EXPECT_LE(ref.second[i] - ref.best[i], 2 * tie_tolerance(x, c, d, i)) << "row " << i << " differs outside a near-tie";
+  }
+  EXPECT_LT(differ, n / 100);
 }
 
 LloydRef lloyd_f64(const std::vector<float>& x, const std::vector<float>& c0, std::int64_t d, int iters,

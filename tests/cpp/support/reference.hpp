@@ -31,6 +31,11 @@ NearestRef nearest_f64(const std::vector<float>& x, const std::vector<float>& c,
 /// a few units of fp32 rounding of |x|^2 + |c|^2 (the expanded form's cancellation).
 double tie_tolerance(const std::vector<float>& x, const std::vector<float>& c, std::int64_t d, std::int64_t i);
 
+/// Checks (gtest EXPECTs) that labels are the float64 argmins of x over c except at
+/// near-ties (within 2 * tie_tolerance), and that fewer than n / 100 rows differ at all.
+void expect_argmins_outside_near_ties(const std::vector<float>& x, const std::vector<float>& c, std::int64_t d,
+                                      const std::vector<std::int32_t>& labels);
+
 struct LloydRef {
   std::vector<double> centroids;
   std::vector<std::int32_t> labels;
