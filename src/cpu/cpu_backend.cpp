@@ -219,9 +219,9 @@ class CpuBackend final : public Backend {
           // rounding, so a row is skipped only where the full computation agrees anyway.
           const float err = static_cast<float>(kExpandedFormError * 4.0 * double(d_ + 4) *
                                                (double(row_norm_[i]) + max_centroid_norm2_));
-          upper_[i] = std::nextafter(std::sqrt(best_[i] + err), std::numeric_limits<float>::infinity());
-          lower_[i] = std::sqrt(std::max(0.0f, second_[i] - err));
-          lower_[i] = std::nextafter(lower_[i], 0.0f);
+          // (1 +- 2^-22) covers the roundings of the sqrt and of this product (no libm call)
+          upper_[i] = std::sqrt(best_[i] + err) * (1.0f + 0x1p-22f);
+          lower_[i] = std::sqrt(std::max(0.0f, second_[i] - err)) * (1.0f - 0x1p-22f);
         }
       }
       return local_changed;
