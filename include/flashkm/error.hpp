@@ -1,9 +1,11 @@
 // flashkm error type and the two tiers of checks (caller errors vs internal invariants).
 #pragma once
 
-#include <sstream>
+#include <charconv>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <type_traits>
 
 namespace flashkm {
 
@@ -34,13 +36,27 @@ class Error : public std::runtime_error {
 };
 
 namespace detail {
+// Messages are built without iostreams: no locale (a user's global locale would put digit
+// separators into the numbers), and nothing but std::to_chars on the error path.
+inline void append(std::string& s, const char* v) { s += v ? v : "(null)"; }
+inline void append(std::string& s, const std::string& v) { s += v; }
+inline void append(std::string& s, std::string_view v) { s += v; }
+inline void append(std::string& s, char v) { s += v; }
+inline void append(std::string& s, bool v) { s += v ? "true" : "false"; }
+template <class T, std::enable_if_t<std::is_arithmetic_v<T>, int> = 0>
+void append(std::string& s, T v) {
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  s.append(buf, r.ptr);
+}
+
 template <class... Args>
 [[noreturn]] void throw_error(ErrorKind kind, const char* file, int line, const Args&... args) {
-  std::ostringstream os;
-  (os << ... << args);
+  std::string message;
+  (append(message, args), ...);
   (void)file;
   (void)line;
-  throw Error(kind, os.str());
+  throw Error(kind, message);
 }
 [[noreturn]] void assert_failed(const char* expr, const char* file, int line, const std::string& msg);
 }  // namespace detail

@@ -18,9 +18,9 @@ const char* to_string(ErrorKind kind) noexcept {
 
 namespace detail {
 void assert_failed(const char* expr, const char* file, int line, const std::string& msg) {
-  std::ostringstream os;
-  os << "flashkm internal error: " << msg << " (" << expr << " failed at " << file << ":" << line << ")";
-  throw Error(ErrorKind::internal, os.str());
+  std::string m = "flashkm internal error: " + msg + " (" + expr + " failed at " + file + ":";
+  append(m, line);
+  throw Error(ErrorKind::internal, m + ")");
 }
 }  // namespace detail
 
