@@ -82,3 +82,33 @@ def test_numpy_input_on_cuda_device():
     b = flashkm.KMeans(4, random_state=0).fit(X)
     assert a.inertia_ == pytest.approx(b.inertia_, rel=1e-5)
 
+
+
+def test_gpu_out_of_memory_is_memory_error(tmp_path):
+    # FLASHKM_CUDA_MEMORY_BUDGET caps flashkm's device memory; going over it must be a
+    # MemoryError naming the bytes, after which the process works on. In a subprocess with
+    # torch loaded, as here: this once crashed the interpreter (inside the error message's
+    # formatting), which a subprocess reports as a failure instead of killing the run.
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / "oom.py"
+    script.write_text(
+        "import os, numpy as np\n"
+        "try:\n    import torch  # noqa: F401\nexcept ImportError:\n    pass\n"
+        "import flashkm\n"
+        "X = np.random.default_rng(3).standard_normal((10000, 32)).astype(np.float32)\n"
+        "flashkm.KMeans(16, device='cuda', random_state=0).fit(X)\n"
+        "os.environ['FLASHKM_CUDA_MEMORY_BUDGET'] = '4096'\n"
+        "try:\n"
+        "    flashkm.KMeans(16, device='cuda', random_state=0).fit(X)\n"
+        "    print('no error')\n"
+        "except MemoryError as e:\n"
+        "    print('MemoryError:', e)\n"
+        "del os.environ['FLASHKM_CUDA_MEMORY_BUDGET']\n"
+        "print('after', np.isfinite(flashkm.KMeans(16, device='cuda', random_state=0).fit(X).inertia_))\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, f"crashed or failed (rc {r.returncode}): {r.stderr[-2000:]}"
+    assert "MemoryError:" in r.stdout and "bytes" in r.stdout, r.stdout
+    assert "after True" in r.stdout, r.stdout
