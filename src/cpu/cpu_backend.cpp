@@ -62,7 +62,6 @@ class CpuBackend final : public Backend {
     row_norm_.assign(static_cast<std::size_t>(n_), 0.0f);
     labels_.assign(static_cast<std::size_t>(n_), -1);
     best_.assign(static_cast<std::size_t>(n_), 0.0f);
-    second_.assign(static_cast<std::size_t>(n_), 0.0f);
     upper_.assign(static_cast<std::size_t>(n_), 0.0f);
     lower_.assign(static_cast<std::size_t>(n_), 0.0f);
     bounds_valid_ = bounds_usable_ = false;
@@ -213,15 +212,15 @@ class CpuBackend final : public Backend {
         local_changed += labels_[i] != s.index[a];
         labels_[i] = s.index[a];
         best_[i] = to_distance(s.best[a], i);
-        second_[i] = to_distance(s.second[a], i);
         if (metric_ == Metric::l2) {
+          const float second = to_distance(s.second[a], i);
           // Bounds on the true distances: the computed ones widened by the expanded form's
           // rounding, so a row is skipped only where the full computation agrees anyway.
           const float err = static_cast<float>(kExpandedFormError * 4.0 * double(d_ + 4) *
                                                (double(row_norm_[i]) + max_centroid_norm2_));
           // (1 +- 2^-22) covers the roundings of the sqrt and of this product (no libm call)
           upper_[i] = std::sqrt(best_[i] + err) * (1.0f + 0x1p-22f);
-          lower_[i] = std::sqrt(std::max(0.0f, second_[i] - err)) * (1.0f - 0x1p-22f);
+          lower_[i] = std::sqrt(std::max(0.0f, second - err)) * (1.0f - 0x1p-22f);
         }
       }
       return local_changed;
@@ -715,7 +714,7 @@ class CpuBackend final : public Backend {
   double total_weight_ = 0;
   std::vector<float> row_norm_;  // |x|^2 for l2, |x| for cosine
   std::vector<std::int32_t> labels_;
-  std::vector<float> best_, second_, mind_;
+  std::vector<float> best_, mind_;
   std::vector<float> centroids_;
   PackedCentroids packed_;
   // k-means++ trial state (see mindist_trial): distances [N x m] (already min'ed with mind),
