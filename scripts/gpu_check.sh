@@ -5,6 +5,9 @@
 #   --quick: the benchmark's smaller config subset.
 #   --python: also build the Python module (pybind11 from the machine's pip install) and run
 #             the Python tests, GPU tensors (torch/cupy) included.
+# The GPU image has neither GoogleTest nor dlpack.h: before the call, on the dev machine,
+#   mkdir -p .gpudeps/include && cp -r /usr/src/googletest .gpudeps/ && cp -r /usr/include/dlpack .gpudeps/include/
+# and name .gpudeps in the device tool's `carry` (it is git-ignored).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}
