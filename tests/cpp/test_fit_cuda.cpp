@@ -22,18 +22,9 @@ class FitCuda : public ::testing::Test {
 Model fit_on(Device dev, Precision prec, const std::vector<float>& x, std::int64_t d, const std::vector<float>& c0,
              int iters, std::vector<std::int32_t>& labels) {
   Params p;
-  p.n_clusters = static_cast<std::int64_t>(c0.size()) / d;
-  p.init = InitMethod::given;
-  p.max_iter = iters;
-  p.tol = 0;
   p.device = dev;
   p.precision = prec;
-  const std::int64_t n = static_cast<std::int64_t>(x.size()) / d;
-  labels.assign(n, -1);
-  FitArgs a;
-  a.init_centroids = c0.data();
-  a.labels = labels.data();
-  return fit(MatrixView::of(x.data(), n, d), p, a);
+  return testing::fit_given(x, d, c0, iters, p, &labels);
 }
 
 TEST_F(FitCuda, SeparatedBlobsMatchTheCpuExactly) {

@@ -12,25 +12,6 @@
 namespace flashkm {
 namespace {
 
-Model fit_given(const std::vector<float>& x, std::int64_t d, const std::vector<float>& c0, int iters,
-                std::vector<std::int32_t>* labels = nullptr, const float* weights = nullptr, int threads = 0) {
-  Params p;
-  p.n_clusters = static_cast<std::int64_t>(c0.size()) / d;
-  p.init = InitMethod::given;
-  p.max_iter = iters;
-  p.tol = 0;
-  p.n_threads = threads;
-  FitArgs a;
-  a.init_centroids = c0.data();
-  a.sample_weight = weights;
-  const std::int64_t n = static_cast<std::int64_t>(x.size()) / d;
-  if (labels) {
-    labels->assign(n, -1);
-    a.labels = labels->data();
-  }
-  return fit(MatrixView::of(x.data(), n, d), p, a);
-}
-
 // First K rows of a deterministic shuffle: the same init scikit-learn tests use.
 std::vector<float> first_rows(const std::vector<float>& x, std::int64_t d, std::int64_t k, std::int64_t stride = 1) {
   std::vector<float> c;
@@ -49,7 +30,7 @@ TEST_P(BlobsVsReference, MatchesFloat64Lloyd) {
   const auto c0 = first_rows(x, d, k);
   const int iters = 5;
   std::vector<std::int32_t> labels;
-  const Model m = fit_given(x, d, c0, iters, &labels);
+  const Model m = testing::fit_given(x, d, c0, iters, {}, &labels);
   const auto ref = testing::lloyd_f64(x, c0, d, m.n_iter);
   ASSERT_EQ(m.n_clusters, k);
   std::int64_t mismatched = 0;
@@ -69,7 +50,7 @@ TEST(Lloyd, KEqualsN) {
   const std::int64_t n = 97, d = 5;
   const auto x = testing::uniform(n, d, 1);
   std::vector<std::int32_t> labels;
-  const Model m = fit_given(x, d, x, 3, &labels);
+  const Model m = testing::fit_given(x, d, x, 3, {}, &labels);
   EXPECT_NEAR(m.inertia, 0.0, 1e-9);
   for (std::int64_t i = 0; i < n; ++i) EXPECT_EQ(labels[i], i);
 }
@@ -80,7 +61,7 @@ TEST(Lloyd, UniformNoiseLabelsAreArgminsAndCentroidsAreMeans) {
   const auto x = testing::uniform(n, d, 2);
   const auto c0 = first_rows(x, d, k, 7);
   std::vector<std::int32_t> labels;
-  const Model m = fit_given(x, d, c0, 4, &labels);
+  const Model m = testing::fit_given(x, d, c0, 4, {}, &labels);
   testing::expect_argmins_outside_near_ties(x, m.centroids, d, labels);
   // Final inertia is evaluated exactly for the returned labels.
   double inertia = 0;
@@ -92,7 +73,7 @@ TEST(Lloyd, UniformNoiseLabelsAreArgminsAndCentroidsAreMeans) {
   EXPECT_NEAR(m.inertia, inertia, 1e-9 * inertia);
   // Centroids after one more iteration are the float64 means of these labels.
   std::vector<std::int32_t> l5;
-  const Model m5 = fit_given(x, d, c0, 5, &l5);
+  const Model m5 = testing::fit_given(x, d, c0, 5, {}, &l5);
   if (m5.n_iter == 5) {
     std::vector<double> sums(k * d, 0.0), cnt(k, 0.0);
     for (std::int64_t i = 0; i < n; ++i) {
@@ -109,7 +90,7 @@ TEST(Lloyd, UniformNoiseLabelsAreArgminsAndCentroidsAreMeans) {
 TEST(Lloyd, InertiaNeverIncreases) {
   const std::int64_t n = 5000, d = 8, k = 20;
   const auto x = testing::blobs(n, d, 12, 3.0, 1.0, 3);
-  const Model m = fit_given(x, d, first_rows(x, d, k, 11), 50);
+  const Model m = testing::fit_given(x, d, first_rows(x, d, k, 11), 50);
   for (std::size_t t = 1; t < m.history.size(); ++t)
     EXPECT_LE(m.history[t].inertia, m.history[t - 1].inertia * (1 + 1e-9)) << "iteration " << t + 1;
   EXPECT_LE(m.inertia, m.history.back().inertia * (1 + 1e-9));
@@ -149,8 +130,8 @@ TEST(Lloyd, IntegerWeightsEqualRepeatedRows) {
     for (int c = 0; c < static_cast<int>(w[i]); ++c) repeated.insert(repeated.end(), x.begin() + i * d, x.begin() + (i + 1) * d);
   }
   const auto c0 = first_rows(x, d, k, 13);
-  const Model weighted = fit_given(x, d, c0, 10, nullptr, w.data());
-  const Model copies = fit_given(repeated, d, c0, 10);
+  const Model weighted = testing::fit_given(x, d, c0, 10, {}, nullptr, w.data());
+  const Model copies = testing::fit_given(repeated, d, c0, 10);
   EXPECT_EQ(weighted.n_iter, copies.n_iter);
   for (std::size_t t = 0; t < copies.centroids.size(); ++t) EXPECT_NEAR(weighted.centroids[t], copies.centroids[t], 1e-5);
   EXPECT_NEAR(weighted.inertia, copies.inertia, 1e-6 * copies.inertia);
@@ -164,7 +145,7 @@ TEST(Lloyd, EmptyClusterIsReseededFromTheFarthestRow) {
   const std::int64_t n = static_cast<std::int64_t>(x.size()) / d;
   const std::vector<float> c0 = {0, 0, 10, 10, 1000, 1000};
   std::vector<std::int32_t> labels;
-  const Model m = fit_given(x, d, c0, 10, &labels);
+  const Model m = testing::fit_given(x, d, c0, 10, {}, &labels);
   for (float v : m.centroids) EXPECT_TRUE(std::isfinite(v));
   // The empty cluster takes the outlier (farthest from its centroid) in the first iteration.
   EXPECT_FLOAT_EQ(m.centroids[4], 30.0f);

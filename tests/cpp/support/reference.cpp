@@ -114,6 +114,23 @@ void expect_argmins_outside_near_ties(const std::vector<float>& x, const std::ve
   EXPECT_LT(differ, n / 100);
 }
 
+Model fit_given(const std::vector<float>& x, std::int64_t d, const std::vector<float>& c0, int iters, Params base,
+                std::vector<std::int32_t>* labels, const float* weights) {
+  base.n_clusters = static_cast<std::int64_t>(c0.size()) / d;
+  base.init = InitMethod::given;
+  base.max_iter = iters;
+  base.tol = 0;
+  FitArgs a;
+  a.init_centroids = c0.data();
+  a.sample_weight = weights;
+  const std::int64_t n = static_cast<std::int64_t>(x.size()) / d;
+  if (labels) {
+    labels->assign(static_cast<std::size_t>(n), -1);
+    a.labels = labels->data();
+  }
+  return fit(MatrixView::of(x.data(), n, d), base, a);
+}
+
 LloydRef lloyd_f64(const std::vector<float>& x, const std::vector<float>& c0, std::int64_t d, int iters,
                    const std::vector<float>* weights) {
   const std::int64_t n = static_cast<std::int64_t>(x.size()) / d, k = static_cast<std::int64_t>(c0.size()) / d;

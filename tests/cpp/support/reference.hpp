@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "flashkm/kmeans.hpp"
 #include "flashkm/types.hpp"
 
 namespace flashkm::testing {
@@ -35,6 +36,11 @@ double tie_tolerance(const std::vector<float>& x, const std::vector<float>& c, s
 /// near-ties (within 2 * tie_tolerance), and that fewer than n / 100 rows differ at all.
 void expect_argmins_outside_near_ties(const std::vector<float>& x, const std::vector<float>& c, std::int64_t d,
                                       const std::vector<std::int32_t>& labels);
+
+/// fit() from the given initial centroids c0 [K x D], tol = 0, `iters` iterations; the other
+/// parameters (device, precision, threads) from `base`. Labels and weights optional.
+Model fit_given(const std::vector<float>& x, std::int64_t d, const std::vector<float>& c0, int iters,
+                Params base = {}, std::vector<std::int32_t>* labels = nullptr, const float* weights = nullptr);
 
 struct LloydRef {
   std::vector<double> centroids;
