@@ -1,0 +1,53 @@
+// Collective operations between the ranks of a distributed fit.
+//
+// A distributed fit is SPMD: every rank (an MPI process, or one host thread per GPU) runs
+// the same Lloyd driver and the same initialisation over a DistributedBackend, which does
+// the row work on the rank's own shard and combines the O(K x D) or scalar results through
+// a Communicator. Because every combination is deterministic and identical on every rank,
+// the driver's decisions (sampling, stopping, empty-cluster repair) are the same on every
+// rank and the ranks stay in lockstep without further messages.
+//
+// Implementations: in-process threads (tests, and one thread per GPU), MPI (src/mpi/), NCCL
+// (src/cuda/). Sums are always taken in rank order, never in arrival order, so results are
+// bitwise identical run to run for a given number of ranks.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <vector>
+
+namespace flashkm::core {
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+
+  /// Every rank contributes `bytes` bytes (the count may differ between ranks); every rank
+  /// receives all contributions, indexed by rank. Collective: all ranks must call it.
+  virtual std::vector<std::vector<std::byte>> allgather(const void* data, std::size_t bytes) = 0;
+
+  /// data[i] = sum over ranks, in rank order, of every rank's data[i] (fp64). Equal on all
+  /// ranks. The default goes through allgather; implementations may do better (a
+  /// reduce-scatter / allgather pair that keeps the rank order).
+  virtual void allreduce_sum(double* data, std::size_t n);
+
+  /// `bytes` bytes from `root` to every rank.
+  virtual void broadcast(void* data, std::size_t bytes, int root) = 0;
+};
+
+/// Failure agreement, called by every rank after a local step that may throw: when any rank
+/// failed, every rank throws flashkm::Error naming the first failed rank and its message
+/// (so no rank is left waiting in the next collective). `local_failure` is null on success.
+void agree_or_throw(Communicator& comm, const std::exception_ptr& local_failure);
+
+/// A communicator of one rank (a distributed fit on one rank equals a plain fit).
+std::unique_ptr<Communicator> make_single_communicator();
+
+/// `n` communicators connected in memory, one per host thread; rank i is element i.
+std::vector<std::unique_ptr<Communicator>> make_thread_communicators(int n);
+
+}  // namespace flashkm::core
