@@ -155,30 +155,74 @@ __global__ void iota_keys_kernel(const std::int32_t* labels, std::int64_t n, std
   keys[i] = static_cast<std::int32_t>((i / n_per) * k + labels[i]);
   vals[i] = static_cast<std::int32_t>(i);
 }
-__global__ void histogram_kernel(const std::int32_t* keys, std::int64_t n, std::int32_t* counts) {
+// Thread i in [0, n] owns the keys c in (key[i-1], key[i]] (from 0 at i = 0, to nc at
+// i = n): their first position is i. Each c in [0, nc] is written exactly once.
+__global__ void cluster_offsets_kernel(const std::int32_t* keys, std::int64_t n, std::int64_t nc,
+                                       std::int32_t* row_off) {
   const std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) atomicAdd(&counts[keys[i]], 1);
+  if (i > n) return;
+  const std::int64_t lo = i == 0 ? 0 : std::int64_t(keys[i - 1]) + 1;
+  const std::int64_t hi = i == n ? nc : std::int64_t(keys[i]);
+  for (std::int64_t c = lo; c <= hi; ++c) row_off[c] = static_cast<std::int32_t>(i);
+}
+__global__ void piece_counts_kernel(const std::int32_t* row_off, std::int64_t nc, int piece_rows,
+                                    std::int64_t* n_pieces) {
+  const std::int64_t c = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c < nc) n_pieces[c] = (std::int64_t(row_off[c + 1] - row_off[c]) + piece_rows - 1) / piece_rows;
+  else if (c == nc) n_pieces[c] = 0;
+}
+__global__ void fill_pieces_kernel(const std::int32_t* row_off, const std::int64_t* first, std::int64_t nc,
+                                   int piece_rows, Piece* pieces) {
+  const std::int64_t c = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= nc) return;
+  const std::int64_t b0 = row_off[c], e = row_off[c + 1];
+  Piece* out = pieces + first[c];
+  for (std::int64_t b = b0; b < e; b += piece_rows) *out++ = Piece{b, b + piece_rows < e ? b + piece_rows : e};
 }
 // One block per piece, threads over d; each thread adds the piece's rows in order.
 __global__ void piece_sums_kernel(XView x, const float* w, const float* xnorm, bool cosine, bool with_x,
-                                  const std::int32_t* order, const Piece* pieces, double* part) {
+                                  const std::int32_t* order, const Piece* pieces, const std::int64_t* n_pieces,
+                                  double* part) {
+  if (std::int64_t(blockIdx.x) >= *n_pieces) return;
   const Piece pc = pieces[blockIdx.x];
   double* out = part + std::int64_t(blockIdx.x) * (x.d + 1);
+  // Rows in groups of kGroup: their index, scale and element loads are independent and
+  // issued together (latency hidden by ILP, not by occupancy); the adds stay one chain in
+  // row order, so the sums are those of the one-row-at-a-time loop, bit for bit.
+  constexpr int kGroup = 8;
   if (with_x) {
     for (int c = threadIdx.x; c < x.d; c += blockDim.x) {
       double acc = 0;
-      for (std::int64_t q = pc.begin; q < pc.end; ++q) {
-        const std::int64_t i = order[q];
-        double sc = w ? double(w[i]) : 1.0;
-        if (cosine) sc /= sqrt(double(xnorm[i]));
-        acc += sc * load_x(x, i, c);
+      for (std::int64_t q0 = pc.begin; q0 < pc.end; q0 += kGroup) {
+        double sc[kGroup], v[kGroup];
+#pragma unroll
+        for (int u = 0; u < kGroup; ++u) {
+          sc[u] = 0;
+          v[u] = 0;
+          if (q0 + u < pc.end) {
+            const std::int64_t i = order[q0 + u];
+            sc[u] = w ? double(w[i]) : 1.0;
+            if (cosine) sc[u] /= sqrt(double(xnorm[i]));
+            v[u] = load_x(x, i, c);
+          }
+        }
+#pragma unroll
+        for (int u = 0; u < kGroup; ++u)
+          if (q0 + u < pc.end) acc += sc[u] * v[u];
       }
       out[c] = acc;
     }
   }
   if (threadIdx.x == 0) {
     double acc = 0;
-    for (std::int64_t q = pc.begin; q < pc.end; ++q) acc += w ? double(w[order[q]]) : 1.0;
+    for (std::int64_t q0 = pc.begin; q0 < pc.end; q0 += kGroup) {
+      double wv[kGroup];
+#pragma unroll
+      for (int u = 0; u < kGroup; ++u) wv[u] = q0 + u < pc.end && w ? double(w[order[q0 + u]]) : 1.0;
+#pragma unroll
+      for (int u = 0; u < kGroup; ++u)
+        if (q0 + u < pc.end) acc += wv[u];
+    }
     out[x.d] = acc;
   }
 }
@@ -192,6 +236,38 @@ __global__ void combine_pieces_kernel(const double* part, const std::int64_t* fi
     for (std::int64_t p = p0; p < p1; ++p) acc += part[p * (d + 1) + j];
     if (j < d) sums[c * d + j] = acc;
     else weights[c] = acc;
+  }
+}
+
+// blockDim.x == 256 (block_sum_256): the same reduction tree for every cluster and run.
+__global__ void finish_update_kernel(const double* sums, const double* weights, const float* current, int d,
+                                     bool cosine, float* next, double* shift_part, unsigned long long* n_empty) {
+  __shared__ double sh[256];
+  const std::int64_t c = blockIdx.x;
+  const double* s = sums + c * d;
+  const float* cur = current + c * d;
+  float* nx = next + c * d;
+  const double w = weights[c];
+  bool keep = !(w > 0);
+  double scale = keep ? 0.0 : 1.0 / w;
+  if (cosine && !keep) {
+    double n2 = 0;
+    for (int j = threadIdx.x; j < d; j += 256) n2 += s[j] * s[j];
+    n2 = block_sum_256(n2, sh);
+    if (n2 == 0) keep = true;  // opposite unit vectors cancelled: keep the old direction
+    else scale = 1.0 / sqrt(n2);
+  }
+  double acc = 0;
+  for (int j = threadIdx.x; j < d; j += 256) {
+    const float v = keep ? cur[j] : static_cast<float>(s[j] * scale);
+    nx[j] = v;
+    const double diff = double(v) - double(cur[j]);
+    acc += diff * diff;
+  }
+  acc = block_sum_256(acc, sh);
+  if (threadIdx.x == 0) {
+    shift_part[c] = acc;
+    if (!(w > 0)) atomicAdd(n_empty, 1ull);
   }
 }
 
@@ -364,16 +440,40 @@ void launch_iota_keys(const std::int32_t* labels, std::int64_t n, std::int64_t n
   iota_keys_kernel<<<blocks_for(n, 256), 256, 0, s>>>(labels, n, n_per, k, keys, vals);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
-void launch_histogram(const std::int32_t* keys, std::int64_t n, std::int32_t* counts, cudaStream_t s) {
-  histogram_kernel<<<blocks_for(n, 256), 256, 0, s>>>(keys, n, counts);
+void launch_cluster_offsets(const std::int32_t* sorted_keys, std::int64_t n, std::int64_t nc, std::int32_t* row_off,
+                            cudaStream_t s) {
+  cluster_offsets_kernel<<<blocks_for(n + 1, 256), 256, 0, s>>>(sorted_keys, n, nc, row_off);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_piece_counts(const std::int32_t* row_off, std::int64_t nc, int piece_rows, std::int64_t* n_pieces,
+                         cudaStream_t s) {
+  piece_counts_kernel<<<blocks_for(nc + 1, 256), 256, 0, s>>>(row_off, nc, piece_rows, n_pieces);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_fill_pieces(const std::int32_t* row_off, const std::int64_t* first, std::int64_t nc, int piece_rows,
+                        Piece* pieces, cudaStream_t s) {
+  if (nc == 0) return;
+  fill_pieces_kernel<<<blocks_for(nc, 256), 256, 0, s>>>(row_off, first, nc, piece_rows, pieces);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 void launch_piece_sums(const XView& x, const float* w, const float* xnorm, bool cosine, bool with_x,
-                       const std::int32_t* order, const Piece* pieces, std::int64_t n_pieces, double* part,
-                       cudaStream_t s) {
-  if (n_pieces == 0) return;
+                       const std::int32_t* order, const Piece* pieces, const std::int64_t* n_pieces,
+                       std::int64_t max_pieces, double* part, cudaStream_t s) {
+  if (max_pieces == 0) return;
   const int threads = with_x ? (x.d >= 256 ? 256 : ((x.d + 31) / 32) * 32) : 32;
-  piece_sums_kernel<<<static_cast<unsigned>(n_pieces), threads, 0, s>>>(x, w, xnorm, cosine, with_x, order, pieces, part);
+  piece_sums_kernel<<<static_cast<unsigned>(max_pieces), threads, 0, s>>>(x, w, xnorm, cosine, with_x, order, pieces,
+                                                                          n_pieces, part);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_finish_update(const double* sums, const double* weights, const float* current, std::int64_t nc, int d,
+                          bool cosine, float* next, double* shift_part, unsigned long long* n_empty, cudaStream_t s) {
+  if (nc == 0) return;
+  finish_update_kernel<<<static_cast<unsigned>(nc), 256, 0, s>>>(sums, weights, current, d, cosine, next, shift_part,
+                                                                 n_empty);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_sum_parts(const double* part, std::int64_t m, double* out, cudaStream_t s) {
+  sum_parts<<<1, 256, 0, s>>>(part, m, out);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 void launch_combine_pieces(const double* part, const std::int64_t* first, std::int64_t n_clusters, int d, bool with_x,
