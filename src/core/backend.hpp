@@ -125,6 +125,11 @@ class Backend {
                                                      std::uint64_t round) = 0;
   /// Sum of weights of the rows nearest to each of the m centroids: out [m].
   virtual void nearest_weights(const float* centroids, std::int64_t m, double* out) = 0;
+
+ protected:
+  /// Host sums and weights of the default update_centroids(), kept between iterations: a
+  /// fresh [k x D] fp64 allocation per call costs page faults every iteration.
+  std::vector<double> host_sums_, host_weight_;
 };
 
 /// The CPU backend (always built). n_threads 0 = all. use_bounds: skip rows whose label

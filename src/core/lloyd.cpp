@@ -57,11 +57,13 @@ void relocate_empty_clusters(Backend& backend, std::vector<double>& sums, std::v
 }  // namespace
 
 // The host path of the update (what every backend did before update_centroids existed).
-// The sums are allocated per call: O(k x D), small against a pass over the N x D data.
 std::int64_t Backend::update_centroids(std::int64_t k, Metric metric, const float* current, float* next,
                                        double* cluster_weight, double* shift) {
   const std::int64_t d = cols();
-  std::vector<double> sums(static_cast<std::size_t>(k * d)), weight(static_cast<std::size_t>(k));
+  std::vector<double>& sums = host_sums_;
+  std::vector<double>& weight = host_weight_;
+  sums.resize(static_cast<std::size_t>(k * d));  // accumulate() overwrites every entry
+  weight.resize(static_cast<std::size_t>(k));
   accumulate(sums.data(), weight.data());
   std::int64_t n_empty = 0;
   for (const double v : weight) n_empty += v <= 0;

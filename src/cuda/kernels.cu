@@ -179,51 +179,82 @@ __global__ void fill_pieces_kernel(const std::int32_t* row_off, const std::int64
   Piece* out = pieces + first[c];
   for (std::int64_t b = b0; b < e; b += piece_rows) *out++ = Piece{b, b + piece_rows < e ? b + piece_rows : e};
 }
-// One block per piece, threads over d; each thread adds the piece's rows in order.
-__global__ void piece_sums_kernel(XView x, const float* w, const float* xnorm, bool cosine, bool with_x,
-                                  const std::int32_t* order, const Piece* pieces, const std::int64_t* n_pieces,
-                                  double* part) {
-  if (std::int64_t(blockIdx.x) >= *n_pieces) return;
-  const Piece pc = pieces[blockIdx.x];
-  double* out = part + std::int64_t(blockIdx.x) * (x.d + 1);
-  // Rows in groups of kGroup: their index, scale and element loads are independent and
-  // issued together (latency hidden by ILP, not by occupancy); the adds stay one chain in
-  // row order, so the sums are those of the one-row-at-a-time loop, bit for bit.
-  constexpr int kGroup = 8;
-  if (with_x) {
-    for (int c = threadIdx.x; c < x.d; c += blockDim.x) {
-      double acc = 0;
-      for (std::int64_t q0 = pc.begin; q0 < pc.end; q0 += kGroup) {
-        double sc[kGroup], v[kGroup];
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+/// Columns [col0, col0 + 8) of one row as fp32 (exact for every input type), 0 past d:
+/// one 16-byte load (two for fp32) when `vec` says rows are 16-byte aligned.
+template <class T>
+__device__ __forceinline__ void load8(const T* row, int col0, int d, bool vec, float (&v)[8]) {
+  if (vec && col0 + 8 <= d) {
+    if constexpr (sizeof(T) == 2) {
+      const uint4 r = *reinterpret_cast<const uint4*>(row + col0);
+      const T* h = reinterpret_cast<const T*>(&r);
 #pragma unroll
-        for (int u = 0; u < kGroup; ++u) {
-          sc[u] = 0;
-          v[u] = 0;
-          if (q0 + u < pc.end) {
-            const std::int64_t i = order[q0 + u];
-            sc[u] = w ? double(w[i]) : 1.0;
-            if (cosine) sc[u] /= sqrt(double(xnorm[i]));
-            v[u] = load_x(x, i, c);
-          }
-        }
-#pragma unroll
-        for (int u = 0; u < kGroup; ++u)
-          if (q0 + u < pc.end) acc += sc[u] * v[u];
-      }
-      out[c] = acc;
+      for (int j = 0; j < 8; ++j) v[j] = to_float(h[j]);
+    } else {
+      const float4 a = *reinterpret_cast<const float4*>(row + col0);
+      const float4 b = *reinterpret_cast<const float4*>(row + col0 + 4);
+      v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
     }
+  } else {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[j] = col0 + j < d ? to_float(row[col0 + j]) : 0.0f;
   }
-  if (threadIdx.x == 0) {
-    double acc = 0;
+}
+
+// Piece p = blockIdx.x * blockDim.y + threadIdx.y; its threadIdx.x owns 8 consecutive
+// columns (and 8 more every blockDim.x * 8), so a row costs d / 8 threads and many pieces
+// run side by side: the loop is latency-bound, and this keeps ~8x more rows in flight than
+// one thread per column. Rows go in groups of kGroup whose index, scale and element loads
+// are issued together; every column's adds stay one chain in row order (the sums do not
+// depend on the launch shape).
+template <class T>
+__global__ void __launch_bounds__(128) piece_sums_kernel(const T* x, std::int64_t stride, int d, bool vec,
+                                                         const float* w, const float* xnorm, bool cosine,
+                                                         bool with_x, const std::int32_t* order,
+                                                         const Piece* pieces, const std::int64_t* n_pieces,
+                                                         double* part) {
+  constexpr int kGroup = 8;
+  const std::int64_t p = std::int64_t(blockIdx.x) * blockDim.y + threadIdx.y;
+  if (p >= *n_pieces) return;  // no block-wide barrier below
+  const Piece pc = pieces[p];
+  double* out = part + p * (d + 1);
+  const int c_end = with_x ? d : 0;
+  // A thread whose first column chunk is past d still runs the loop once when it must sum
+  // the weights (threadIdx.x == 0 always has col0 = 0).
+  for (int col0 = threadIdx.x * 8; col0 < c_end || (col0 == 0 && threadIdx.x == 0); col0 += blockDim.x * 8) {
+    const bool cols = col0 < c_end;
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    double wacc = 0;
     for (std::int64_t q0 = pc.begin; q0 < pc.end; q0 += kGroup) {
-      double wv[kGroup];
+      float v[kGroup][8];
+      double sc[kGroup], wv[kGroup];
 #pragma unroll
-      for (int u = 0; u < kGroup; ++u) wv[u] = q0 + u < pc.end && w ? double(w[order[q0 + u]]) : 1.0;
+      for (int u = 0; u < kGroup; ++u) {
+        sc[u] = wv[u] = 0;
+        if (q0 + u < pc.end) {
+          const std::int64_t i = order[q0 + u];
+          wv[u] = w ? double(w[i]) : 1.0;
+          sc[u] = cosine ? wv[u] / sqrt(double(xnorm[i])) : wv[u];
+          if (cols) load8(x + i * stride, col0, d, vec, v[u]);
+        }
+      }
 #pragma unroll
-      for (int u = 0; u < kGroup; ++u)
-        if (q0 + u < pc.end) acc += wv[u];
+      for (int u = 0; u < kGroup; ++u) {
+        if (q0 + u >= pc.end) break;
+        wacc += wv[u];
+        if (cols) {
+#pragma unroll
+          for (int j = 0; j < 8; ++j) acc[j] += sc[u] * double(v[u][j]);
+        }
+      }
     }
-    out[x.d] = acc;
+    if (cols)
+      for (int j = 0; j < 8 && col0 + j < d; ++j) out[col0 + j] = acc[j];
+    if (col0 == 0 && threadIdx.x == 0) out[d] = wacc;
+    if (!cols) break;
   }
 }
 __global__ void combine_pieces_kernel(const double* part, const std::int64_t* first, int d, bool with_x, double* sums,
@@ -460,9 +491,29 @@ void launch_piece_sums(const XView& x, const float* w, const float* xnorm, bool 
                        const std::int32_t* order, const Piece* pieces, const std::int64_t* n_pieces,
                        std::int64_t max_pieces, double* part, cudaStream_t s) {
   if (max_pieces == 0) return;
-  const int threads = with_x ? (x.d >= 256 ? 256 : ((x.d + 31) / 32) * 32) : 32;
-  piece_sums_kernel<<<static_cast<unsigned>(max_pieces), threads, 0, s>>>(x, w, xnorm, cosine, with_x, order, pieces,
-                                                                          n_pieces, part);
+  // Threads per piece: one per 8 columns (at most 128); pieces per block fill 128 threads.
+  const int tpp = with_x ? std::min(128, (x.d + 7) / 8) : 1;
+  const int ppb = std::max(1, 128 / tpp);
+  const dim3 block(tpp, ppb);
+  const unsigned grid = static_cast<unsigned>((max_pieces + ppb - 1) / ppb);
+  const std::size_t esz = dtype_size(x.dtype);
+  const bool vec = (reinterpret_cast<std::uintptr_t>(x.x) & 15) == 0 && (x.stride * esz) % 16 == 0;
+  switch (x.dtype) {
+    case DType::f32:
+      piece_sums_kernel<float><<<grid, block, 0, s>>>(static_cast<const float*>(x.x), x.stride, x.d, vec, w, xnorm,
+                                                       cosine, with_x, order, pieces, n_pieces, part);
+      break;
+    case DType::f16:
+      piece_sums_kernel<__half><<<grid, block, 0, s>>>(static_cast<const __half*>(x.x), x.stride, x.d, vec, w, xnorm,
+                                                        cosine, with_x, order, pieces, n_pieces, part);
+      break;
+    case DType::bf16:
+      piece_sums_kernel<__nv_bfloat16><<<grid, block, 0, s>>>(static_cast<const __nv_bfloat16*>(x.x), x.stride, x.d,
+                                                               vec, w, xnorm, cosine, with_x, order, pieces, n_pieces,
+                                                               part);
+      break;
+    default: FLASHKM_FAIL(internal, "piece sums: the data must be fp32, fp16 or bf16 on the device");
+  }
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 void launch_finish_update(const double* sums, const double* weights, const float* current, std::int64_t nc, int d,
