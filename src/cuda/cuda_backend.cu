@@ -4,7 +4,7 @@
 // Memory (sized once per fit, never N x K): per row labels, best distance and |x|^2
 // (12 B), a flagged-row list and the sort buffers of accumulate() (16 B, shared), the
 // centroids in fp32 and operand form (twice: the current set and the one update_centroids()
-// prepared for the next iteration), and O(N / 1024 + K) reduction parts.
+// prepared for the next iteration), and O(N / 256 + K) piece sums of D + 1 doubles.
 //
 // A Lloyd iteration costs two host synchronisations: assign() (its statistics) and
 // update_centroids() (K weights, the shift and the new fp32 centroids come back; sums stay).
