@@ -1,9 +1,11 @@
 // flashkm side of bench/gpu_vs_flash_kmeans.py: Lloyd iterations through the CUDA backend
-// (set_centroids -> assign -> accumulate -> means on the host), as fit() drives them.
+// (set_centroids -> assign -> update_centroids), as core::lloyd drives them. update = host
+// runs the base class's host path instead (sums to the host, means there: the pre-2026-11-29
+// evening behaviour), for a same-run comparison. Wall-clock time per phase is reported.
 // Data: standard normal on the device (counter-based), fp16 or fp32; init = first K rows
 // of each problem (as the Python peers). Prints one JSON object per line.
 //
-//   gpu_bench B N K D dtype(f16|f32) iters precision(auto|fp16|bf16|fp32) certify(0|1) [tile]
+//   gpu_bench B N K D dtype(f16|f32) iters precision(auto|fp16|bf16|fp32) certify(0|1) [tile [device|host]]
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -61,6 +63,7 @@ int main(int argc, char** argv) {
   const flashkm::Precision prec = flashkm::parse_precision(argv[7]);
   const bool certify = std::atoi(argv[8]) != 0;
   const int tile = argc > 9 ? std::atoi(argv[9]) : 0;
+  const bool host_update = argc > 10 && std::string(argv[10]) == "host";
   const std::int64_t rows = std::int64_t(B) * N;
   const std::int64_t elems = rows * D;
   void* dx = nullptr;
@@ -92,29 +95,36 @@ int main(int argc, char** argv) {
     be->attach(flashkm::MatrixView::raw(dx, f16 ? flashkm::DType::f16 : flashkm::DType::f32, rows, D, 0,
                                         flashkm::Location::cuda, 0),
                nullptr, flashkm::Metric::l2);
-    std::vector<float> c = init;
-    std::vector<double> sums(std::size_t(B) * K * D), w(std::size_t(B) * K);
+    const std::int64_t kt = std::int64_t(B) * K;
+    std::vector<float> c = init, next(c.size());
+    std::vector<double> w(static_cast<std::size_t>(kt));
     std::int64_t rechecked = 0;
-    auto lloyd = [&](int n_it, double* assign_ms) {
+    double phase_ms[3] = {0, 0, 0};  // set_centroids, assign, update (host wall clock)
+    auto lloyd = [&](int n_it) {
       for (int it = 0; it < n_it; ++it) {
-        be->set_centroids(c.data(), std::int64_t(B) * K);
         const double t0 = now_ms();
+        be->set_centroids(c.data(), kt);
+        const double t1 = now_ms();
         const auto st = be->assign();
-        if (assign_ms) *assign_ms += now_ms() - t0;
+        const double t2 = now_ms();
         rechecked += st.n_rechecked;
-        be->accumulate(sums.data(), w.data());
-        for (std::int64_t j = 0; j < std::int64_t(B) * K; ++j)
-          if (w[j] > 0)
-            for (int q = 0; q < D; ++q) c[j * D + q] = static_cast<float>(sums[j * D + q] / w[j]);
+        double shift = 0;
+        if (host_update) be->flashkm::core::Backend::update_centroids(kt, flashkm::Metric::l2, c.data(), next.data(), w.data(), &shift);
+        else be->update_centroids(kt, flashkm::Metric::l2, c.data(), next.data(), w.data(), &shift);
+        c.swap(next);
+        const double t3 = now_ms();
+        phase_ms[0] += t1 - t0;
+        phase_ms[1] += t2 - t1;
+        phase_ms[2] += t3 - t2;
       }
     };
-    lloyd(2, nullptr);  // warm-up (module load, workspace)
+    lloyd(2);  // warm-up (module load, workspace)
     c = init;
     rechecked = 0;
-    double assign_ms = 0;
+    for (double& v : phase_ms) v = 0;
     CK(cudaDeviceSynchronize());
     const double t0 = now_ms();
-    lloyd(iters, &assign_ms);
+    lloyd(iters);
     CK(cudaDeviceSynchronize());
     const double total_ms = now_ms() - t0;
     // Assign alone, repeated on the final centroids (median of 5).
@@ -130,11 +140,13 @@ int main(int argc, char** argv) {
     const double flops = 2.0 * double(rows) * K * D;
     std::printf(
         "{\"B\":%d,\"N\":%lld,\"K\":%d,\"D\":%d,\"dtype\":\"%s\",\"precision\":\"%s\",\"certify\":%d,\"tile\":%d,"
-        "\"iters\":%d,\"ms_per_iter\":%.4f,\"assign_ms_in_loop\":%.4f,\"assign_ms_median\":%.4f,"
+        "\"update\":\"%s\",\"iters\":%d,\"ms_per_iter\":%.4f,\"set_ms_in_loop\":%.4f,\"assign_ms_in_loop\":%.4f,"
+        "\"update_ms_in_loop\":%.4f,\"assign_ms_median\":%.4f,"
         "\"assign_tflops\":%.2f,\"iter_tflops_equiv\":%.2f,\"rechecked_per_iter\":%.1f,\"extra_MB_held\":%.2f,"
         "\"extra_MB_cudaMemGetInfo\":%.2f}\n",
-        B, (long long)N, K, D, f16 ? "float16" : "float32", argv[7], certify ? 1 : 0, tile, iters, total_ms / iters,
-        assign_ms / iters, a[2], flops / (a[2] * 1e-3) / 1e12, flops / (total_ms / iters * 1e-3) / 1e12,
+        B, (long long)N, K, D, f16 ? "float16" : "float32", argv[7], certify ? 1 : 0, tile,
+        host_update ? "host" : "device", iters, total_ms / iters, phase_ms[0] / iters, phase_ms[1] / iters,
+        phase_ms[2] / iters, a[2], flops / (a[2] * 1e-3) / 1e12, flops / (total_ms / iters * 1e-3) / 1e12,
         double(rechecked) / iters, flashkm::cuda::device_bytes_held(*be) / 1048576.0,
         (double(free0) - double(free1)) / 1048576.0);
   } catch (const flashkm::Error& e) {

@@ -35,6 +35,11 @@ CONFIGS = [  # name, B, N, K, D, dtype
 QUICK = {"N1M_K1k_D128", "N1M_K8k_D128", "N1M_K1k_D768", "tenants_B500_N20k", "N1M_K256_D128"}
 
 
+def fmt(v):
+    """A number for the tables (2 decimals), or a dash."""
+    return f"{v:.2f}" if isinstance(v, (int, float)) else "—"
+
+
 def gemm_tflops(torch):
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
     b = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
@@ -103,8 +108,8 @@ def run_peers(torch, B, N, K, D, dtype, iters, do_torch):
     return out
 
 
-def run_flashkm(exe, B, N, K, D, dtype, iters, precision, certify, timeout):
-    cmd = [exe, str(B), str(N), str(K), str(D), dtype, str(iters), precision, str(int(certify))]
+def run_flashkm(exe, B, N, K, D, dtype, iters, precision, certify, timeout, update="device"):
+    cmd = [exe, str(B), str(N), str(K), str(D), dtype, str(iters), precision, str(int(certify)), "0", update]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -115,6 +120,32 @@ def run_flashkm(exe, B, N, K, D, dtype, iters, precision, certify, timeout):
     return {"error": (p.stderr or p.stdout)[-300:]}
 
 
+def markdown(res):
+    """The two tables of a results JSON."""
+    stamp = res["date"]
+    lines = [f"# flashkm vs flash-kmeans on {res['device']} ({stamp})", "",
+             f"cuBLAS fp16 GEMM: {res['fp16_gemm_tflops']:.0f} TFLOP/s. {res['iters']} iterations, ms per iteration.", "",
+             "| config | flash-kmeans | torch | flashkm | ratio | flashkm certified | ratio | assign TFLOP/s | re-checked rows/iter | extra MB (flashkm / flash) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        u, c = r.get("uncertified", {}), r.get("certified", {})
+        lines.append(f"| {r['name']} | {fmt(r.get('flash_ms_per_iter'))} | {fmt(r.get('torch_ms_per_iter'))} | "
+                     f"{fmt(u.get('ms_per_iter'))} | {fmt(u.get('ratio_vs_flash'))} | {fmt(c.get('ms_per_iter'))} | "
+                     f"{fmt(c.get('ratio_vs_flash'))} | {fmt(u.get('assign_tflops'))} | {fmt(c.get('rechecked_per_iter'))} | "
+                     f"{fmt(u.get('extra_MB_held'))} / {fmt(r.get('flash_peak_extra_MB'))} |")
+    lines += ["", "Per-phase wall clock of the uncertified flashkm run, ms/iter (set_centroids / assign / update);"
+              " 'host update' = the same binary with the host-path update (sums to the host), same run.", "",
+              "| config | set | assign | update | total | host update: total (set / assign / update) | ratio |",
+              "|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        u, h = r.get("uncertified", {}), r.get("host_update", {})
+        lines.append(f"| {r['name']} | {fmt(u.get('set_ms_in_loop'))} | {fmt(u.get('assign_ms_in_loop'))} | "
+                     f"{fmt(u.get('update_ms_in_loop'))} | {fmt(u.get('ms_per_iter'))} | {fmt(h.get('ms_per_iter'))} "
+                     f"({fmt(h.get('set_ms_in_loop'))} / {fmt(h.get('assign_ms_in_loop'))} / {fmt(h.get('update_ms_in_loop'))}) | "
+                     f"{fmt(h.get('ratio_vs_flash'))} |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--flashkm-bench", required=True)
@@ -122,7 +153,20 @@ def main():
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default="")
+    ap.add_argument("--no-certified", action="store_true", help="skip the certified flashkm runs")
+    ap.add_argument("--no-torch", action="store_true", help="skip the plain PyTorch peer")
+    ap.add_argument("--host-update", action="store_true",
+                    help="also run flashkm with the host-path update (sums to the host), same run")
+    ap.add_argument("--tag", default="", help="suffix of the output file names")
+    ap.add_argument("--render", default="", help="only write the .md tables of this results JSON (next to it)")
     args = ap.parse_args()
+    if args.render:
+        with open(args.render) as fh:
+            md = markdown(json.load(fh))
+        with open(os.path.splitext(args.render)[0] + ".md", "w") as fh:
+            fh.write(md)
+        print(md)
+        return
     import torch
 
     os.makedirs(args.out, exist_ok=True)
@@ -138,9 +182,9 @@ def main():
         t0 = time.time()
         row = {"name": name, "B": B, "N": N, "K": K, "D": D, "dtype": dtype}
         flops = 2.0 * B * N * K * D
-        do_torch = B * N * K * 4 < 40e9
+        do_torch = B * N * K * 4 < 40e9 and not args.no_torch
         row.update(run_peers(torch, B, N, K, D, dtype, args.iters, do_torch))
-        for certify in (False, True):
+        for certify in (False,) if args.no_certified else (False, True):
             key = "certified" if certify else "uncertified"
             if certify and K > 8192:
                 row[key] = {"error": "not run: fp64 re-check of flagged rows is too slow at K > 8192 (see docs/CUDA.md)"}
@@ -151,26 +195,20 @@ def main():
                 r["tflops_equiv"] = flops / (r["ms_per_iter"] * 1e-3) / 1e12
                 if "flash_ms_per_iter" in row:
                     r["ratio_vs_flash"] = row["flash_ms_per_iter"] / r["ms_per_iter"]
+        if args.host_update:
+            r = run_flashkm(args.flashkm_bench, B, N, K, D, dtype, args.iters, "auto", False, 120, "host")
+            row["host_update"] = r
+            if "ms_per_iter" in r and "flash_ms_per_iter" in row:
+                r["ratio_vs_flash"] = row["flash_ms_per_iter"] / r["ms_per_iter"]
         if "flash_ms_per_iter" in row:
             row["flash_tflops_equiv"] = flops / (row["flash_ms_per_iter"] * 1e-3) / 1e12
         row["wall_s"] = time.time() - t0
         res["rows"].append(row)
         print(json.dumps(row), flush=True)
-    stamp = res["date"]
+    stamp = res["date"] + (f"-{args.tag}" if args.tag else "")
     with open(os.path.join(args.out, f"gpu_{stamp}-h200.json"), "w") as f:
         json.dump(res, f, indent=1)
-    lines = [f"# flashkm vs flash-kmeans on {res['device']} ({stamp})", "",
-             f"cuBLAS fp16 GEMM: {res['fp16_gemm_tflops']:.0f} TFLOP/s. {args.iters} iterations, ms per iteration.", "",
-             "| config | flash-kmeans | torch | flashkm | ratio | flashkm certified | ratio | assign TFLOP/s | re-checked rows/iter | extra MB (flashkm / flash) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in res["rows"]:
-        u, c = r.get("uncertified", {}), r.get("certified", {})
-        f = lambda v: f"{v:.2f}" if isinstance(v, (int, float)) else "—"  # noqa: E731
-        lines.append(f"| {r['name']} | {f(r.get('flash_ms_per_iter'))} | {f(r.get('torch_ms_per_iter'))} | "
-                     f"{f(u.get('ms_per_iter'))} | {f(u.get('ratio_vs_flash'))} | {f(c.get('ms_per_iter'))} | "
-                     f"{f(c.get('ratio_vs_flash'))} | {f(u.get('assign_tflops'))} | {f(c.get('rechecked_per_iter'))} | "
-                     f"{f(u.get('extra_MB_held'))} / {f(r.get('flash_peak_extra_MB'))} |")
-    md = "\n".join(lines) + "\n"
+    md = markdown(res)
     with open(os.path.join(args.out, f"gpu_{stamp}-h200.md"), "w") as f:
         f.write(md)
     print(md)

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: configure + build (CUDA on), run every ctest test (GPU ones
 # included), then the GPU benchmark; logs and results go to $OUT (the device tool's
-# output folder) or ./gpu_out. Usage: scripts/gpu_check.sh [--no-bench] [--quick] [--python]
+# output folder) or ./gpu_out. Usage:
+#   scripts/gpu_check.sh [--no-bench] [--quick] [--python] [--tile-sweep] [-- bench args...]
 #   --quick: the benchmark's smaller config subset.
+#   --no-ctest: build and run only the GPU test binary (not the whole tree and ctest).
+#   --tile-sweep: also time each tensor-core tile config (gpu_bench's override) on a few
+#             D=128 shapes, uncertified; JSON lines appended to bench.log.
+#   -- ...: passed on to bench/gpu_vs_flash_kmeans.py (e.g. --no-certified --host-update).
 #   --python: also build the Python module (pybind11 from the machine's pip install) and run
 #             the Python tests, GPU tensors (torch/cupy) included.
 # The GPU image has neither GoogleTest nor dlpack.h: before the call, on the dev machine,
@@ -12,10 +17,15 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}
 mkdir -p "$OUT"
-BENCH=1; QUICK=""; PY=0
-for a in "$@"; do
-  case "$a" in --no-bench) BENCH=0 ;; --quick) QUICK="--quick" ;; --python) PY=1 ;; esac
+BENCH=1; QUICK=""; PY=0; TILES=0; CTEST=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-bench) BENCH=0 ;; --quick) QUICK="--quick" ;; --python) PY=1 ;; --tile-sweep) TILES=1 ;; --no-ctest) CTEST=0 ;;
+    --) shift; break ;;
+  esac
+  shift
 done
+# "$@" now holds the benchmark's own arguments.
 export PYTHONUNBUFFERED=1
 {
   echo "== $(date -u +%FT%TZ) $(hostname)"
@@ -39,17 +49,20 @@ cmake -S . -B build-cudacheck -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHKM_CUDA
   cmake --build build-cudacheck -j16 --target flashkm_test_gpu gpu_bench >> "$OUT/build.log" 2>&1
 rc_build=$?
 # The rest of the tree (CPU tests, CLI) for ctest; its failure does not stop the GPU checks.
-cmake --build build-cudacheck -j16 > "$OUT/build_all.log" 2>&1 || echo "full build failed (see build_all.log)"
+[ $CTEST -eq 0 ] || cmake --build build-cudacheck -j16 > "$OUT/build_all.log" 2>&1 || echo "full build failed (see build_all.log)"
 echo "build rc=$rc_build in $(( $(date +%s) - t0 )) s" | tee -a "$OUT/env.log"
 tail -30 "$OUT/build.log"
 [ $rc_build -eq 0 ] || exit 1
 
 # Tests: the GPU test binary first (verbose: it prints measured error ratios), then ctest.
-./build-cudacheck/tests/gpu/flashkm_test_gpu 2>&1 | tee "$OUT/test_gpu.log" | grep -E "^\[  |device:|precision|near-ties|worst|FAIL|Failure|error" | head -80
-(cd build-cudacheck && ctest --output-on-failure -j8 --timeout 300) > "$OUT/ctest.log" 2>&1
-rc_test=$?
-tail -5 "$OUT/ctest.log"
-grep -E "Failed|\*\*\*" "$OUT/ctest.log" | head -20
+./build-cudacheck/tests/gpu/flashkm_test_gpu 2>&1 | tee "$OUT/test_gpu.log" | grep -E "^\[  |device:|precision|near-ties|worst|device update|FAIL|Failure|error" | head -80
+rc_test=${PIPESTATUS[0]}
+if [ $CTEST -eq 1 ]; then
+  (cd build-cudacheck && ctest --output-on-failure -j8 --timeout 300) > "$OUT/ctest.log" 2>&1
+  rc_test=$?
+  tail -5 "$OUT/ctest.log"
+  grep -E "Failed|\*\*\*" "$OUT/ctest.log" | head -20
+fi
 
 if [ $PY -eq 1 ]; then
   PYBIND=$(python3 -m pybind11 --cmakedir 2>/dev/null)
@@ -63,6 +76,14 @@ if [ $PY -eq 1 ]; then
 fi
 
 if [ $BENCH -eq 1 ]; then
-  python3 bench/gpu_vs_flash_kmeans.py --flashkm-bench build-cudacheck/tests/gpu/gpu_bench --out "$OUT" $QUICK 2>&1 | tee "$OUT/bench.log" | tail -40
+  python3 bench/gpu_vs_flash_kmeans.py --flashkm-bench build-cudacheck/tests/gpu/gpu_bench --out "$OUT" $QUICK "$@" 2>&1 | tee "$OUT/bench.log" | tail -40
+fi
+if [ $TILES -eq 1 ]; then
+  # tile: 1 resident 128x128, 2 streamed 128x256, 3 streamed 128x128 (flash_assign.hpp).
+  for shape in "1 1048576 1024 128" "1 1048576 8192 128" "1 1048576 256 128" "32 75600 1000 128"; do
+    for tile in 1 2 3; do
+      ./build-cudacheck/tests/gpu/gpu_bench $shape f16 10 auto 0 $tile device
+    done
+  done 2>&1 | tee -a "$OUT/bench.log" | cut -c1-400
 fi
 echo "tests rc=$rc_test"

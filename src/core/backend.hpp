@@ -60,6 +60,20 @@ class Backend {
   /// (rows of a cluster in row order), so results are bitwise reproducible.
   virtual void accumulate(double* sums, double* cluster_weight) = 0;
 
+  /// One Lloyd update under the current labels, for the k centroids `current` [k x D] last
+  /// given to set_centroids(): next [k x D] = per-cluster weighted means (cosine: the unit
+  /// direction of the sums; a cluster whose sums cancel keeps its centroid), empty clusters
+  /// first repaired as scikit-learn does (each takes one of the rows farthest from its
+  /// centroid), cluster_weight [k] after the repair, *shift = sum of (next - current)^2 in
+  /// fp64. Returns the number of empty clusters repaired.
+  /// The default is the host path (accumulate() into host sums, repair and divide on the
+  /// host; defined in lloyd.cpp). A backend overrides it to keep the sums where they are;
+  /// an override must give the same sums (same fixed order) and may differ from the default
+  /// only in the rounding of the shift, and must fall back to the default when it finds an
+  /// empty cluster.
+  virtual std::int64_t update_centroids(std::int64_t k, Metric metric, const float* current, float* next,
+                                        double* cluster_weight, double* shift);
+
   /// Copy out the current labels [N] / best distances [N] (to host memory).
   virtual void copy_labels(std::int32_t* out) = 0;
   virtual void copy_distances(float* out) = 0;
@@ -111,6 +125,11 @@ class Backend {
                                                      std::uint64_t round) = 0;
   /// Sum of weights of the rows nearest to each of the m centroids: out [m].
   virtual void nearest_weights(const float* centroids, std::int64_t m, double* out) = 0;
+
+ protected:
+  /// Host sums and weights of the default update_centroids(), kept between iterations: a
+  /// fresh [k x D] fp64 allocation per call costs page faults every iteration.
+  std::vector<double> host_sums_, host_weight_;
 };
 
 /// The CPU backend (always built). n_threads 0 = all. use_bounds: skip rows whose label

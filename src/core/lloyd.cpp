@@ -1,5 +1,6 @@
 #include "core/lloyd.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -8,7 +9,7 @@
 namespace flashkm::core {
 
 void centroids_from_sums(const std::vector<double>& sums, const std::vector<double>& weight, std::int64_t d,
-                         Metric metric, std::vector<float>& centroids) {
+                         Metric metric, float* centroids) {
   const auto k = static_cast<std::int64_t>(weight.size());
   for (std::int64_t j = 0; j < k; ++j) {
     if (weight[j] <= 0) continue;
@@ -55,30 +56,46 @@ void relocate_empty_clusters(Backend& backend, std::vector<double>& sums, std::v
 
 }  // namespace
 
+// The host path of the update (what every backend did before update_centroids existed).
+std::int64_t Backend::update_centroids(std::int64_t k, Metric metric, const float* current, float* next,
+                                       double* cluster_weight, double* shift) {
+  const std::int64_t d = cols();
+  std::vector<double>& sums = host_sums_;
+  std::vector<double>& weight = host_weight_;
+  sums.resize(static_cast<std::size_t>(k * d));  // accumulate() overwrites every entry
+  weight.resize(static_cast<std::size_t>(k));
+  accumulate(sums.data(), weight.data());
+  std::int64_t n_empty = 0;
+  for (const double v : weight) n_empty += v <= 0;
+  relocate_empty_clusters(*this, sums, weight, d);
+  std::copy(current, current + k * d, next);  // clusters left empty (or cancelled) keep theirs
+  centroids_from_sums(sums, weight, d, metric, next);
+  double s = 0;
+  for (std::int64_t t = 0; t < k * d; ++t) {
+    const double diff = double(next[t]) - double(current[t]);
+    s += diff * diff;
+  }
+  *shift = s;
+  std::copy(weight.begin(), weight.end(), cluster_weight);
+  return n_empty;
+}
+
 LloydResult lloyd(Backend& backend, std::vector<float> centroids, std::int64_t k, const Params& params,
                   double tol_abs, int run) {
   using clock = std::chrono::steady_clock;
   const std::int64_t d = backend.cols();
   LloydResult out;
-  std::vector<double> sums(static_cast<std::size_t>(k * d)), weight(static_cast<std::size_t>(k));
-  std::vector<float> next = centroids;
+  std::vector<double> weight(static_cast<std::size_t>(k));
+  std::vector<float> next(static_cast<std::size_t>(k * d));
   bool labels_stable = false;
 
   for (int it = 1; it <= params.max_iter; ++it) {
     const auto t0 = clock::now();
     backend.set_centroids(centroids.data(), k);
     const AssignStats st = backend.assign();
-    backend.accumulate(sums.data(), weight.data());
-    relocate_empty_clusters(backend, sums, weight, d);
-    centroids_from_sums(sums, weight, d, params.metric, next);
-
     double shift = 0;
-    for (std::int64_t t = 0; t < k * d; ++t) {
-      const double diff = double(next[t]) - double(centroids[t]);
-      shift += diff * diff;
-    }
+    backend.update_centroids(k, params.metric, centroids.data(), next.data(), weight.data(), &shift);
     centroids.swap(next);
-    next = centroids;
 
     IterationInfo info;
     info.iteration = it;

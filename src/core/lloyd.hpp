@@ -26,7 +26,8 @@ LloydResult lloyd(Backend& backend, std::vector<float> centroids, std::int64_t k
 
 /// New centroids from per-cluster sums and weights (metric-aware): mean for l2 and
 /// inner_product, unit-normalised sum for cosine. Clusters of zero weight are left as they are.
+/// centroids [k x d] is updated in place (k = weight.size()).
 void centroids_from_sums(const std::vector<double>& sums, const std::vector<double>& weight, std::int64_t d,
-                         Metric metric, std::vector<float>& centroids);
+                         Metric metric, float* centroids);
 
 }  // namespace flashkm::core

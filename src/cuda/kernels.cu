@@ -155,31 +155,106 @@ __global__ void iota_keys_kernel(const std::int32_t* labels, std::int64_t n, std
   keys[i] = static_cast<std::int32_t>((i / n_per) * k + labels[i]);
   vals[i] = static_cast<std::int32_t>(i);
 }
-__global__ void histogram_kernel(const std::int32_t* keys, std::int64_t n, std::int32_t* counts) {
+// Thread i in [0, n] owns the keys c in (key[i-1], key[i]] (from 0 at i = 0, to nc at
+// i = n): their first position is i. Each c in [0, nc] is written exactly once.
+__global__ void cluster_offsets_kernel(const std::int32_t* keys, std::int64_t n, std::int64_t nc,
+                                       std::int32_t* row_off) {
   const std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) atomicAdd(&counts[keys[i]], 1);
+  if (i > n) return;
+  const std::int64_t lo = i == 0 ? 0 : std::int64_t(keys[i - 1]) + 1;
+  const std::int64_t hi = i == n ? nc : std::int64_t(keys[i]);
+  for (std::int64_t c = lo; c <= hi; ++c) row_off[c] = static_cast<std::int32_t>(i);
 }
-// One block per piece, threads over d; each thread adds the piece's rows in order.
-__global__ void piece_sums_kernel(XView x, const float* w, const float* xnorm, bool cosine, bool with_x,
-                                  const std::int32_t* order, const Piece* pieces, double* part) {
-  const Piece pc = pieces[blockIdx.x];
-  double* out = part + std::int64_t(blockIdx.x) * (x.d + 1);
-  if (with_x) {
-    for (int c = threadIdx.x; c < x.d; c += blockDim.x) {
-      double acc = 0;
-      for (std::int64_t q = pc.begin; q < pc.end; ++q) {
-        const std::int64_t i = order[q];
-        double sc = w ? double(w[i]) : 1.0;
-        if (cosine) sc /= sqrt(double(xnorm[i]));
-        acc += sc * load_x(x, i, c);
-      }
-      out[c] = acc;
+__global__ void piece_counts_kernel(const std::int32_t* row_off, std::int64_t nc, int piece_rows,
+                                    std::int64_t* n_pieces) {
+  const std::int64_t c = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c < nc) n_pieces[c] = (std::int64_t(row_off[c + 1] - row_off[c]) + piece_rows - 1) / piece_rows;
+  else if (c == nc) n_pieces[c] = 0;
+}
+__global__ void fill_pieces_kernel(const std::int32_t* row_off, const std::int64_t* first, std::int64_t nc,
+                                   int piece_rows, Piece* pieces) {
+  const std::int64_t c = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= nc) return;
+  const std::int64_t b0 = row_off[c], e = row_off[c + 1];
+  Piece* out = pieces + first[c];
+  for (std::int64_t b = b0; b < e; b += piece_rows) *out++ = Piece{b, b + piece_rows < e ? b + piece_rows : e};
+}
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+/// Columns [col0, col0 + 8) of one row as fp32 (exact for every input type), 0 past d:
+/// one 16-byte load (two for fp32) when `vec` says rows are 16-byte aligned.
+template <class T>
+__device__ __forceinline__ void load8(const T* row, int col0, int d, bool vec, float (&v)[8]) {
+  if (vec && col0 + 8 <= d) {
+    if constexpr (sizeof(T) == 2) {
+      const uint4 r = *reinterpret_cast<const uint4*>(row + col0);
+      const T* h = reinterpret_cast<const T*>(&r);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) v[j] = to_float(h[j]);
+    } else {
+      const float4 a = *reinterpret_cast<const float4*>(row + col0);
+      const float4 b = *reinterpret_cast<const float4*>(row + col0 + 4);
+      v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
     }
+  } else {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[j] = col0 + j < d ? to_float(row[col0 + j]) : 0.0f;
   }
-  if (threadIdx.x == 0) {
-    double acc = 0;
-    for (std::int64_t q = pc.begin; q < pc.end; ++q) acc += w ? double(w[order[q]]) : 1.0;
-    out[x.d] = acc;
+}
+
+// Piece p = blockIdx.x * blockDim.y + threadIdx.y; its threadIdx.x owns 8 consecutive
+// columns (and 8 more every blockDim.x * 8), so a row costs d / 8 threads and many pieces
+// run side by side: the loop is latency-bound, and this keeps ~8x more rows in flight than
+// one thread per column. Rows go in groups of kGroup whose index, scale and element loads
+// are issued together; every column's adds stay one chain in row order (the sums do not
+// depend on the launch shape).
+template <class T>
+__global__ void __launch_bounds__(128) piece_sums_kernel(const T* x, std::int64_t stride, int d, bool vec,
+                                                         const float* w, const float* xnorm, bool cosine,
+                                                         bool with_x, const std::int32_t* order,
+                                                         const Piece* pieces, const std::int64_t* n_pieces,
+                                                         double* part) {
+  constexpr int kGroup = 8;
+  const std::int64_t p = std::int64_t(blockIdx.x) * blockDim.y + threadIdx.y;
+  if (p >= *n_pieces) return;  // no block-wide barrier below
+  const Piece pc = pieces[p];
+  double* out = part + p * (d + 1);
+  const int c_end = with_x ? d : 0;
+  // A thread whose first column chunk is past d still runs the loop once when it must sum
+  // the weights (threadIdx.x == 0 always has col0 = 0).
+  for (int col0 = threadIdx.x * 8; col0 < c_end || (col0 == 0 && threadIdx.x == 0); col0 += blockDim.x * 8) {
+    const bool cols = col0 < c_end;
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    double wacc = 0;
+    for (std::int64_t q0 = pc.begin; q0 < pc.end; q0 += kGroup) {
+      float v[kGroup][8];
+      double sc[kGroup], wv[kGroup];
+#pragma unroll
+      for (int u = 0; u < kGroup; ++u) {
+        sc[u] = wv[u] = 0;
+        if (q0 + u < pc.end) {
+          const std::int64_t i = order[q0 + u];
+          wv[u] = w ? double(w[i]) : 1.0;
+          sc[u] = cosine ? wv[u] / sqrt(double(xnorm[i])) : wv[u];
+          if (cols) load8(x + i * stride, col0, d, vec, v[u]);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kGroup; ++u) {
+        if (q0 + u >= pc.end) break;
+        wacc += wv[u];
+        if (cols) {
+#pragma unroll
+          for (int j = 0; j < 8; ++j) acc[j] += sc[u] * double(v[u][j]);
+        }
+      }
+    }
+    if (cols)
+      for (int j = 0; j < 8 && col0 + j < d; ++j) out[col0 + j] = acc[j];
+    if (col0 == 0 && threadIdx.x == 0) out[d] = wacc;
+    if (!cols) break;
   }
 }
 __global__ void combine_pieces_kernel(const double* part, const std::int64_t* first, int d, bool with_x, double* sums,
@@ -192,6 +267,38 @@ __global__ void combine_pieces_kernel(const double* part, const std::int64_t* fi
     for (std::int64_t p = p0; p < p1; ++p) acc += part[p * (d + 1) + j];
     if (j < d) sums[c * d + j] = acc;
     else weights[c] = acc;
+  }
+}
+
+// blockDim.x == 256 (block_sum_256): the same reduction tree for every cluster and run.
+__global__ void finish_update_kernel(const double* sums, const double* weights, const float* current, int d,
+                                     bool cosine, float* next, double* shift_part, unsigned long long* n_empty) {
+  __shared__ double sh[256];
+  const std::int64_t c = blockIdx.x;
+  const double* s = sums + c * d;
+  const float* cur = current + c * d;
+  float* nx = next + c * d;
+  const double w = weights[c];
+  bool keep = !(w > 0);
+  double scale = keep ? 0.0 : 1.0 / w;
+  if (cosine && !keep) {
+    double n2 = 0;
+    for (int j = threadIdx.x; j < d; j += 256) n2 += s[j] * s[j];
+    n2 = block_sum_256(n2, sh);
+    if (n2 == 0) keep = true;  // opposite unit vectors cancelled: keep the old direction
+    else scale = 1.0 / sqrt(n2);
+  }
+  double acc = 0;
+  for (int j = threadIdx.x; j < d; j += 256) {
+    const float v = keep ? cur[j] : static_cast<float>(s[j] * scale);
+    nx[j] = v;
+    const double diff = double(v) - double(cur[j]);
+    acc += diff * diff;
+  }
+  acc = block_sum_256(acc, sh);
+  if (threadIdx.x == 0) {
+    shift_part[c] = acc;
+    if (!(w > 0)) atomicAdd(n_empty, 1ull);
   }
 }
 
@@ -364,16 +471,60 @@ void launch_iota_keys(const std::int32_t* labels, std::int64_t n, std::int64_t n
   iota_keys_kernel<<<blocks_for(n, 256), 256, 0, s>>>(labels, n, n_per, k, keys, vals);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
-void launch_histogram(const std::int32_t* keys, std::int64_t n, std::int32_t* counts, cudaStream_t s) {
-  histogram_kernel<<<blocks_for(n, 256), 256, 0, s>>>(keys, n, counts);
+void launch_cluster_offsets(const std::int32_t* sorted_keys, std::int64_t n, std::int64_t nc, std::int32_t* row_off,
+                            cudaStream_t s) {
+  cluster_offsets_kernel<<<blocks_for(n + 1, 256), 256, 0, s>>>(sorted_keys, n, nc, row_off);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_piece_counts(const std::int32_t* row_off, std::int64_t nc, int piece_rows, std::int64_t* n_pieces,
+                         cudaStream_t s) {
+  piece_counts_kernel<<<blocks_for(nc + 1, 256), 256, 0, s>>>(row_off, nc, piece_rows, n_pieces);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_fill_pieces(const std::int32_t* row_off, const std::int64_t* first, std::int64_t nc, int piece_rows,
+                        Piece* pieces, cudaStream_t s) {
+  if (nc == 0) return;
+  fill_pieces_kernel<<<blocks_for(nc, 256), 256, 0, s>>>(row_off, first, nc, piece_rows, pieces);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 void launch_piece_sums(const XView& x, const float* w, const float* xnorm, bool cosine, bool with_x,
-                       const std::int32_t* order, const Piece* pieces, std::int64_t n_pieces, double* part,
-                       cudaStream_t s) {
-  if (n_pieces == 0) return;
-  const int threads = with_x ? (x.d >= 256 ? 256 : ((x.d + 31) / 32) * 32) : 32;
-  piece_sums_kernel<<<static_cast<unsigned>(n_pieces), threads, 0, s>>>(x, w, xnorm, cosine, with_x, order, pieces, part);
+                       const std::int32_t* order, const Piece* pieces, const std::int64_t* n_pieces,
+                       std::int64_t max_pieces, double* part, cudaStream_t s) {
+  if (max_pieces == 0) return;
+  // Threads per piece: one per 8 columns (at most 128); pieces per block fill 128 threads.
+  const int tpp = with_x ? std::min(128, (x.d + 7) / 8) : 1;
+  const int ppb = std::max(1, 128 / tpp);
+  const dim3 block(tpp, ppb);
+  const unsigned grid = static_cast<unsigned>((max_pieces + ppb - 1) / ppb);
+  const std::size_t esz = dtype_size(x.dtype);
+  const bool vec = (reinterpret_cast<std::uintptr_t>(x.x) & 15) == 0 && (x.stride * esz) % 16 == 0;
+  switch (x.dtype) {
+    case DType::f32:
+      piece_sums_kernel<float><<<grid, block, 0, s>>>(static_cast<const float*>(x.x), x.stride, x.d, vec, w, xnorm,
+                                                       cosine, with_x, order, pieces, n_pieces, part);
+      break;
+    case DType::f16:
+      piece_sums_kernel<__half><<<grid, block, 0, s>>>(static_cast<const __half*>(x.x), x.stride, x.d, vec, w, xnorm,
+                                                        cosine, with_x, order, pieces, n_pieces, part);
+      break;
+    case DType::bf16:
+      piece_sums_kernel<__nv_bfloat16><<<grid, block, 0, s>>>(static_cast<const __nv_bfloat16*>(x.x), x.stride, x.d,
+                                                               vec, w, xnorm, cosine, with_x, order, pieces, n_pieces,
+                                                               part);
+      break;
+    default: FLASHKM_FAIL(internal, "piece sums: the data must be fp32, fp16 or bf16 on the device");
+  }
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_finish_update(const double* sums, const double* weights, const float* current, std::int64_t nc, int d,
+                          bool cosine, float* next, double* shift_part, unsigned long long* n_empty, cudaStream_t s) {
+  if (nc == 0) return;
+  finish_update_kernel<<<static_cast<unsigned>(nc), 256, 0, s>>>(sums, weights, current, d, cosine, next, shift_part,
+                                                                 n_empty);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_sum_parts(const double* part, std::int64_t m, double* out, cudaStream_t s) {
+  sum_parts<<<1, 256, 0, s>>>(part, m, out);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 void launch_combine_pieces(const double* part, const std::int64_t* first, std::int64_t n_clusters, int d, bool with_x,

@@ -43,20 +43,41 @@ void launch_min_into(float* mind, const float* v, std::int64_t n, cudaStream_t s
 void launch_fill(float* p, float value, std::int64_t n, cudaStream_t s);
 void launch_iota_keys(const std::int32_t* labels, std::int64_t n, std::int64_t n_per, int k, std::int32_t* keys,
                       std::int32_t* vals, cudaStream_t s);
-void launch_histogram(const std::int32_t* keys, std::int64_t n, std::int32_t* counts, cudaStream_t s);
+/// row_off[c] = first position of sorted_keys [n] holding a key >= c, for c in [0, nc]
+/// (so cluster c occupies [row_off[c], row_off[c+1]) and row_off[nc] = n). No atomics.
+void launch_cluster_offsets(const std::int32_t* sorted_keys, std::int64_t n, std::int64_t nc, std::int32_t* row_off,
+                            cudaStream_t s);
 
 /// One work piece: sorted positions [begin, end) of cluster `cluster`.
 struct Piece {
   std::int64_t begin, end;
 };
+/// n_pieces[c] = ceil(rows of cluster c / piece_rows) for c < nc, 0 at c = nc (so that an
+/// exclusive scan over nc + 1 entries ends with the total).
+void launch_piece_counts(const std::int32_t* row_off, std::int64_t nc, int piece_rows, std::int64_t* n_pieces,
+                         cudaStream_t s);
+/// Cluster c's sorted rows [row_off[c], row_off[c+1]) cut into pieces of piece_rows,
+/// written from pieces[first[c]] on (first: the exclusive scan of n_pieces).
+void launch_fill_pieces(const std::int32_t* row_off, const std::int64_t* first, std::int64_t nc, int piece_rows,
+                        Piece* pieces, cudaStream_t s);
 /// part[p][0..d) = sum in order of scale_i * x_i over the piece's rows, part[p][d] = sum w_i.
-/// with_x false: only the weights. cosine: scale = w / |x|.
+/// with_x false: only the weights. cosine: scale = w / |x|. Launched over max_pieces blocks;
+/// those at or past *n_pieces (device memory: the count is known only on the device) exit.
 void launch_piece_sums(const XView& x, const float* w, const float* xnorm, bool cosine, bool with_x,
-                       const std::int32_t* order, const Piece* pieces, std::int64_t n_pieces, double* part,
-                       cudaStream_t s);
+                       const std::int32_t* order, const Piece* pieces, const std::int64_t* n_pieces,
+                       std::int64_t max_pieces, double* part, cudaStream_t s);
 /// sums[c][.] = sum over pieces [first[c], first[c+1]) in order.
 void launch_combine_pieces(const double* part, const std::int64_t* first, std::int64_t n_clusters, int d,
                            bool with_x, double* sums, double* weights, cudaStream_t s);
+
+/// The division step of a Lloyd update, one block per cluster: next = sums / weight (cosine:
+/// sums / |sums|; sums of zero norm and clusters of weight <= 0 keep `current`, the latter
+/// counted in *n_empty), shift_part[c] = sum over d of (next - current)^2 in a fixed order.
+/// The division is the host path's (s * (1 / w) in fp64, then rounded to fp32).
+void launch_finish_update(const double* sums, const double* weights, const float* current, std::int64_t nc, int d,
+                          bool cosine, float* next, double* shift_part, unsigned long long* n_empty, cudaStream_t s);
+/// out = sum of part[0..m) in a fixed order (one block).
+void launch_sum_parts(const double* part, std::int64_t m, double* out, cudaStream_t s);
 
 /// Exact inertia parts: per chunk, sum w * dist(x_i, c_label) in fp64 from differences.
 void launch_exact_inertia(const XView& x, const float* w, const std::int32_t* labels, const float* c32, int k,
