@@ -86,7 +86,9 @@ __device__ __forceinline__ float score_to_distance(Metric m, float best, float x
 }
 
 /// Certify and write one row's result (or flag it). Returns 1 when the label changed.
+/// `grow` is the launch's row; the cascade maps it to the data's row first.
 __device__ __forceinline__ int finish_row(const AssignParams& p, int b, std::int64_t grow, const Top2& t) {
+  if (p.row_map) grow = p.row_map[grow];
   const float xn = p.xnorm[grow];
   if (p.certify) {
     const float nx = sqrtf(xn);
@@ -333,9 +335,19 @@ __global__ void __launch_bounds__(256) simt_assign_kernel(const AssignParams p) 
   constexpr int BM = 64, BN = kSimtBN, BK = kSimtBK;
   __shared__ float sX[BK][BM + 4];  // (BK, BM) transposed rows chunk
   __shared__ float sC[BK][BN + 4];  // (BK, BN) transposed centroid chunk
+  __shared__ std::int64_t sRow[BM];  // the data row of each tile row (-1: none)
   const int tid = threadIdx.x;
   const int ty = tid >> 4, tx = tid & 15;
   const std::int64_t row0 = std::int64_t(blockIdx.x) * BM;
+  // Cascade: the grid is sized for the capacity; blocks past the device-side count leave
+  // at once (block-uniform, before any barrier).
+  const std::int64_t n = p.n_dev ? min(static_cast<std::int64_t>(*p.n_dev), p.n) : p.n;
+  if (row0 >= n) return;
+  if (tid < BM) {
+    const std::int64_t row = row0 + tid;
+    sRow[tid] = row < n ? (p.row_map ? p.row_map[row] : row) : -1;
+  }
+  __syncthreads();
   for (int b = blockIdx.y; b < p.batch; b += gridDim.y) {
     const XIn* xb = static_cast<const XIn*>(p.x) + std::int64_t(b) * p.x_batch;
     const float* cb = static_cast<const float*>(p.c) + std::int64_t(b) * p.kp * p.dp;
@@ -350,9 +362,9 @@ __global__ void __launch_bounds__(256) simt_assign_kernel(const AssignParams p) 
         for (int q = 0; q < (BM * BK) / 256; ++q) {
           const int e = tid + 256 * q;
           const int r = e / BK, kk = e % BK;
-          const std::int64_t row = row0 + r;
+          const std::int64_t row = sRow[r];
           const int col = k0 + kk;
-          sX[kk][r] = (row < p.n && col < p.d) ? to_f32<XIn>(xb[row * p.x_stride + col]) : 0.0f;
+          sX[kk][r] = (row >= 0 && col < p.d) ? to_f32<XIn>(xb[row * p.x_stride + col]) : 0.0f;
           sC[kk][r] = cb[(std::int64_t(j) * BN + r) * p.dp + col];
         }
         __syncthreads();
@@ -387,7 +399,7 @@ __global__ void __launch_bounds__(256) simt_assign_kernel(const AssignParams p) 
       v = top2_shfl_xor(v, 4);
       v = top2_shfl_xor(v, 8);
       const std::int64_t row = row0 + ty * 4 + i;
-      if (tx == 0 && row < p.n) changed += finish_row(p, b, std::int64_t(b) * p.n + row, v);
+      if (tx == 0 && row < n) changed += finish_row(p, b, std::int64_t(b) * p.n + row, v);
     }
     const int warp_sum = __reduce_add_sync(0xffffffffu, changed);
     if ((tid & 31) == 0 && warp_sum) atomicAdd(&p.counters[1], (unsigned long long)warp_sum);
@@ -540,6 +552,8 @@ void launch_flash_assign(const AssignParams& p, Operand op, TileConfig tile, cud
 
 void launch_simt_assign(const AssignParams& p, cudaStream_t s) {
   if (p.n == 0 || p.batch == 0) return;
+  // A mapped row carries its own problem only through b * n: the cascade is for batch 1.
+  FLASHKM_ASSERT(p.row_map == nullptr || p.batch == 1, "simt_assign: row_map needs batch 1");
   const dim3 grid = grid_for(p.n, 64, p.batch);
   switch (p.x_dtype) {
     case DType::f32: simt_assign_kernel<float><<<grid, 256, 0, s>>>(p); break;

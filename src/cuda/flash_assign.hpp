@@ -47,6 +47,13 @@ struct AssignParams {
   float cert_a = 0, cert_eta = 0, cert_b = 0;
   std::int64_t* flagged = nullptr;               ///< [B*n] capacity: rows to re-check
   unsigned long long* counters = nullptr;        ///< [0] n_flagged, [1] n_changed
+  // ---- cascade (SIMT kernel only, batch 1): the launch's rows are a list of global rows ----
+  /// Row r of this launch is row row_map[r] of the data (x, |x|^2, labels, dist, flagged
+  /// entries all use the mapped row). nullptr: row r is row r.
+  const std::int64_t* row_map = nullptr;
+  /// When set, the number of rows is min(*n_dev, n), read on the device (the previous
+  /// level's flagged count, so the host need not wait for it); n is then the capacity.
+  const unsigned long long* n_dev = nullptr;
 };
 
 /// Tile configuration of the tensor-core kernel (the tuning table's key).
@@ -70,7 +77,8 @@ bool x_streamable(const AssignParams& p, Operand op);
 void launch_flash_assign(const AssignParams& p, Operand op, TileConfig tile, cudaStream_t s);
 
 /// Exact-fp32 SIMT assign (fp32 FMA chains; certified with u = 0). c is fp32 [kp x dp],
-/// kp a multiple of 64, dp a multiple of 16.
+/// kp a multiple of 64, dp a multiple of 16. With p.row_map it is the cascade's second
+/// level: the rows the tensor-core pass flagged, read in place (batch must be 1).
 void launch_simt_assign(const AssignParams& p, cudaStream_t s);
 constexpr int kSimtBN = 64;
 constexpr int kSimtBK = 16;
