@@ -111,6 +111,7 @@ struct CentroidSet {
   DeviceBuffer<unsigned char> c_op;   // [B][kp x dp] operands
   DeviceBuffer<float> cterm;          // [B][kp]
   DeviceBuffer<unsigned> cmax_bits;   // [B] max |c| (float bits)
+  DeviceBuffer<unsigned> dcmax_bits;  // [B] max |c - operand(c)| (float bits): the bound's rounding term
   DeviceBuffer<unsigned> overflow;    // [1]
 };
 
@@ -610,6 +611,7 @@ class CudaBackend final : public core::Backend {
     cs.c_op.ensure(std::size_t(B) * cs.kp * cs.dp * esz, "centroid operands");
     cs.cterm.ensure(std::size_t(B) * cs.kp, "centroid norms");
     cs.cmax_bits.ensure(std::size_t(B), "centroid max norm");
+    cs.dcmax_bits.ensure(std::size_t(B), "centroid max rounding error");
     cs.overflow.ensure(1, "overflow flag");
   }
 
@@ -618,9 +620,11 @@ class CudaBackend final : public core::Backend {
   void build_operands(CentroidSet& cs, const float* c32 = nullptr) {
     const int B = opt_.batch;
     FLASHKM_CUDA_CHECK(cudaMemsetAsync(cs.cmax_bits.get(), 0, B * 4, stream_));
+    FLASHKM_CUDA_CHECK(cudaMemsetAsync(cs.dcmax_bits.get(), 0, B * 4, stream_));
     FLASHKM_CUDA_CHECK(cudaMemsetAsync(cs.overflow.get(), 0, 4, stream_));
     launch_prepare_centroids(c32 ? c32 : cs.c32.get(), B, cs.k, d_, cs.kp, cs.dp, static_cast<int>(cs.op), metric_ == Metric::l2,
-                             cs.c_op.get(), cs.cterm.get(), cs.cmax_bits.get(), cs.overflow.get(), stream_);
+                             cs.c_op.get(), cs.cterm.get(), cs.cmax_bits.get(), cs.dcmax_bits.get(), cs.overflow.get(),
+                             stream_);
   }
 
   /// Copy centroids (host or device memory) and build the operand set for `op`.
@@ -667,6 +671,7 @@ class CudaBackend final : public core::Backend {
     p.c = cs.c_op.get();
     p.cterm = cs.cterm.get();
     p.cmax = reinterpret_cast<const float*>(cs.cmax_bits.get());
+    p.dcmax = reinterpret_cast<const float*>(cs.dcmax_bits.get());
     p.k = cs.k;
     p.kp = cs.kp;
     p.dp = cs.dp;
@@ -679,9 +684,11 @@ class CudaBackend final : public core::Backend {
     p.counters = counters_.get();
     if (certify) {
       // Bound on |computed score - exact score| for a row x (DESIGN.md section 3; derivation
-      // in docs/CUDA.md): operands rounded with unit roundoff u (relative) and eta
-      // (absolute, fp16 subnormals), fp32 accumulation over dp terms charged 2^-23 per term
-      // (tensor cores truncate), the fp32 |c|^2 and the final fma rounded to 2^-24 each.
+      // in docs/CUDA.md): x rounded to the operand with unit roundoff ux (relative) and etax
+      // (absolute, fp16 subnormals); the centroids' rounding enters as its exact size,
+      // dcmax = max_j |c_j - operand(c_j)| (prepare_centroids; about 0.4 u cmax for fp16,
+      // where the previous bound charged u cmax); fp32 accumulation over dp terms; the fp32
+      // |c|^2 and the final fma rounded to 2^-24 each.
       // kSafety covers the fp32 evaluation of the bound and accumulation orders we did not
       // model; the measured worst-case ratio error/bound is reported by the GPU tests.
       // Measured on the H200 (2026-11-29, tests/gpu MeasuredErrorUnderBound): worst
@@ -701,8 +708,11 @@ class CudaBackend final : public core::Backend {
       const double t = cs.op == Operand::fp32 ? 0x1p-24 : 0x1p-23;
       const double acc = double(cs.dp) * t / (1.0 - double(cs.dp) * t);
       const double alpha = metric_ == Metric::l2 ? 2.0 : 1.0;
-      p.cert_a = static_cast<float>(kSafety * alpha * ((u + ux + u * ux) * (1 + acc) + acc + 0x1p-23));
-      p.cert_eta = static_cast<float>(kSafety * alpha * (eta + etax) * (1 + u) * (1 + acc) * std::sqrt(double(d_)));
+      // |x^.c^ - x.c| <= |x^| dcmax + |dx| cmax, |x^| <= (1+ux)|x| + etax sqrt(D),
+      // |dx| <= ux|x| + etax sqrt(D); accumulation: acc |x^| (cmax + dcmax).
+      p.cert_a = static_cast<float>(kSafety * alpha * (ux * (1 + acc) + acc + 0x1p-23));
+      p.cert_c = static_cast<float>(kSafety * alpha * (1 + ux) * (1 + acc));
+      p.cert_eta = static_cast<float>(kSafety * alpha * etax * (1 + u) * (1 + acc) * std::sqrt(double(d_)));
       p.cert_b = static_cast<float>(metric_ == Metric::l2 ? kSafety * (0x1p-23 + acc * 0.5) : 0.0);
     }
     return p;

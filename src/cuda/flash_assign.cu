@@ -92,8 +92,8 @@ __device__ __forceinline__ int finish_row(const AssignParams& p, int b, std::int
   const float xn = p.xnorm[grow];
   if (p.certify) {
     const float nx = sqrtf(xn);
-    const float cm = p.cmax[b];
-    const float e = p.cert_a * nx * cm + p.cert_eta * (nx + cm) + p.cert_b * cm * cm;
+    const float cm = p.cmax[b], dcm = p.dcmax[b];
+    const float e = p.cert_a * nx * cm + p.cert_c * nx * dcm + p.cert_eta * (nx + cm + dcm) + p.cert_b * cm * cm;
     const float gap = t.second - t.best;
     // The subtraction itself rounds: allow 2^-22 of the operands' magnitude on top of 2E.
     if (!(gap > 2.0f * e + 0x1p-22f * (fabsf(t.best) + fabsf(t.second)))) {
@@ -333,8 +333,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) flash_assign_kernel(const Ass
 template <class XIn>
 __global__ void __launch_bounds__(256) simt_assign_kernel(const AssignParams p) {
   constexpr int BM = 64, BN = kSimtBN, BK = kSimtBK;
-  __shared__ float sX[BK][BM + 4];  // (BK, BM) transposed rows chunk
-  __shared__ float sC[BK][BN + 4];  // (BK, BN) transposed centroid chunk
+  // Rows of BM + 4 floats keep every 4-float group 16-byte aligned: the inner loop reads
+  // both operands as float4 (2 shared loads per 16 fma instead of 8).
+  __shared__ __align__(16) float sX[BK][BM + 4];  // (BK, BM) transposed rows chunk
+  __shared__ __align__(16) float sC[BK][BN + 4];  // (BK, BN) transposed centroid chunk
   __shared__ std::int64_t sRow[BM];  // the data row of each tile row (-1: none)
   const int tid = threadIdx.x;
   const int ty = tid >> 4, tx = tid & 15;
@@ -370,11 +372,11 @@ __global__ void __launch_bounds__(256) simt_assign_kernel(const AssignParams p) 
         __syncthreads();
 #pragma unroll
         for (int kk = 0; kk < BK; ++kk) {
-          float a[4], c[4];
-#pragma unroll
-          for (int i = 0; i < 4; ++i) a[i] = sX[kk][ty * 4 + i];
-#pragma unroll
-          for (int jj = 0; jj < 4; ++jj) c[jj] = sC[kk][tx + 16 * jj];
+          // Thread (ty, tx) owns rows ty*4..+3 and centroids tx*4..+3 of the tile.
+          const float4 a4 = *reinterpret_cast<const float4*>(&sX[kk][ty * 4]);
+          const float4 c4 = *reinterpret_cast<const float4*>(&sC[kk][tx * 4]);
+          const float a[4] = {a4.x, a4.y, a4.z, a4.w};
+          const float c[4] = {c4.x, c4.y, c4.z, c4.w};
 #pragma unroll
           for (int i = 0; i < 4; ++i)
 #pragma unroll
@@ -384,7 +386,7 @@ __global__ void __launch_bounds__(256) simt_assign_kernel(const AssignParams p) 
       }
 #pragma unroll
       for (int jj = 0; jj < 4; ++jj) {
-        const int col = j * BN + tx + 16 * jj;
+        const int col = j * BN + tx * 4 + jj;  // ascending in jj: '<' in top2_push keeps the lowest
         const float ct = ctb[col];
 #pragma unroll
         for (int i = 0; i < 4; ++i) top2_push(top[i], fmaf(p.alpha, acc[i][jj], ct), col);

@@ -34,6 +34,7 @@ struct AssignParams {
   const void* c = nullptr;         ///< fp16/bf16 (tensor path) or fp32 (SIMT path)
   const float* cterm = nullptr;
   const float* cmax = nullptr;     ///< [B] max |c_j| (certification)
+  const float* dcmax = nullptr;    ///< [B] max |c_j - operand(c_j)| (exact rounding error, rounded up)
   int k = 0;
   int kp = 0;                      ///< k rounded up to the tile width
   int dp = 0;                      ///< d rounded up to the chunk width
@@ -42,9 +43,9 @@ struct AssignParams {
   // ---- outputs ----
   std::int32_t* labels = nullptr;  ///< [B*n]; also read: the previous labels (n_changed)
   float* dist = nullptr;           ///< [B*n] best distance by the metric
-  // ---- certification: E(x) = a*|x|*cmax + eta*(|x|+cmax) + b*cmax^2 ----
+  // ---- certification: E(x) = a*|x|*cmax + c*|x|*dcmax + eta*(|x|+cmax+dcmax) + b*cmax^2 ----
   bool certify = false;
-  float cert_a = 0, cert_eta = 0, cert_b = 0;
+  float cert_a = 0, cert_c = 0, cert_eta = 0, cert_b = 0;
   std::int64_t* flagged = nullptr;               ///< [B*n] capacity: rows to re-check
   unsigned long long* counters = nullptr;        ///< [0] n_flagged, [1] n_changed
   // ---- cascade (SIMT kernel only, batch 1): the launch's rows are a list of global rows ----

@@ -2,6 +2,7 @@
 // core::Backend. Every test skips with a message when no CUDA device is present.
 #include <gtest/gtest.h>
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -202,11 +203,20 @@ TEST(CudaBackend, MeasuredErrorUnderBound) {
       std::vector<float> dist(n);
       b->copy_labels(lab.data());
       b->copy_distances(dist.data());
-      double cmax = 0;
+      // cmax and dcmax = max_j |c_j - operand(c_j)| (the centroids' exact rounding error).
+      double cmax = 0, dcmax = 0;
       for (int j = 0; j < k; ++j) {
-        double s = 0;
-        for (int q = 0; q < d; ++q) s += double(c[j * d + q]) * c[j * d + q];
+        double s = 0, ds = 0;
+        for (int q = 0; q < d; ++q) {
+          const float v = c[j * d + q];
+          s += double(v) * v;
+          const float r = p == Precision::fp16   ? __half2float(__float2half(v))
+                          : p == Precision::bf16 ? __bfloat162float(__float2bfloat16(v))
+                                                 : v;
+          ds += (double(v) - r) * (double(v) - r);
+        }
         cmax = std::max(cmax, std::sqrt(s));
+        dcmax = std::max(dcmax, std::sqrt(ds));
       }
       // The bound of params_for() without kSafety: fp32 operands are exact (u = 0) and the
       // SIMT fma chain rounds to nearest (2^-24 per term); tensor cores 2^-23 per term.
@@ -215,7 +225,7 @@ TEST(CudaBackend, MeasuredErrorUnderBound) {
       const int dp = f32 ? (d + 15) / 16 * 16 : (d + 63) / 64 * 64;
       const double t = f32 ? 0x1p-24 : 0x1p-23;
       const double acc = dp * t / (1 - dp * t);
-      double worst = 0;
+      double worst = 0, worst_old = 0;
       for (std::int64_t i = 0; i < n; ++i) {
         double xn = 0, e = 0;
         for (int q = 0; q < d; ++q) {
@@ -225,11 +235,17 @@ TEST(CudaBackend, MeasuredErrorUnderBound) {
           e += df * df;
         }
         const double nx = std::sqrt(xn);
-        const double bound = 2 * ((2 * u + u * u) * (1 + acc) + acc + 0x1p-23) * nx * cmax +
-                             (0x1p-23 + acc / 2) * cmax * cmax + 0x1p-23 * (xn + e);
+        // x is fp32 data: rounded to the operand (ux = u). `old`: the bound before dcmax
+        // (u * cmax for the centroids' rounding), printed for comparison.
+        const double tail = (0x1p-23 + acc / 2) * cmax * cmax + 0x1p-23 * (xn + e);
+        const double bound =
+            2 * ((u * (1 + acc) + acc + 0x1p-23) * nx * cmax + (1 + u) * (1 + acc) * nx * dcmax) + tail;
+        const double old = 2 * ((2 * u + u * u) * (1 + acc) + acc + 0x1p-23) * nx * cmax + tail;
         worst = std::max(worst, std::fabs(double(dist[i]) - e) / bound);
+        worst_old = std::max(worst_old, std::fabs(double(dist[i]) - e) / old);
       }
-      std::printf("d=%d %s: worst |error| / bound = %.4f\n", d, to_string(p), worst);
+      std::printf("d=%d %s: worst |error| / bound = %.4f (dcmax/(u cmax) = %.3f; against the cmax-only bound: %.4f)\n",
+                  d, to_string(p), worst, u > 0 ? dcmax / (u * cmax) : 0.0, worst_old);
       EXPECT_LT(worst, 1.0);
     }
   }
