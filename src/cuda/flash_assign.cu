@@ -343,7 +343,8 @@ __global__ void __launch_bounds__(256) simt_assign_kernel(const AssignParams p) 
   const std::int64_t row0 = std::int64_t(blockIdx.x) * BM;
   // Cascade: the grid is sized for the capacity; blocks past the device-side count leave
   // at once (block-uniform, before any barrier).
-  const std::int64_t n = p.n_dev ? min(static_cast<std::int64_t>(*p.n_dev), p.n) : p.n;
+  const std::int64_t n_listed = p.n_dev ? static_cast<std::int64_t>(*p.n_dev) : p.n;
+  const std::int64_t n = n_listed < p.n ? n_listed : p.n;
   if (row0 >= n) return;
   if (tid < BM) {
     const std::int64_t row = row0 + tid;
