@@ -66,6 +66,12 @@ int main(int argc, char** argv) {
   fit_cmd->add_option("--centroids", fit.centroids_out, "write the centroids [K x D] float32 .npy");
   fit_cmd->add_option("--report", fit.report_out, "write a JSON report of the run");
   fit_cmd->add_flag("-q,--quiet", fit.quiet, "no progress bar and no summary");
+  fit_cmd->add_option("--checkpoint", fit.params.checkpoint_path,
+                      "save the fit's state to FILE after iterations (atomic); removed once the outputs are written");
+  fit_cmd->add_option("--checkpoint-every", fit.params.checkpoint_every, "iterations between checkpoints")
+      ->capture_default_str();
+  fit_cmd->add_flag("--resume", fit.params.resume,
+                    "continue from the --checkpoint FILE when it exists (same data and options)");
 
   // ---- predict ----
   cli::PredictOptions pred;

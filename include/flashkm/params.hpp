@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
 
 #include "flashkm/types.hpp"
 
@@ -39,6 +40,15 @@ struct Params {
   int parallel_rounds = 5;         ///< k-means|| rounds
   double oversampling = 2.0;       ///< k-means|| expected candidates per round, times K
   ProgressFn progress;             ///< optional; see ProgressFn
+  /// Checkpoint file (docs/FORMAT.md): written atomically after every `checkpoint_every`
+  /// completed iterations and after every completed run. Empty = none. An existing file is
+  /// an error unless `resume` is set.
+  std::string checkpoint_path;
+  int checkpoint_every = 1;        ///< iterations between checkpoints (>= 1)
+  /// Continue from checkpoint_path when it exists (it must match this fit: same data, K,
+  /// seed, ...; else Error). The result is the model of an uninterrupted fit. A missing
+  /// file starts the fit from the beginning.
+  bool resume = false;
 };
 
 /// Checks every field; throws Error(invalid_argument) naming the first bad field.
