@@ -6,6 +6,7 @@
 #include <exception>
 #include <string>
 
+#include "byte_size.hpp"
 #include "commands.hpp"
 #include "flashkm/error.hpp"
 #include "flashkm/kmeans.hpp"
@@ -61,6 +62,11 @@ int main(int argc, char** argv) {
   fit_cmd->add_option("--metric", metric, "l2, cosine or inner_product")->capture_default_str();
   fit_dev.add_to(fit_cmd);
   fit_cmd->add_option("--threads", fit.params.n_threads, "CPU threads (0 = all)")->capture_default_str();
+  std::string fit_max_memory, pred_max_memory;
+  const char* max_memory_help =
+      "CPU: resident memory budget, e.g. 4G (default: half the RAM); a larger data file is streamed, "
+      "dropping pages once read";
+  fit_cmd->add_option("--max-memory", fit_max_memory, max_memory_help);
   fit_cmd->add_option("-o,--model", fit.model_out, "write the model (flashkm model file)");
   fit_cmd->add_option("--labels", fit.labels_out, "write the labels [N] int32 .npy");
   fit_cmd->add_option("--centroids", fit.centroids_out, "write the centroids [K x D] float32 .npy");
@@ -83,6 +89,7 @@ int main(int argc, char** argv) {
   pred_cmd->add_option("--distances", pred.distances_out, "write the distance to the nearest centroid [N] float32 .npy");
   pred_dev.add_to(pred_cmd);
   pred_cmd->add_option("--threads", pred.n_threads, "CPU threads (0 = all)");
+  pred_cmd->add_option("--max-memory", pred_max_memory, max_memory_help);
 
   // ---- info ----
   cli::InfoOptions info;
@@ -120,10 +127,12 @@ int main(int argc, char** argv) {
       fit.params.metric = parse_metric(metric);
       fit.params.device = parse_device(fit_dev.device);
       fit.params.precision = parse_precision(fit_dev.precision);
+      if (!fit_max_memory.empty()) fit.params.max_memory = cli::parse_byte_size(fit_max_memory);
       return cli::run_fit(fit);
     }
     if (pred_cmd->parsed()) {
       pred.device = parse_device(pred_dev.device);
+      if (!pred_max_memory.empty()) pred.max_memory = cli::parse_byte_size(pred_max_memory);
       return cli::run_predict(pred);
     }
     if (info_cmd->parsed()) return cli::run_info(info);

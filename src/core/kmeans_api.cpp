@@ -38,7 +38,10 @@ void check_features(const Model& m, const MatrixView& x) {
 }
 
 std::unique_ptr<core::Backend> backend_for(const PredictOptions& o) {
-  return core::make_backend(o.device, o.device_id, o.n_threads, Precision::automatic, true);
+  FLASHKM_CHECK(o.max_memory >= 0, invalid_argument, "max_memory must be >= 0 (0 = automatic), got ", o.max_memory);
+  auto backend = core::make_backend(o.device, o.device_id, o.n_threads, Precision::automatic, true);
+  backend->set_memory_budget(o.max_memory);
+  return backend;
 }
 
 }  // namespace
@@ -69,6 +72,7 @@ Model fit(const MatrixView& x, const Params& params, const FitArgs& args) {
 
   std::unique_ptr<core::Backend> backend =
       core::make_backend(params.device, params.device_id, params.n_threads, params.precision, params.certify);
+  backend->set_memory_budget(params.max_memory);
   backend->attach(x, args.sample_weight, params.metric);
   const double tol_abs = params.tol > 0 ? params.tol * backend->mean_feature_variance() : 0.0;
 

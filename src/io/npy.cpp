@@ -243,6 +243,7 @@ LoadedMatrix load_npy(const std::string& path, NpyRank rank) {
   m.file_dtype = to_string(dtype);
   if (h.data_offset % item == 0) {
     m.view = MatrixView::raw(data, dtype, rows, cols);
+    m.view.mapped_file = true;
     m.storage = file;
   } else {
     // numpy pads headers to 64 bytes, so this is only hand-made files: copy to aligned memory
