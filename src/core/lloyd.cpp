@@ -109,7 +109,10 @@ LloydResult lloyd(Backend& backend, std::vector<float> centroids, std::int64_t k
     info.iteration = it;
     info.inertia = st.inertia;
     info.shift = shift;
-    info.n_changed = st.n_changed;
+    // The first iteration counts every row (IterationInfo): the backend may still hold the
+    // labels of an earlier n_init run, which this run's record must not depend on (a
+    // resumed fit starts a run on a fresh backend).
+    info.n_changed = it == 1 ? backend.rows() : st.n_changed;
     info.n_rechecked = st.n_rechecked;
     info.ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
     out.history.push_back(info);

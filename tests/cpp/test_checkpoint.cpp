@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "flashkm/flashkm.hpp"
@@ -118,21 +120,40 @@ TEST(Checkpoint, ResumesAcrossRunsOfNInit) {
   p.n_init = 3;
   p.max_iter = 6;
   p.metric = Metric::cosine;  // no bounds: the history must match bit for bit
+  // Every run's records, not only the best run's (which the model keeps).
+  std::map<std::pair<int, int>, IterationInfo> records;
+  p.progress = [&](int run, const IterationInfo& info) {
+    records[{run, info.iteration}] = info;
+    return true;
+  };
   const Fit straight = run_fit(x, d, p);
+  ASSERT_EQ(records.size(), 3u * p.max_iter);
   test::TempDir dir;
-  for (const auto [run, it] : {std::pair{0, 6}, std::pair{1, 2}, std::pair{2, 5}}) {
-    SCOPED_TRACE("interrupted in run " + std::to_string(run) + " after iteration " + std::to_string(it));
+  // (run, iteration, checkpoint_every): with every = 4 the last save before run 1's iteration
+  // 2 is the end of run 0, so run 1 starts afresh on a new backend.
+  for (const auto [run, it, every] : {std::tuple{0, 6, 1}, std::tuple{1, 2, 1}, std::tuple{2, 5, 1},
+                                      std::tuple{1, 2, 4}, std::tuple{2, 3, 4}}) {
+    SCOPED_TRACE("interrupted in run " + std::to_string(run) + " after iteration " + std::to_string(it) +
+                 ", checkpoint_every " + std::to_string(every));
     Params c = p;
     c.checkpoint_path = dir.file("n_init.ckpt");
+    c.checkpoint_every = every;
     interrupted_fit(x, d, c, run, it);
     c.resume = true;
-    int first_run = -1;
-    c.progress = [&](int r, const IterationInfo&) {
+    int first_run = -1, seen = 0;
+    c.progress = [&](int r, const IterationInfo& info) {
       if (first_run < 0) first_run = r;
+      const IterationInfo& want = records.at({r, info.iteration});
+      EXPECT_EQ(info.inertia, want.inertia) << "run " << r << " iteration " << info.iteration;
+      EXPECT_EQ(info.shift, want.shift) << "run " << r << " iteration " << info.iteration;
+      EXPECT_EQ(info.n_changed, want.n_changed) << "run " << r << " iteration " << info.iteration;
+      ++seen;
       return true;
     };
     expect_same(straight, run_fit(x, d, c), true);
-    EXPECT_EQ(first_run, run + (it == p.max_iter ? 1 : 0));  // earlier runs are not redone
+    const int saved = every == 1 ? it : 0;  // iterations of `run` in the checkpoint
+    EXPECT_EQ(first_run, run + (saved == p.max_iter ? 1 : 0));  // earlier runs are not redone
+    EXPECT_EQ(seen, 3 * p.max_iter - (run * p.max_iter + saved));
     std::remove(c.checkpoint_path.c_str());
   }
 }
