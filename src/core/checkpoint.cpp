@@ -269,6 +269,9 @@ std::optional<CheckpointState> Checkpoint::start() const {
   struct stat st {};
   if (::stat(path_.c_str(), &st) != 0) {
     FLASHKM_CHECK(errno == ENOENT, io, "cannot use checkpoint '", path_, "': ", std::strerror(errno));
+    // An unwritable place fails now, not after the initialisation and first iteration
+    // (the temporary file is created and removed again).
+    { const io::AtomicFile probe(path_); }
     return std::nullopt;  // nothing saved yet: the fit starts from the beginning
   }
   FLASHKM_CHECK(resume_, invalid_argument, "checkpoint '", path_,

@@ -236,6 +236,24 @@ TEST_F(CheckpointErrors, AnotherFitsCheckpointNamesTheDifference) {
   EXPECT_NO_THROW(run_fit(x_, d_, p_));
 }
 
+TEST(CheckpointParams, UnwritablePathFailsBeforeAnyWork) {
+  const auto x = testing::uniform(500, 3, 2);
+  Params p = base_params(4);
+  test::TempDir dir;
+  p.checkpoint_path = dir.file("no/such/dir/c.ckpt");
+  int iterations = 0;
+  p.progress = [&](int, const IterationInfo&) { return ++iterations > 0; };
+  try {
+    run_fit(x, 3, p);
+    FAIL() << "expected an io error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::io) << e.what();
+    EXPECT_NE(std::string(e.what()).find("no/such/dir"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(iterations, 0);
+  EXPECT_TRUE(dir.entries().empty());
+}
+
 TEST(CheckpointParams, AreValidated) {
   Params p;
   p.checkpoint_every = 0;
