@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <string>
 
 #include "flashkm/error.hpp"
 
@@ -35,12 +36,13 @@ StreamPlan plan_stream(const MatrixView& x, std::int64_t budget, std::int64_t st
   plan.budget = explicit_budget ? budget : physical_memory_bytes() / 2;
   // A window per reading thread in flight, one more being read ahead: windows are at least
   // 1 MiB (one madvise per MiB is noise) and at most 64 MiB (finer release, same speed).
-  const std::int64_t min_data = 2 * (threads + 1) * kMiB;
+  const bool mapped = x.mapped_file && x.where == Location::host;
+  const std::int64_t min_data = mapped ? 2 * (threads + 1) * kMiB : 0;
   if (explicit_budget)
     FLASHKM_CHECK(state_bytes + min_data <= plan.budget, out_of_memory, "max_memory ", plan.budget,
-                  " bytes is too small: ", x.rows, " rows need ", state_bytes,
-                  " bytes of per-row state, plus at least ", min_data, " bytes of data windows");
-  if (!x.mapped_file || x.where != Location::host) return plan;
+                  " bytes is too small: ", x.rows, " rows need ", state_bytes, " bytes of per-row state",
+                  mapped ? ", plus at least " : "", mapped ? std::to_string(min_data) + " bytes of data windows" : "");
+  if (!mapped) return plan;
   const std::int64_t row_bytes = x.stride() * static_cast<std::int64_t>(dtype_size(x.dtype));
   const std::int64_t data_bytes = x.rows * row_bytes;
   const std::int64_t left = plan.budget - state_bytes;
