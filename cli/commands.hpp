@@ -23,6 +23,7 @@ struct PredictOptions {
   Device device = Device::cpu;
   int device_id = 0;
   int n_threads = 0;
+  std::int64_t max_memory = 0;  ///< bytes; 0 = automatic (Params::max_memory)
 };
 
 struct InfoOptions {

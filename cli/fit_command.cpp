@@ -84,6 +84,9 @@ int run_fit(const FitOptions& o) {
   if (centroids_file) io::write_npy(*centroids_file, model.centroids.data(), {model.n_clusters, model.n_features});
   write_text(report_file, fit_report_json({o, data, model, total_ms, progress.init_ms()}));
   outputs.commit_all();
+  // The outputs hold the result now; a checkpoint left behind would only make the next run
+  // with the same --checkpoint refuse to start (it never overwrites one without --resume).
+  if (!params.checkpoint_path.empty()) std::remove(params.checkpoint_path.c_str());
 
   if (!o.quiet)
     std::printf("fit %lld x %lld (%s), k=%lld: inertia %.9g, %d iterations%s, %.1f ms\n",

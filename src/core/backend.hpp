@@ -41,6 +41,10 @@ class Backend {
   /// throwing Error(invalid_argument) naming the first bad row. For cosine, rows of zero
   /// norm are rejected. Called once per backend.
   virtual void attach(const MatrixView& x, const float* weights, Metric metric) = 0;
+  /// Memory budget in bytes for what attach() takes next (0: the backend's default). The CPU
+  /// backend streams a mapped data file that does not fit it (docs/ARCHITECTURE.md,
+  /// "Out of core"); backends without such a mode ignore it.
+  virtual void set_memory_budget(std::int64_t bytes) { (void)bytes; }
   virtual std::int64_t rows() const = 0;
   virtual std::int64_t cols() const = 0;
 

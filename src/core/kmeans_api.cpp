@@ -2,8 +2,10 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 
 #include "core/backend.hpp"
+#include "core/checkpoint.hpp"
 #include "core/init.hpp"
 #include "core/lloyd.hpp"
 #include "core/random.hpp"
@@ -36,7 +38,10 @@ void check_features(const Model& m, const MatrixView& x) {
 }
 
 std::unique_ptr<core::Backend> backend_for(const PredictOptions& o) {
-  return core::make_backend(o.device, o.device_id, o.n_threads, Precision::automatic, true);
+  FLASHKM_CHECK(o.max_memory >= 0, invalid_argument, "max_memory must be >= 0 (0 = automatic), got ", o.max_memory);
+  auto backend = core::make_backend(o.device, o.device_id, o.n_threads, Precision::automatic, true);
+  backend->set_memory_budget(o.max_memory);
+  return backend;
 }
 
 }  // namespace
@@ -67,24 +72,63 @@ Model fit(const MatrixView& x, const Params& params, const FitArgs& args) {
 
   std::unique_ptr<core::Backend> backend =
       core::make_backend(params.device, params.device_id, params.n_threads, params.precision, params.certify);
+  backend->set_memory_budget(params.max_memory);
   backend->attach(x, args.sample_weight, params.metric);
   const double tol_abs = params.tol > 0 ? params.tol * backend->mean_feature_variance() : 0.0;
 
   // A given init is deterministic: more runs would repeat the same fit (scikit-learn warns too).
   const int runs = params.init == InitMethod::given ? 1 : params.n_init;
-  core::LloydResult best;
-  int best_run = -1;
-  for (int run = 0; run < runs; ++run) {
-    const std::uint64_t seed = core::splitmix64(params.seed + 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(run));
-    std::vector<float> c0 = params.init == InitMethod::given ? given : core::initial_centroids(*backend, params, seed);
-    core::LloydResult r = core::lloyd(*backend, std::move(c0), k, params, tol_abs, run);
-    if (best_run < 0 || r.inertia < best.inertia) {
+  const core::Checkpoint checkpoint(params, x, args.sample_weight, given.empty() ? nullptr : given.data());
+  core::CheckpointState state;  // run, best run and best result; the run's own state while saving
+  std::optional<core::CheckpointState> resumed = checkpoint.start();
+  if (resumed) {
+    state.run = resumed->run;
+    state.best_run = resumed->best_run;
+    state.best = std::move(resumed->best);
+  }
+  core::LloydResult& best = state.best;
+  int labels_run = -1;  // the run whose final labels the backend holds
+  core::IterationHook save_iteration;
+  if (checkpoint.enabled())
+    save_iteration = [&](int run, const std::vector<float>& before, const std::vector<float>& after,
+                         const std::vector<IterationInfo>& history) {
+      const int it = static_cast<int>(history.size());
+      if (!checkpoint.due(it)) return;
+      state.run = run;
+      state.iteration = it;
+      state.centroids = after;
+      state.previous = before;
+      state.history = history;
+      checkpoint.save(state);
+    };
+  for (int run = state.run; run < runs; ++run) {
+    core::LloydResult r;
+    if (resumed && resumed->run == run && resumed->iteration > 0) {
+      core::LloydResume from{resumed->iteration, std::move(resumed->previous), std::move(resumed->history)};
+      r = core::lloyd(*backend, std::move(resumed->centroids), k, params, tol_abs, run, &from, save_iteration);
+    } else {
+      const std::uint64_t seed =
+          core::splitmix64(params.seed + 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(run));
+      std::vector<float> c0 = params.init == InitMethod::given ? given : core::initial_centroids(*backend, params, seed);
+      r = core::lloyd(*backend, std::move(c0), k, params, tol_abs, run, nullptr, save_iteration);
+    }
+    labels_run = run;
+    if (state.best_run < 0 || r.inertia < best.inertia) {
       best = std::move(r);
-      best_run = run;
+      state.best_run = run;
+    }
+    if (checkpoint.enabled()) {  // the run is complete: the next one starts from its init
+      state.run = run + 1;
+      state.iteration = 0;
+      state.centroids.clear();
+      state.previous.clear();
+      state.history.clear();
+      checkpoint.save(state);
     }
   }
+  const int best_run = state.best_run;
   if (args.labels) {
-    if (best_run != runs - 1) {  // the backend holds the last run's labels: reassign
+    if (best_run != labels_run) {  // the backend holds another run's labels (or none): reassign
       backend->set_centroids(best.centroids.data(), k);
       backend->assign();
     }

@@ -17,6 +17,10 @@ void validate(const Params& p) {
   FLASHKM_CHECK(p.parallel_rounds >= 1, invalid_argument, "parallel_rounds must be >= 1, got ", p.parallel_rounds);
   FLASHKM_CHECK(std::isfinite(p.oversampling) && p.oversampling > 0, invalid_argument,
                 "oversampling must be > 0, got ", p.oversampling);
+  FLASHKM_CHECK(p.max_memory >= 0, invalid_argument, "max_memory must be >= 0 (0 = automatic), got ", p.max_memory);
+  FLASHKM_CHECK(p.checkpoint_every >= 1, invalid_argument, "checkpoint_every must be >= 1, got ", p.checkpoint_every);
+  FLASHKM_CHECK(!p.resume || !p.checkpoint_path.empty(), invalid_argument,
+                "resume needs a checkpoint_path to resume from");
   FLASHKM_CHECK(p.device_id >= 0, invalid_argument, "device_id must be >= 0, got ", p.device_id);
   FLASHKM_CHECK(static_cast<int>(p.metric) <= 2, invalid_argument, "unknown metric value ", int(p.metric));
   FLASHKM_CHECK(static_cast<int>(p.init) <= 3, invalid_argument, "unknown init value ", int(p.init));

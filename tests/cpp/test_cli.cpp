@@ -9,6 +9,8 @@
 #include <random>
 #include <vector>
 
+#include "flashkm/error.hpp"
+#include "flashkm/kmeans.hpp"
 #include "flashkm/model.hpp"
 #include "io/npy.hpp"
 #include "support/io_fixtures.hpp"
@@ -229,6 +231,42 @@ TEST_F(CliTest, FailedFitLeavesExistingOutputsUntouched) {
   test::write_bytes(path("m.fkm"), std::vector<std::uint8_t>{'o', 'l', 'd'});
   expect_clean_failure("fit " + q("x.npy") + " -k 31 -o " + q("m.fkm"), "n_clusters=31");
   EXPECT_EQ(test::read_bytes(path("m.fkm")), (std::vector<std::uint8_t>{'o', 'l', 'd'}));
+}
+
+TEST_F(CliTest, ResumesFromACheckpointAndRemovesItAfterwards) {
+  write_blobs("x.npy", 3000, 8, 5);
+  const std::string opts = " -k 5 --tol 0 --max-iter 6 --seed 3 -q";
+  ASSERT_EQ(run("fit " + q("x.npy") + opts + " --centroids " + q("a.npy")).exit_code, 0);
+  // A fit of the same data and options, stopped after its first iteration, leaves a checkpoint.
+  {
+    const io::LoadedMatrix x = io::load_npy(path("x.npy"));
+    Params p;
+    p.n_clusters = 5;
+    p.tol = 0;
+    p.max_iter = 6;
+    p.seed = 3;
+    p.checkpoint_path = path("fit.ckpt");
+    p.progress = [](int, const IterationInfo&) { return false; };
+    EXPECT_THROW(fit(x.view, p), Error);
+  }
+  ASSERT_TRUE(test::file_exists(path("fit.ckpt")));
+  expect_clean_failure("fit " + q("x.npy") + opts + " --checkpoint " + q("fit.ckpt") + " --centroids " + q("b.npy"),
+                       "already exists");
+  const RunResult r =
+      run("fit " + q("x.npy") + opts + " --checkpoint " + q("fit.ckpt") + " --resume --centroids " + q("b.npy"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(test::read_bytes(path("a.npy")), test::read_bytes(path("b.npy")));
+  EXPECT_FALSE(test::file_exists(path("fit.ckpt")));
+}
+
+TEST_F(CliTest, MaxMemoryKeepsResultsAndRefusesTooLittle) {
+  write_blobs("x.npy", 3000, 8, 5);
+  const std::string fit_cmd = "fit " + q("x.npy") + " -k 5 --seed 1 -q --threads 2 ";
+  ASSERT_EQ(run(fit_cmd + "--centroids " + q("a.npy")).exit_code, 0);
+  ASSERT_EQ(run(fit_cmd + "--max-memory 1G --centroids " + q("b.npy")).exit_code, 0);
+  EXPECT_EQ(test::read_bytes(path("a.npy")), test::read_bytes(path("b.npy")));
+  expect_clean_failure(fit_cmd + "--max-memory 1M --centroids " + q("c.npy"), "too small");
+  expect_clean_failure(fit_cmd + "--max-memory 4X --centroids " + q("c.npy"), "not a byte size");
 }
 
 }  // namespace
