@@ -60,6 +60,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   fit_cmd->add_option("--metric", metric, "l2, cosine or inner_product")->capture_default_str();
   fit_dev.add_to(fit_cmd);
+  fit_cmd->add_option("--gpus", fit.params.device_ids,
+                      "CUDA devices to shard the rows over, e.g. 0,1 (multi-GPU over NCCL; with --device cuda)")
+      ->delimiter(',');
   fit_cmd->add_option("--threads", fit.params.n_threads, "CPU threads (0 = all)")->capture_default_str();
   fit_cmd->add_option("-o,--model", fit.model_out, "write the model (flashkm model file)");
   fit_cmd->add_option("--labels", fit.labels_out, "write the labels [N] int32 .npy");

@@ -60,6 +60,7 @@ std::string fit_report_json(const FitReport& r) {
                  {"n_init", p.n_init},
                  {"metric", to_string(p.metric)},
                  {"device", to_string(p.device)},
+                 {"gpus", p.device_ids},
                  {"precision", to_string(p.precision)},
                  {"threads", p.n_threads}};
   ordered_json m = model_json(r.model);

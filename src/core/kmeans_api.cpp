@@ -6,6 +6,7 @@
 #include "core/backend.hpp"
 #include "core/init.hpp"
 #include "core/lloyd.hpp"
+#include "core/multi_gpu.hpp"
 #include "core/random.hpp"
 #include "cpu/kernels.hpp"
 #include "flashkm/error.hpp"
@@ -65,8 +66,13 @@ Model fit(const MatrixView& x, const Params& params, const FitArgs& args) {
     }
   }
 
+  // Several GPUs: the SPMD path (rows sharded, one thread per GPU); one listed id is that
+  // device alone, the plain path.
+  if (params.device_ids.size() > 1) return core::fit_multi_gpu(x, params, args, given);
+  const int device_id = params.device_ids.empty() ? params.device_id : params.device_ids[0];
+
   std::unique_ptr<core::Backend> backend =
-      core::make_backend(params.device, params.device_id, params.n_threads, params.precision, params.certify);
+      core::make_backend(params.device, device_id, params.n_threads, params.precision, params.certify);
   backend->attach(x, args.sample_weight, params.metric);
   const double tol_abs = params.tol > 0 ? params.tol * backend->mean_feature_variance() : 0.0;
 

@@ -195,6 +195,8 @@ TEST_F(CliTest, BadInputsFailCleanly) {
   expect_clean_failure("fit " + q("x.npy") + " -k 51" + outs, "n_clusters=51");
   expect_clean_failure("fit " + q("x.npy") + " -k 0" + outs, "n_clusters");
   expect_clean_failure("fit " + q("x.npy") + " -k 2 --metric chebyshev" + outs, "chebyshev");
+  expect_clean_failure("fit " + q("x.npy") + " -k 2 --gpus 0,1" + outs, "needs device 'cuda'");
+  expect_clean_failure("fit " + q("x.npy") + " -k 2 --device cuda --gpus 1,1" + outs, "twice");
   expect_clean_failure("fit " + q("x.npy") + " -k 2 --init " + q("x4.npy") + outs, "expected (n_clusters, n_features)");
   expect_clean_failure("fit " + q("x.npy") + " -k 2 -o " + q("no/such/dir.fkm"), "no/such/dir.fkm");
   expect_clean_failure("fit " + q("x.npy") + " -k 2 -o " + q("same.npy") + " --labels " + q("same.npy"), "twice");
