@@ -54,7 +54,7 @@ grep -E "NCCL multi-GPU|error|FAILED" "$OUT/build.log" | head -30
 # Tests (each binary under a time limit: a hang is a failure, not a stuck machine).
 timeout 60 ./build-multigpu/tests/flashkm_test_multigpu_params > "$OUT/test_multigpu_params.log" 2>&1
 rc_params=$?
-timeout 300 ./build-multigpu/tests/gpu/flashkm_test_multigpu > "$OUT/test_multigpu.log" 2>&1
+FLASHKM_COLLECTIVE_TIMEOUT_S=60 timeout 300 ./build-multigpu/tests/gpu/flashkm_test_multigpu > "$OUT/test_multigpu.log" 2>&1
 rc_test=$?
 grep -E "^\[  |^\[==|SKIPPED|Failure|error|Expected|Which is|actual|  [a-z_]+: " "$OUT/test_multigpu.log" | head -80
 echo "tests rc: params=$rc_params multigpu=$rc_test ($(( $(date +%s) - T0 )) s)" | tee -a "$OUT/env.log"

@@ -122,10 +122,7 @@ Model fit_multi_gpu(const MatrixView& x, const Params& params, const FitArgs& ar
   for (int r = 0; r < ranks; ++r) threads.emplace_back(run_rank, r);
   for (auto& t : threads) t.join();
 
-  // Destroyed concurrently, one thread per rank: ncclCommDestroy may wait for its peers.
-  threads.clear();
-  for (int r = 0; r < ranks; ++r) threads.emplace_back([&comms, r] { comms[r].reset(); });
-  for (auto& t : threads) t.join();
+  cuda::destroy_nccl_communicators(comms);
 
   if (first_failure) {
     try {

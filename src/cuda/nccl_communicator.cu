@@ -252,6 +252,14 @@ std::vector<std::unique_ptr<NcclCommunicator>> make_nccl_communicators(const std
   return out;
 }
 
+void destroy_nccl_communicators(std::vector<std::unique_ptr<NcclCommunicator>>& comms) {
+  std::vector<std::thread> threads;
+  threads.reserve(comms.size());
+  for (auto& c : comms) threads.emplace_back([&c] { c.reset(); });
+  for (auto& t : threads) t.join();
+  comms.clear();
+}
+
 std::unique_ptr<NcclCommunicator> make_nccl_communicator(const NcclUniqueId& id, int rank, int size, int device) {
   FLASHKM_CHECK(size >= 1 && rank >= 0 && rank < size, invalid_argument, "NCCL rank ", rank, " of ", size,
                 " is out of range");

@@ -62,6 +62,11 @@ class NcclCommunicator final : public core::Communicator {
 /// devices[i]. Each must then be used by one host thread (collectives block that thread).
 std::vector<std::unique_ptr<NcclCommunicator>> make_nccl_communicators(const std::vector<int>& devices);
 
+/// Destroys every communicator of a group at once, one thread each: ncclCommDestroy waits
+/// until the group is quiescent, so destroying the ranks one after the other from a single
+/// thread could wait for a peer that is only destroyed later. Leaves `comms` empty.
+void destroy_nccl_communicators(std::vector<std::unique_ptr<NcclCommunicator>>& comms);
+
 /// Rank `rank` of `size` from an id shared by rank 0 (the MPI bootstrap), on CUDA `device`.
 /// Blocks until all ranks have joined (ncclCommInitRank).
 std::unique_ptr<NcclCommunicator> make_nccl_communicator(const NcclUniqueId& id, int rank, int size, int device);

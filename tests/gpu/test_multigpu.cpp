@@ -270,6 +270,7 @@ TEST(NcclCommunicator, CollectivesInRankOrder) {
     c.broadcast(&val, sizeof val, n - 1);
     EXPECT_EQ(val, 424242);
   });
+  cuda::destroy_nccl_communicators(comms);
 }
 
 TEST(NcclCommunicator, MissingPeerTimesOutWithError) {
