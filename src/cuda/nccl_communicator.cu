@@ -86,20 +86,16 @@ struct NcclCommunicator::State {
     if (cancelled.load()) fail(ErrorKind::interrupted, std::string(what) + " cancelled: another rank failed");
   }
 
-  /// Wait for everything enqueued on the stream, with the deadline: spinning (yield) for the
-  /// first millisecond keeps small collectives fast, then 50 us sleeps spare the CPU.
-  void wait(const char* what) {
+  /// Polls until done() is true, against the deadline, watching the communicator's
+  /// asynchronous error and cancel(). Spinning (yield) for the first millisecond keeps small
+  /// collectives fast; then 50 us sleeps spare the CPU.
+  template <class Done>
+  void poll(const char* what, Done done) {
     using clock = std::chrono::steady_clock;
     const auto t0 = clock::now();
     const auto deadline = t0 + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(timeout_s));
     for (;;) {
-      const cudaError_t e = cudaStreamQuery(stream);
-      if (e == cudaSuccess) return;
-      if (e != cudaErrorNotReady) {
-        (void)cudaGetLastError();
-        fail(ErrorKind::internal, std::string(what) + " failed: CUDA error " + cudaGetErrorName(e) + ": " +
-                                      cudaGetErrorString(e));
-      }
+      if (done()) return;
       ncclResult_t async = ncclSuccess;
       const ncclResult_t q = ncclCommGetAsyncError(comm, &async);
       if (q != ncclSuccess || (async != ncclSuccess && async != ncclInProgress))
@@ -117,29 +113,57 @@ struct NcclCommunicator::State {
     }
   }
 
-  /// Host bytes -> send (via the pinned staging buffer).
+  /// The result of an NCCL call on this (non-blocking) communicator: ncclInProgress means
+  /// the call goes on in the background (connection setup with the peers, the first time):
+  /// wait until it has been enqueued before anything else touches the communicator.
+  void call(ncclResult_t r, const char* what) {
+    if (r == ncclInProgress) {
+      poll(what, [&] {
+        ncclResult_t st = ncclSuccess;
+        return ncclCommGetAsyncError(comm, &st) == ncclSuccess && st == ncclSuccess;
+      });
+      return;
+    }
+    if (r != ncclSuccess) fail(ErrorKind::internal, std::string(what) + " failed: " + ncclGetErrorString(r));
+  }
+
+  /// Waits for everything enqueued on the stream.
+  void wait(const char* what) {
+    poll(what, [&] {
+      const cudaError_t e = cudaStreamQuery(stream);
+      if (e == cudaSuccess) return true;
+      if (e == cudaErrorNotReady) return false;
+      (void)cudaGetLastError();
+      fail(ErrorKind::internal, std::string(what) + " failed: CUDA error " + cudaGetErrorName(e) + ": " +
+                                    cudaGetErrorString(e));
+    });
+  }
+
+  /// Sizes every buffer a collective needs before anything is enqueued: growing one frees
+  /// the old allocation, which must never happen under an operation in flight.
+  void reserve(std::size_t send_bytes, std::size_t recv_bytes) {
+    send.ensure(std::max<std::size_t>(send_bytes, 1), "the NCCL send buffer");
+    recv.ensure(std::max<std::size_t>(recv_bytes, 1), "the NCCL receive buffer");
+    host.ensure(std::max<std::size_t>({send_bytes, recv_bytes, 1}), "the NCCL host staging buffer");
+  }
+
+  /// Host bytes -> send (via the pinned staging buffer; reserve() first).
   void upload(const void* data, std::size_t bytes) {
-    send.ensure(std::max<std::size_t>(bytes, 1), "the NCCL send buffer");
     if (bytes == 0) return;
-    host.ensure(bytes, "the NCCL host staging buffer");
     std::memcpy(host.get(), data, bytes);
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(send.get(), host.get(), bytes, cudaMemcpyHostToDevice, stream));
   }
 
-  /// Device bytes -> host staging, waited for with the deadline, then -> out.
+  /// Device bytes -> host staging, waited for with the deadline, then -> out (reserve() first).
   void download(const void* dev, std::size_t bytes, void* out, const char* what) {
-    if (bytes > 0) {
-      host.ensure(bytes, "the NCCL host staging buffer");
-      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(host.get(), dev, bytes, cudaMemcpyDeviceToHost, stream));
-    }
+    if (bytes > 0) FLASHKM_CUDA_CHECK(cudaMemcpyAsync(host.get(), dev, bytes, cudaMemcpyDeviceToHost, stream));
     wait(what);
     if (bytes > 0) std::memcpy(out, host.get(), bytes);
   }
 
-  /// Every rank's `bytes` (equal on all ranks) into recv [size x bytes].
+  /// `bytes` of send (equal on all ranks) from every rank into recv [size x bytes].
   void allgather_equal(std::size_t bytes) {
-    recv.ensure(std::max<std::size_t>(bytes * size, 1), "the NCCL receive buffer");
-    nccl_check(ncclAllGather(send.get(), recv.get(), bytes, ncclUint8, comm, stream), "ncclAllGather");
+    call(ncclAllGather(send.get(), recv.get(), bytes, ncclUint8, comm, stream), "ncclAllGather");
   }
 };
 
@@ -154,13 +178,30 @@ NcclCommunicator::NcclCommunicator(ncclComm* comm, int device) : s_(std::make_un
 }
 
 NcclCommunicator::~NcclCommunicator() {
-  // No DeviceGuard: a destructor must not throw.
+  // No DeviceGuard and no throwing poll(): a destructor must not throw.
   int prev = 0;
   const bool restore = cudaGetDevice(&prev) == cudaSuccess;
   cudaSetDevice(s_->device);
-  // A cancelled communicator may have peers that never reach the destroy: abort (local).
+  // A cancelled communicator's peers may never get here: abort (local, immediate). Else
+  // finalize (non-blocking: waits for the group to be quiescent) under the deadline, then
+  // free; a group that never gets quiescent is aborted instead of hanging the process.
   if (s_->cancelled.load()) s_->abort();
-  if (!s_->aborted) ncclCommDestroy(s_->comm);
+  if (!s_->aborted) {
+    ncclResult_t r = ncclCommFinalize(s_->comm);
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                              std::chrono::duration<double>(s_->timeout_s));
+    ncclResult_t st = r;
+    while (r == ncclSuccess || r == ncclInProgress) {
+      if (ncclCommGetAsyncError(s_->comm, &st) != ncclSuccess || st != ncclInProgress) break;
+      if (std::chrono::steady_clock::now() > deadline) break;
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    if ((r == ncclSuccess || r == ncclInProgress) && st == ncclSuccess)
+      ncclCommDestroy(s_->comm);
+    else
+      s_->abort();
+  }
   s_->send.release();
   s_->recv.release();
   s_->sum.release();
@@ -181,6 +222,7 @@ std::vector<std::vector<std::byte>> NcclCommunicator::allgather(const void* data
   // largest (the padding is never read).
   const std::uint64_t mine = bytes;
   std::vector<std::uint64_t> counts(static_cast<std::size_t>(s.size));
+  s.reserve(sizeof mine, sizeof mine * s.size);
   s.upload(&mine, sizeof mine);
   s.allgather_equal(sizeof mine);
   s.download(s.recv.get(), counts.size() * sizeof mine, counts.data(), "allgather (sizes)");
@@ -188,6 +230,7 @@ std::vector<std::vector<std::byte>> NcclCommunicator::allgather(const void* data
   std::vector<std::vector<std::byte>> out(static_cast<std::size_t>(s.size));
   if (most == 0) return out;
   std::vector<std::byte> all(most * s.size);
+  s.reserve(most, all.size());  // every rank sends `most` bytes: the tail past `bytes` is padding
   s.upload(data, bytes);
   s.allgather_equal(most);
   s.download(s.recv.get(), all.size(), all.data(), "allgather");
@@ -201,9 +244,10 @@ void NcclCommunicator::allreduce_sum(double* data, std::size_t n) {
   s.check_usable("allreduce_sum");
   if (n == 0) return;
   DeviceGuard g(s.device);
+  s.reserve(n * sizeof(double), n * sizeof(double) * s.size);
+  s.sum.ensure(n, "the NCCL sum buffer");
   s.upload(data, n * sizeof(double));
   s.allgather_equal(n * sizeof(double));
-  s.sum.ensure(n, "the NCCL sum buffer");
   const int threads = 256;
   const int blocks = static_cast<int>(std::min<std::size_t>((n + threads - 1) / threads, 4096));
   sum_in_rank_order<<<blocks, threads, 0, s.stream>>>(reinterpret_cast<const double*>(s.recv.get()), s.size, n,
@@ -218,9 +262,9 @@ void NcclCommunicator::broadcast(void* data, std::size_t bytes, int root) {
   s.check_usable("broadcast");
   if (bytes == 0) return;
   DeviceGuard g(s.device);
+  s.reserve(bytes, bytes);
   s.upload(data, bytes);  // only the root's bytes matter; the others' are overwritten
-  s.recv.ensure(bytes, "the NCCL receive buffer");
-  nccl_check(ncclBroadcast(s.send.get(), s.recv.get(), bytes, ncclUint8, root, s.comm, s.stream), "ncclBroadcast");
+  s.call(ncclBroadcast(s.send.get(), s.recv.get(), bytes, ncclUint8, root, s.comm, s.stream), "ncclBroadcast");
   s.download(s.recv.get(), bytes, data, "broadcast");
 }
 
@@ -232,14 +276,52 @@ NcclUniqueId nccl_unique_id() {
   return out;
 }
 
-std::vector<std::unique_ptr<NcclCommunicator>> make_nccl_communicators(const std::vector<int>& devices) {
-  FLASHKM_CHECK(!devices.empty(), invalid_argument, "make_nccl_communicators: no devices");
-  std::vector<ncclComm_t> comms(devices.size(), nullptr);
-  nccl_check(ncclCommInitAll(comms.data(), static_cast<int>(devices.size()), devices.data()),
-             "ncclCommInitAll over the listed CUDA devices", ErrorKind::device_unavailable);
+namespace {
+
+/// Waits until every communicator of a non-blocking creation is ready (or failed), against
+/// the collective deadline; on failure aborts them all and throws.
+void await_init(std::vector<ncclComm_t>& comms, const char* what) {
+  const double timeout_s = collective_timeout_s();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                                std::chrono::duration<double>(timeout_s));
+  auto abort_all = [&] {
+    for (ncclComm_t& c : comms)
+      if (c) ncclCommAbort(c), c = nullptr;
+  };
+  for (ncclComm_t c : comms) {
+    for (;;) {
+      ncclResult_t st = ncclInProgress;
+      const ncclResult_t q = ncclCommGetAsyncError(c, &st);
+      if (q == ncclSuccess && st == ncclSuccess) break;
+      if (q != ncclSuccess || st != ncclInProgress) {
+        const std::string msg = ncclGetErrorString(q != ncclSuccess ? q : st);
+        abort_all();
+        throw Error(ErrorKind::device_unavailable, std::string(what) + " failed: " + msg);
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        abort_all();
+        throw Error(ErrorKind::device_unavailable, std::string(what) + " timed out after " +
+                                                       std::to_string(timeout_s) +
+                                                       " s (FLASHKM_COLLECTIVE_TIMEOUT_S): a rank did not join");
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  }
+}
+
+/// Non-blocking communicators: every call returns at once (ncclInProgress while it goes on),
+/// so a rank whose peer never comes (failed, or stopped) can give up at its deadline or on
+/// cancel() instead of blocking inside NCCL, e.g. in the first collective's connection setup.
+ncclConfig_t nonblocking_config() {
+  ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
+  cfg.blocking = 0;
+  return cfg;
+}
+
+std::vector<std::unique_ptr<NcclCommunicator>> wrap(std::vector<ncclComm_t>& comms, const std::vector<int>& devices) {
   std::vector<std::unique_ptr<NcclCommunicator>> out;
   try {
-    for (std::size_t i = 0; i < devices.size(); ++i) {
+    for (std::size_t i = 0; i < comms.size(); ++i) {
       out.push_back(std::make_unique<NcclCommunicator>(comms[i], devices[i]));
       comms[i] = nullptr;
     }
@@ -250,6 +332,40 @@ std::vector<std::unique_ptr<NcclCommunicator>> make_nccl_communicators(const std
     throw;
   }
   return out;
+}
+
+}  // namespace
+
+std::vector<std::unique_ptr<NcclCommunicator>> make_nccl_communicators(const std::vector<int>& devices) {
+  FLASHKM_CHECK(!devices.empty(), invalid_argument, "make_nccl_communicators: no devices");
+  const int n = static_cast<int>(devices.size());
+  // What ncclCommInitAll does (one id, one ncclCommInitRank per device inside a group),
+  // spelled out because ncclCommInitAll takes no config and these must be non-blocking.
+  ncclUniqueId id;
+  nccl_check(ncclGetUniqueId(&id), "ncclGetUniqueId", ErrorKind::device_unavailable);
+  ncclConfig_t cfg = nonblocking_config();
+  std::vector<ncclComm_t> comms(devices.size(), nullptr);
+  int prev = 0;
+  FLASHKM_CUDA_CHECK(cudaGetDevice(&prev));
+  ncclResult_t r = ncclGroupStart();
+  for (int i = 0; i < n && (r == ncclSuccess || r == ncclInProgress); ++i) {
+    if (cudaSetDevice(devices[i]) != cudaSuccess) {
+      (void)cudaGetLastError();
+      r = ncclInvalidArgument;
+      break;
+    }
+    r = ncclCommInitRankConfig(&comms[i], n, id, i, &cfg);
+  }
+  const ncclResult_t g = ncclGroupEnd();
+  cudaSetDevice(prev);
+  if ((r != ncclSuccess && r != ncclInProgress) || (g != ncclSuccess && g != ncclInProgress)) {
+    for (ncclComm_t c : comms)
+      if (c) ncclCommAbort(c);
+    nccl_check(r != ncclSuccess && r != ncclInProgress ? r : g, "creating NCCL communicators over the listed CUDA devices",
+               ErrorKind::device_unavailable);
+  }
+  await_init(comms, "creating NCCL communicators over the listed CUDA devices");
+  return wrap(comms, devices);
 }
 
 void destroy_nccl_communicators(std::vector<std::unique_ptr<NcclCommunicator>>& comms) {
@@ -266,14 +382,15 @@ std::unique_ptr<NcclCommunicator> make_nccl_communicator(const NcclUniqueId& id,
   ncclUniqueId nid;
   std::memcpy(&nid, id.data(), sizeof nid);
   DeviceGuard g(device);
-  ncclComm_t comm = nullptr;
-  nccl_check(ncclCommInitRank(&comm, size, nid, rank), "ncclCommInitRank", ErrorKind::device_unavailable);
-  try {
-    return std::make_unique<NcclCommunicator>(comm, device);
-  } catch (...) {
-    ncclCommAbort(comm);
-    throw;
+  ncclConfig_t cfg = nonblocking_config();
+  std::vector<ncclComm_t> comms(1, nullptr);
+  const ncclResult_t r = ncclCommInitRankConfig(&comms[0], size, nid, rank, &cfg);
+  if (r != ncclSuccess && r != ncclInProgress) {
+    if (comms[0]) ncclCommAbort(comms[0]);
+    nccl_check(r, "ncclCommInitRankConfig", ErrorKind::device_unavailable);
   }
+  await_init(comms, "ncclCommInitRankConfig");
+  return std::move(wrap(comms, {device})[0]);
 }
 
 }  // namespace flashkm::cuda

@@ -6,10 +6,11 @@
 // rank's contribution into a device buffer [size x n] and sums it in rank order on the
 // device: the same bits on every rank, for every run, for a given number of ranks.
 //
-// Liveness: every collective waits for its stream with a deadline (environment variable
-// FLASHKM_COLLECTIVE_TIMEOUT_S, seconds, default 300) and checks ncclCommGetAsyncError;
-// on timeout, an NCCL error or cancel() the communicator is aborted (ncclCommAbort) and the
-// call throws flashkm::Error. An aborted communicator stays unusable.
+// Liveness: the NCCL communicators are non-blocking (ncclConfig_t::blocking = 0), so no NCCL
+// call can block the thread; creation, every collective and the stream are polled against a
+// deadline (environment variable FLASHKM_COLLECTIVE_TIMEOUT_S, seconds, default 300) with
+// ncclCommGetAsyncError checked; on timeout, an NCCL error or cancel() the communicator is
+// aborted (ncclCommAbort) and the call throws flashkm::Error. An aborted one stays unusable.
 //
 // The payloads are O(K x D) host arrays: they are staged through pinned host memory and
 // device buffers owned here (grown on demand, kept between calls).
@@ -58,8 +59,9 @@ class NcclCommunicator final : public core::Communicator {
   std::unique_ptr<State> s_;
 };
 
-/// One communicator per listed device, all in this process (ncclCommInitAll); rank i runs on
-/// devices[i]. Each must then be used by one host thread (collectives block that thread).
+/// One communicator per listed device, all in this process (what ncclCommInitAll does, with
+/// the non-blocking config); rank i runs on devices[i]. Each must then be used by one host
+/// thread (a collective returns when its result is on the host).
 std::vector<std::unique_ptr<NcclCommunicator>> make_nccl_communicators(const std::vector<int>& devices);
 
 /// Destroys every communicator of a group at once, one thread each: ncclCommDestroy waits
@@ -68,7 +70,7 @@ std::vector<std::unique_ptr<NcclCommunicator>> make_nccl_communicators(const std
 void destroy_nccl_communicators(std::vector<std::unique_ptr<NcclCommunicator>>& comms);
 
 /// Rank `rank` of `size` from an id shared by rank 0 (the MPI bootstrap), on CUDA `device`.
-/// Blocks until all ranks have joined (ncclCommInitRank).
+/// Waits until all ranks have joined (ncclCommInitRankConfig), at most the deadline.
 std::unique_ptr<NcclCommunicator> make_nccl_communicator(const NcclUniqueId& id, int rank, int size, int device);
 
 }  // namespace flashkm::cuda
