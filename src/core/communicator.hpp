@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -44,10 +45,23 @@ class Communicator {
 /// (so no rank is left waiting in the next collective). `local_failure` is null on success.
 void agree_or_throw(Communicator& comm, const std::exception_ptr& local_failure);
 
+/// A local step and the exchange of its result in one collective: every rank runs
+/// `local_step` and receives every rank's bytes, indexed by rank; when any rank's step threw,
+/// every rank throws as agree_or_throw does (the failure travels with the data, so a step
+/// costs one collective, not two).
+std::vector<std::vector<std::byte>> allgather_step(Communicator& comm,
+                                                   const std::function<std::vector<std::byte>()>& local_step);
+
+/// How long a rank waits in one collective before it gives up with an error, so that a dead
+/// or diverged rank never hangs the others: FLASHKM_COLLECTIVE_TIMEOUT_S seconds (default 300).
+double collective_timeout_seconds();
+
 /// A communicator of one rank (a distributed fit on one rank equals a plain fit).
 std::unique_ptr<Communicator> make_single_communicator();
 
-/// `n` communicators connected in memory, one per host thread; rank i is element i.
+/// `n` communicators connected in memory, one per host thread; rank i is element i. A rank
+/// that waits longer than collective_timeout_seconds() throws Error(io), and so does every
+/// later collective of the group (the group is broken).
 std::vector<std::unique_ptr<Communicator>> make_thread_communicators(int n);
 
 }  // namespace flashkm::core
