@@ -168,7 +168,7 @@ int main(int argc, char** argv) {
           p.device_ids.clear();
           m = flashkm::fit(view, p, a);
         } else {
-          m = flashkm::core::fit_multi_gpu(view, p, a, c0);  // also 1 GPU: the NCCL path's overhead
+          m = flashkm::core::fit_multi_gpu(view, p, a);  // also 1 GPU: the NCCL path's overhead
         }
         r.fit_s = seconds_since(t0);
         std::vector<double> ms;

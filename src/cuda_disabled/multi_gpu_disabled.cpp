@@ -5,7 +5,7 @@
 
 namespace flashkm::core {
 
-Model fit_multi_gpu(const MatrixView&, const Params& params, const FitArgs&, const std::vector<float>&) {
+Model fit_multi_gpu(const MatrixView&, const Params& params, const FitArgs&) {
 #ifdef FLASHKM_WITH_CUDA
   FLASHKM_FAIL(device_unavailable, "device_ids lists ", params.device_ids.size(),
                " GPUs, but this flashkm was built without NCCL (multi-GPU needs it: configure with "

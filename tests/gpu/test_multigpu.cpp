@@ -94,8 +94,7 @@ Fit run_distributed(const Params& p, bool given_init) {
   a.labels = f.labels.data();
   Params q = p;
   if (!given_init) q.init = InitMethod::kmeanspp;
-  const std::vector<float> given = given_init ? data().c0 : std::vector<float>{};
-  f.model = core::fit_multi_gpu(MatrixView::of(data().x.data(), kN, kD), q, a, given);
+  f.model = core::fit_multi_gpu(MatrixView::of(data().x.data(), kN, kD), q, a);
   return f;
 }
 
