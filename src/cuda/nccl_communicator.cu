@@ -19,18 +19,6 @@ namespace {
 
 static_assert(sizeof(ncclUniqueId) == std::tuple_size_v<NcclUniqueId>, "NcclUniqueId must hold an ncclUniqueId");
 
-/// FLASHKM_COLLECTIVE_TIMEOUT_S: a positive number of seconds, default 300. A bad value is an
-/// error rather than the default: a typo should not turn into a five-minute hang.
-double collective_timeout_s() {
-  const char* v = std::getenv("FLASHKM_COLLECTIVE_TIMEOUT_S");
-  if (!v || !*v) return 300.0;
-  char* end = nullptr;
-  const double t = std::strtod(v, &end);
-  FLASHKM_CHECK(end && *end == '\0' && t > 0 && t < 1e9, invalid_argument,
-                "FLASHKM_COLLECTIVE_TIMEOUT_S must be a positive number of seconds, got '", v, "'");
-  return t;
-}
-
 void nccl_check(ncclResult_t r, const char* what, ErrorKind kind = ErrorKind::internal) {
   if (r == ncclSuccess) return;
   std::string msg = "NCCL error in ";
@@ -170,7 +158,7 @@ struct NcclCommunicator::State {
 NcclCommunicator::NcclCommunicator(ncclComm* comm, int device) : s_(std::make_unique<State>()) {
   s_->comm = comm;
   s_->device = device;
-  s_->timeout_s = collective_timeout_s();
+  s_->timeout_s = core::collective_timeout_seconds();
   nccl_check(ncclCommUserRank(comm, &s_->rank), "ncclCommUserRank");
   nccl_check(ncclCommCount(comm, &s_->size), "ncclCommCount");
   DeviceGuard g(device);
@@ -281,7 +269,7 @@ namespace {
 /// Waits until every communicator of a non-blocking creation is ready (or failed), against
 /// the collective deadline; on failure aborts them all and throws.
 void await_init(std::vector<ncclComm_t>& comms, const char* what) {
-  const double timeout_s = collective_timeout_s();
+  const double timeout_s = core::collective_timeout_seconds();
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                                                 std::chrono::duration<double>(timeout_s));
   auto abort_all = [&] {

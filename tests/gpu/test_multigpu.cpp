@@ -48,7 +48,7 @@ constexpr std::int64_t kN = 100001;  // odd: the two shards differ by one row
 constexpr std::int64_t kD = 64, kK = 48;
 
 struct Data {
-  std::vector<float> x = testing::separated_blobs(kN, kD, kK, 1.0, 3);
+  std::vector<float> x = flashkm::testing::separated_blobs(kN, kD, kK, 1.0, 3);
   std::vector<float> c0 = std::vector<float>(x.begin(), x.begin() + kK * kD);  // rows 0..K-1 hit every blob
 };
 const Data& data() {
@@ -138,7 +138,7 @@ TEST(MultiGpu, TwoGpusMatchOneGpuWithinContract) {
   EXPECT_NEAR(two.model.inertia, one.model.inertia, 1e-9 * std::fabs(one.model.inertia));
   EXPECT_EQ(one.model.n_iter, two.model.n_iter);
   // The labels are the float64 argmins of the final centroids (not just equal to 1 GPU's).
-  testing::expect_argmins_outside_near_ties(data().x, two.model.centroids, kD, two.labels);
+  flashkm::testing::expect_argmins_outside_near_ties(data().x, two.model.centroids, kD, two.labels);
 }
 
 TEST(MultiGpu, TwoGpusBitwiseRunToRun) {
