@@ -3,14 +3,14 @@
 # multi-GPU tests, then the scaling benchmark (bench/multigpu_scaling.cu: N=64M K=8192 and
 # N=16M K=65536, D=128 fp16, on 1, 2 and 4 GPUs as present). Logs, JSON and markdown go to
 # $OUT (the device tool's output folder) or ./multigpu_out. Budget: under 9 minutes on an
-# H200 pair (build ~1 min, tests ~1 min, benchmark ~3 min at --iters 6).
+# H200 pair (expected: build ~1 min, tests ~1 min, benchmark ~2 min at --iters 10).
 # Usage: scripts/multigpu_check.sh [--no-bench] [--iters N]
 # Needs .gpudeps/googletest carried (see scripts/gpu_check.sh for how to prepare it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/multigpu_out}
 mkdir -p "$OUT"
-BENCH=1; ITERS=6
+BENCH=1; ITERS=10
 while [ $# -gt 0 ]; do
   case "$1" in --no-bench) BENCH=0 ;; --iters) ITERS=$2; shift ;; esac
   shift
@@ -36,11 +36,17 @@ if [ ! -f /usr/lib/x86_64-linux-gnu/libgtest.a ] && [ -d .gpudeps/googletest ]; 
     cmake --build /tmp/gtest-build -j16 --target install >> "$OUT/build.log" 2>&1
   PREFIX="-DCMAKE_PREFIX_PATH=/tmp/gtest-install"
 fi
-# NCCL: beside the CUDA toolkit or in the system; else the pip package's copy (nvidia-nccl-cu13).
+# NCCL: beside the CUDA toolkit or in the system; else the copy of the pip package
+# nvidia-nccl-cu13 (which PyTorch uses), wherever its wheel put nccl.h and libnccl.so.2.
 NCCL_ARG=""
 if [ ! -f /usr/local/cuda/include/nccl.h ] && [ ! -f /usr/include/nccl.h ]; then
-  NR=$(python3 -c 'import nvidia.nccl as m; print(list(m.__path__)[0])' 2>/dev/null)
-  [ -n "$NR" ] && NCCL_ARG="-DNCCL_ROOT=$NR" && echo "NCCL from $NR" | tee -a "$OUT/env.log"
+  NV=$(python3 -c 'import nvidia; print(" ".join(nvidia.__path__))' 2>/dev/null)
+  H=$(find $NV -name nccl.h 2>/dev/null | head -1)
+  L=$(find $NV -name 'libnccl.so*' 2>/dev/null | sort | head -1)
+  if [ -n "$H" ] && [ -n "$L" ]; then
+    NCCL_ARG="-DNCCL_INCLUDE_DIR=$(dirname "$H") -DNCCL_LIBRARY=$L"
+    echo "NCCL from the pip package: $H $L" | tee -a "$OUT/env.log"
+  fi
 fi
 cmake -S . -B build-multigpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHKM_CUDA=ON -DFLASHKM_NCCL=ON \
   -DFLASHKM_PYTHON=OFF -DFLASHKM_BENCH=OFF -DFLASHKM_TESTS=ON $PREFIX $NCCL_ARG >> "$OUT/build.log" 2>&1 &&

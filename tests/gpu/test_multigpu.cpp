@@ -274,9 +274,14 @@ TEST(NcclCommunicator, CollectivesInRankOrder) {
 
 TEST(NcclCommunicator, MissingPeerTimesOutWithError) {
   REQUIRE_GPUS(2);
-  setenv("FLASHKM_COLLECTIVE_TIMEOUT_S", "2", 1);
+  const char* before = std::getenv("FLASHKM_COLLECTIVE_TIMEOUT_S");
+  const std::string saved = before ? before : "";
+  setenv("FLASHKM_COLLECTIVE_TIMEOUT_S", "2", 1);  // read when the communicators are made
   auto comms = cuda::make_nccl_communicators({0, 1});
-  unsetenv("FLASHKM_COLLECTIVE_TIMEOUT_S");
+  if (before)
+    setenv("FLASHKM_COLLECTIVE_TIMEOUT_S", saved.c_str(), 1);
+  else
+    unsetenv("FLASHKM_COLLECTIVE_TIMEOUT_S");
   const auto t0 = std::chrono::steady_clock::now();
   double v = 1;
   cudaSetDevice(0);
