@@ -69,6 +69,11 @@ int main(int argc, char** argv) {
   fit_cmd->add_option("--centroids", fit.centroids_out, "write the centroids [K x D] float32 .npy");
   fit_cmd->add_option("--report", fit.report_out, "write a JSON report of the run");
   fit_cmd->add_flag("-q,--quiet", fit.quiet, "no progress bar and no summary");
+  fit_cmd->add_option("--distributed", fit.distributed,
+                      "auto (MPI when started by mpirun with > 1 rank), mpi, or off; each rank fits its "
+                      "own contiguous rows, rank 0 writes the outputs")
+      ->check(CLI::IsMember({"auto", "mpi", "off"}))
+      ->capture_default_str();
 
   // ---- predict ----
   cli::PredictOptions pred;

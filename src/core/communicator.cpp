@@ -26,6 +26,12 @@ void Communicator::allreduce_sum(double* data, std::size_t n) {
   }
 }
 
+std::vector<std::vector<std::byte>> Communicator::gather(const void* data, std::size_t bytes, int root) {
+  std::vector<std::vector<std::byte>> all = allgather(data, bytes);
+  if (rank() != root) return {};
+  return all;
+}
+
 namespace {
 
 // Failure record exchanged by agree_or_throw: [kind: int32][message bytes]; empty = success.

@@ -36,6 +36,11 @@ class Communicator {
   /// reduce-scatter / allgather pair that keeps the rank order).
   virtual void allreduce_sum(double* data, std::size_t n);
 
+  /// Every rank's bytes to `root` only, indexed by rank; the other ranks receive an empty
+  /// vector. For results of size N that only one rank writes out (labels). The default goes
+  /// through allgather; implementations may do better.
+  virtual std::vector<std::vector<std::byte>> gather(const void* data, std::size_t bytes, int root);
+
   /// `bytes` bytes from `root` to every rank.
   virtual void broadcast(void* data, std::size_t bytes, int root) = 0;
 };

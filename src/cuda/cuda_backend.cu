@@ -197,6 +197,31 @@ class CudaBackend final : public core::Backend {
     return std::accumulate(var.begin(), var.end(), 0.0) / double(d_);
   }
 
+  // The moments behind mean_feature_variance, for distributed fits (same two passes).
+  core::FeatureMoments feature_moments() override {
+    DeviceGuard g(opt_.device_id);
+    const std::int64_t chunks = (n_ + kRowChunk - 1) / kRowChunk;
+    DeviceBuffer<double> part(std::size_t(chunks * d_), "column sums");
+    DeviceBuffer<double> center(std::size_t(d_), "column means");
+    std::vector<double> h(static_cast<std::size_t>(chunks * d_));
+    auto pass = [&](const double* c) {
+      launch_column_sums(xv_, c, part.get(), stream_);
+      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h.data(), part.get(), h.size() * 8, cudaMemcpyDeviceToHost, stream_));
+      FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      std::vector<double> tot(static_cast<std::size_t>(d_), 0.0);
+      for (std::int64_t c2 = 0; c2 < chunks; ++c2)
+        for (int j = 0; j < d_; ++j) tot[j] += h[c2 * d_ + j];
+      return tot;
+    };
+    core::FeatureMoments m;
+    m.count = n_;
+    m.mean = pass(nullptr);
+    for (auto& v : m.mean) v /= double(n_);
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(center.get(), m.mean.data(), d_ * 8, cudaMemcpyHostToDevice, stream_));
+    m.m2 = pass(center.get());
+    return m;
+  }
+
   // ---- centroids ------------------------------------------------------------------------
   void set_centroids(const float* c, std::int64_t k) override {
     DeviceGuard g(opt_.device_id);
