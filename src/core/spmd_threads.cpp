@@ -69,9 +69,12 @@ Model fit_on_threads(const MatrixView& x, const std::vector<Params>& rank_params
       if (first && cancel_all) cancel_all();
     }
   };
+  // Rank 0 runs on the caller's thread: the progress callback is called where a plain fit
+  // calls it (Python checks Ctrl-C there: signals reach the main thread only).
   std::vector<std::thread> threads;
   threads.reserve(static_cast<std::size_t>(ranks));
-  for (int r = 0; r < ranks; ++r) threads.emplace_back(run_rank, r);
+  for (int r = 1; r < ranks; ++r) threads.emplace_back(run_rank, r);
+  run_rank(0);
   for (auto& t : threads) t.join();
   // Agreed failures already name the failed rank; so do the communicators' own errors.
   if (first_failure) std::rethrow_exception(first_failure);

@@ -28,7 +28,8 @@ std::vector<RowRange> shard_rows(std::int64_t n, int ranks);
 /// fit ends. A throw fails the fit on every rank (agreed, naming rank r).
 using PlaceShardFn = std::function<std::shared_ptr<void>(int rank, MatrixView& shard)>;
 
-/// Rank r (comms[r]->rank() == r) runs on its own thread: place(r, its rows of x), then
+/// Rank r (comms[r]->rank() == r) runs on its own thread (rank 0 on the caller's, where the
+/// progress callback is then called, as in a plain fit): place(r, its rows of x), then
 /// fit_distributed(its rows, rank_params[r], its range of the weights and labels). Only
 /// rank 0 gets params.progress (rank_params[r].progress is dropped for r > 0). The first
 /// rank to throw is the error rethrown here; `cancel_all` (optional) is then called once, so

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/communicator.hpp"
@@ -88,14 +89,17 @@ TEST(SpmdThreads, ThreeRanksMatchOneFitWithLabelsInRowOrder) {
 TEST(SpmdThreads, ProgressOnRankZeroOnly) {
   const std::vector<float> x = testing::separated_blobs(kN, kD, kK, 1.0, 5);
   const std::vector<float> c0(x.begin(), x.begin() + kK * kD);
-  std::atomic<int> calls{0};
+  std::atomic<int> calls{0}, elsewhere{0};
+  const std::thread::id caller = std::this_thread::get_id();
   Params p = given_params(4);
   p.progress = [&](int, const IterationInfo&) {
     ++calls;
+    if (std::this_thread::get_id() != caller) ++elsewhere;
     return true;
   };
   const FitRun r = on_threads(2, x, c0, p);
   EXPECT_EQ(calls.load(), r.model.n_iter);
+  EXPECT_EQ(elsewhere.load(), 0) << "progress must run on the caller's thread (Python's Ctrl-C check)";
 }
 
 TEST(SpmdThreads, FirstFailureNamesItsRank) {
