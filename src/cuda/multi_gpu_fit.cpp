@@ -37,8 +37,12 @@ std::shared_ptr<void> place_on(int device, MatrixView& shard) {
   const std::size_t esz = dtype_size(shard.dtype), row_bytes = std::size_t(shard.cols) * esz;
   auto copy = std::make_shared<cuda::DeviceBuffer<unsigned char>>(
       row_bytes * std::size_t(shard.rows), "a copy of this GPU's rows of X (X lives on another GPU)");
-  FLASHKM_CUDA_CHECK(cudaMemcpy2D(copy->get(), row_bytes, shard.data, std::size_t(shard.stride()) * esz, row_bytes,
-                                  std::size_t(shard.rows), cudaMemcpyDefault));
+  // Contiguous rows as one block (a 2-D copy of millions of 256-byte rows can go row by row).
+  if (shard.stride() == shard.cols)
+    FLASHKM_CUDA_CHECK(cudaMemcpy(copy->get(), shard.data, row_bytes * std::size_t(shard.rows), cudaMemcpyDefault));
+  else
+    FLASHKM_CUDA_CHECK(cudaMemcpy2D(copy->get(), row_bytes, shard.data, std::size_t(shard.stride()) * esz, row_bytes,
+                                    std::size_t(shard.rows), cudaMemcpyDefault));
   shard.data = copy->get();
   shard.row_stride = 0;
   shard.device_id = device;
