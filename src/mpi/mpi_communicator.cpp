@@ -111,7 +111,7 @@ class MpiCommunicator final : public core::Communicator {
       if (done) return;
       if (polls < 2000) continue;
       if (std::chrono::steady_clock::now() > deadline)
-        fatal(std::string(what) + " timed out after " + std::to_string(timeout_s_) +
+        fatal(std::string(what) + " timed out after " + core::seconds_text(timeout_s_) +
               " s (a rank died or stopped calling collectives; FLASHKM_COLLECTIVE_TIMEOUT_S sets the limit)");
       std::this_thread::sleep_for(nap);
       nap = std::min(nap * 2, std::chrono::microseconds(500));
