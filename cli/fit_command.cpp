@@ -102,6 +102,15 @@ int fit_and_write(const FitOptions& o, core::Communicator* comm) {
   FitProgress progress(params.max_iter, params.init == InitMethod::given ? 1 : params.n_init,
                        root && !o.quiet && ::isatty(STDERR_FILENO));
   params.progress = progress.callback();
+  if (comm) {
+    // Ctrl-C reaches the ranks at different moments: they agree at every iteration (the
+    // driver calls this at the same point on every rank), so all stop at the same one.
+    params.progress = [comm, local = params.progress](int run, const IterationInfo& it) {
+      double stop = local(run, it) ? 0.0 : 1.0;
+      comm->allreduce_sum(&stop, 1);
+      return stop == 0.0;
+    };
+  }
   const bool want_labels = !o.labels_out.empty();  // the same on every rank
   std::vector<std::int32_t> labels(want_labels ? static_cast<std::size_t>(local.view.rows) : 0);
   FitArgs args;

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -128,6 +129,12 @@ double collective_timeout_seconds() {
   return s;
 }
 
+std::string seconds_text(double seconds) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", seconds);  // %g: no trailing zeros
+  return buf;
+}
+
 namespace {
 
 class SingleCommunicator final : public Communicator {
@@ -185,7 +192,7 @@ class ThreadCommunicator final : public Communicator {
       const bool done = g.cv.wait_until(lock, deadline, [&] { return g.generation != mine || !g.broken.empty(); });
       check_not_broken(g);
       if (!done) {
-        g.broken = "collective timed out after " + std::to_string(timeout_s_) + " s on rank " + std::to_string(rank_) +
+        g.broken = "collective timed out after " + seconds_text(timeout_s_) + " s on rank " + std::to_string(rank_) +
                    ": " + std::to_string(g.size - g.arrived) +
                    " rank(s) never arrived (a rank died or stopped calling collectives; "
                    "FLASHKM_COLLECTIVE_TIMEOUT_S sets the limit)";

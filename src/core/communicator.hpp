@@ -17,6 +17,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace flashkm::core {
@@ -60,6 +61,8 @@ std::vector<std::vector<std::byte>> allgather_step(Communicator& comm,
 /// How long a rank waits in one collective before it gives up with an error, so that a dead
 /// or diverged rank never hangs the others: FLASHKM_COLLECTIVE_TIMEOUT_S seconds (default 300).
 double collective_timeout_seconds();
+/// Seconds as text for messages ("300", "0.5").
+std::string seconds_text(double seconds);
 
 /// A communicator of one rank (a distributed fit on one rank equals a plain fit).
 std::unique_ptr<Communicator> make_single_communicator();

@@ -45,10 +45,11 @@ struct GatheredHead {
   float weight;
 };
 
-/// A candidate of farthest_rows.
+/// A candidate of farthest_rows (no padding bytes: the struct travels as bytes).
 struct FarRow {
-  float distance;
   std::int64_t row;  // global
+  float distance;
+  std::int32_t unused = 0;
 };
 
 class DistributedBackend final : public Backend {
@@ -66,7 +67,6 @@ class DistributedBackend final : public Backend {
     const std::int64_t shape[2] = {x.rows, x.cols};
     const std::vector<Bytes> shapes = step([&] { return to_bytes(shape, 2); });
     const int p = comm_.size(), me = comm_.rank();
-    counts_.assign(static_cast<std::size_t>(p), 0);
     offsets_.assign(static_cast<std::size_t>(p) + 1, 0);
     for (int r = 0; r < p; ++r) {
       const std::vector<std::int64_t> s = from_bytes<std::int64_t>(shapes[static_cast<std::size_t>(r)]);
@@ -74,7 +74,6 @@ class DistributedBackend final : public Backend {
                     " has 0 rows; every rank needs at least one row of X (run fewer ranks)");
       FLASHKM_CHECK(s[1] == x.cols, invalid_argument, "distributed fit: rank ", r, " has ", s[1],
                     " features but rank ", me, " has ", x.cols, "; every shard must have the same columns");
-      counts_[static_cast<std::size_t>(r)] = s[0];
       offsets_[static_cast<std::size_t>(r) + 1] = offsets_[static_cast<std::size_t>(r)] + s[0];
     }
     n_total_ = offsets_.back();
@@ -185,7 +184,7 @@ class DistributedBackend final : public Backend {
         // returns. O(n_local) host memory, only when a cluster went empty.
         std::vector<float> dist(static_cast<std::size_t>(n_local_));
         local_->copy_distances(dist.data());
-        for (std::size_t t = 0; t < idx.size(); ++t) out[t] = {dist[static_cast<std::size_t>(idx[t])], idx[t] + offset_};
+        for (std::size_t t = 0; t < idx.size(); ++t) out[t] = {idx[t] + offset_, dist[static_cast<std::size_t>(idx[t])]};
       }
       return to_bytes(out.data(), out.size());
     });
@@ -403,7 +402,7 @@ class DistributedBackend final : public Backend {
   std::unique_ptr<Backend> local_;
   Communicator& comm_;
   std::int64_t n_total_ = 0, n_local_ = 0, offset_ = 0, d_ = 0, k_ = 0;
-  std::vector<std::int64_t> counts_, offsets_;  // per rank; offsets_ has a final entry n_total_
+  std::vector<std::int64_t> offsets_;           // first global row of each rank, then n_total_
   std::vector<double> rank_pot_;                // the ranks' sum w*mind after the last mindist call
 };
 

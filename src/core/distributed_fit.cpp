@@ -2,6 +2,7 @@
 // with the rank-local checks agreed on before the first collective of the backend.
 #include "core/distributed_fit.hpp"
 
+#include <cstring>
 #include <exception>
 
 #include "core/backend.hpp"
@@ -10,6 +11,30 @@
 #include "flashkm/error.hpp"
 
 namespace flashkm::core {
+namespace {
+
+/// What must be the same on every rank for the ranks to take the same decisions. (Device,
+/// threads and precision may differ: they do not change the results' meaning.)
+struct SharedSettings {
+  std::int64_t n_clusters, cols;
+  std::uint64_t seed, given_hash;
+  double tol, oversampling;
+  std::int32_t max_iter, n_init, init, metric, n_local_trials, parallel_rounds;
+
+  bool operator==(const SharedSettings&) const = default;
+};
+
+SharedSettings shared_settings(const Params& p, const MatrixView& x, const std::vector<float>& given) {
+  std::uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a over the given centroids' bytes
+  for (const auto* b = reinterpret_cast<const unsigned char*>(given.data()),
+                  *e = b + given.size() * sizeof(float);
+       b != e; ++b)
+    h = (h ^ *b) * 0x100000001b3ull;
+  return {p.n_clusters, x.cols, p.seed, h, p.tol, p.oversampling, p.max_iter, p.n_init, static_cast<std::int32_t>(p.init),
+          static_cast<std::int32_t>(p.metric), p.n_local_trials, p.parallel_rounds};
+}
+
+}  // namespace
 
 Model fit_distributed(const MatrixView& local_x, const Params& params, const FitArgs& args, Communicator& comm) {
   validate(params);  // the same params everywhere: every rank throws the same error, or none
@@ -25,6 +50,18 @@ Model fit_distributed(const MatrixView& local_x, const Params& params, const Fit
     failure = std::current_exception();
   }
   agree_or_throw(comm, failure);
+
+  // Ranks given other parameters (or other init centroids) would diverge and deadlock later.
+  const SharedSettings mine = shared_settings(params, local_x, given);
+  const auto all = comm.allgather(&mine, sizeof mine);
+  SharedSettings first, theirs;
+  std::memcpy(&first, all[0].data(), sizeof first);
+  for (std::size_t r = 1; r < all.size(); ++r) {
+    std::memcpy(&theirs, all[r].data(), sizeof theirs);
+    FLASHKM_CHECK(theirs == first, invalid_argument,
+                  "distributed fit: rank ", r, " was given other parameters, init centroids or number of features ",
+                  "than rank 0; every rank must fit with the same ones");
+  }
 
   std::unique_ptr<Backend> backend = make_distributed_backend(std::move(local), comm);
   backend->attach(local_x, args.sample_weight, params.metric);

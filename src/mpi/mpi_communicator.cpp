@@ -58,7 +58,7 @@ class MpiCommunicator final : public core::Communicator {
   }
 
   void broadcast(void* data, std::size_t bytes, int root) override {
-    FLASHKM_CHECK(bytes <= INT_MAX, invalid_argument, "broadcast of ", bytes, " bytes exceeds MPI's 2 GiB count");
+    if (bytes > INT_MAX) fatal("a broadcast of " + std::to_string(bytes) + " bytes exceeds MPI's 2 GiB count");
     MPI_Request req;
     check(MPI_Ibcast(data, static_cast<int>(bytes), MPI_BYTE, root, comm_, &req), "MPI_Ibcast");
     wait(req, "MPI_Ibcast");
@@ -67,8 +67,8 @@ class MpiCommunicator final : public core::Communicator {
  private:
   /// Every rank's byte count (to every rank, or to `root` only when root >= 0).
   std::vector<int> exchange_counts(std::size_t bytes, int root) {
-    FLASHKM_CHECK(bytes <= INT_MAX, invalid_argument, "a collective of ", bytes,
-                  " bytes from one rank exceeds MPI's 2 GiB count");
+    // Fatal, not an exception: the other ranks are already inside this collective.
+    if (bytes > INT_MAX) fatal("a collective of " + std::to_string(bytes) + " bytes from one rank exceeds MPI's 2 GiB count");
     const int mine = static_cast<int>(bytes);
     std::vector<int> counts(static_cast<std::size_t>(size_), 0);
     MPI_Request req;
@@ -79,11 +79,11 @@ class MpiCommunicator final : public core::Communicator {
   }
 
   /// Displacements of the counts; returns the total bytes.
-  static std::size_t layout(const std::vector<int>& counts, std::vector<int>& displs) {
+  std::size_t layout(const std::vector<int>& counts, std::vector<int>& displs) {
     displs.assign(counts.size(), 0);
     std::size_t total = 0;
     for (std::size_t r = 0; r < counts.size(); ++r) {
-      FLASHKM_CHECK(total <= INT_MAX, invalid_argument, "a collective of more than 2 GiB in all exceeds MPI's count");
+      if (total > INT_MAX) fatal("a collective of more than 2 GiB in all exceeds MPI's count");
       displs[r] = static_cast<int>(total);
       total += static_cast<std::size_t>(counts[r]);
     }
@@ -111,7 +111,7 @@ class MpiCommunicator final : public core::Communicator {
       if (done) return;
       if (polls < 2000) continue;
       if (std::chrono::steady_clock::now() > deadline)
-        fatal(std::string(what) + " timed out after " + std::to_string(timeout_s_) +
+        fatal(std::string(what) + " timed out after " + core::seconds_text(timeout_s_) +
               " s (a rank died or stopped calling collectives; FLASHKM_COLLECTIVE_TIMEOUT_S sets the limit)");
       std::this_thread::sleep_for(nap);
       nap = std::min(nap * 2, std::chrono::microseconds(500));
@@ -128,7 +128,7 @@ class MpiCommunicator final : public core::Communicator {
 
   /// One line from the rank that saw it, then the whole job ends: the other ranks may be
   /// blocked in a collective that can no longer complete.
-  [[noreturn]] void fatal(const std::string& message) {
+  [[noreturn]] void fatal(const std::string& message) const {
     std::fprintf(stderr, "flashkm: error: rank %d of %d: %s\n", rank_, size_, message.c_str());
     std::fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, 1);

@@ -226,6 +226,21 @@ TEST_F(CliTest, BadInputsFailCleanly) {
   expect_clean_failure("info " + q("bad.fkm"), "checksum");
 }
 
+// Under an MPI launcher's environment, --distributed off fits alone (no MPI is started), and
+// the mode is checked like any option. (Distributed runs: tests/mpi, built with MPI.)
+TEST_F(CliTest, DistributedOffFitsAloneAndModesAreChecked) {
+  write_blobs("x.npy", 60, 3, 2);
+  ::setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
+  const RunResult r = run("fit " + q("x.npy") + " -k 2 --distributed off -o " + q("m.fkm"));
+  ::unsetenv("OMPI_COMM_WORLD_SIZE");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.find("ranks"), std::string::npos) << r.out;
+  EXPECT_EQ(Model::load(path("m.fkm")).n_clusters, 2);
+  const RunResult bad = run("fit " + q("x.npy") + " -k 2 --distributed nccl");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("--distributed"), std::string::npos) << bad.err;
+}
+
 TEST_F(CliTest, FailedFitLeavesExistingOutputsUntouched) {
   write_blobs("x.npy", 30, 2, 2);
   test::write_bytes(path("m.fkm"), std::vector<std::uint8_t>{'o', 'l', 'd'});

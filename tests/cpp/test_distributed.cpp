@@ -331,6 +331,26 @@ TEST(Distributed, TooFewRowsInAllIsAnError) {
   }
 }
 
+TEST(Distributed, RanksWithOtherParametersAreAnError) {
+  const auto x = testing::blobs(300, 2, 3, 5.0, 1.0, 1);
+  auto comms = core::make_thread_communicators(2);
+  std::vector<std::string> errors(2);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r)
+    threads.emplace_back([&, r] {
+      Params p;
+      p.n_clusters = 3;
+      p.seed = static_cast<std::uint64_t>(r);  // differs
+      try {
+        core::fit_distributed(MatrixView::of(x.data() + r * 300, 150, 2), p, {}, *comms[static_cast<std::size_t>(r)]);
+      } catch (const Error& e) {
+        errors[static_cast<std::size_t>(r)] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (const auto& e : errors) EXPECT_NE(e.find("rank 1 was given other parameters"), std::string::npos) << e;
+}
+
 // ---- the communicators themselves ----
 
 TEST(Communicator, AllreduceSumsInRankOrder) {
