@@ -126,6 +126,48 @@ int main(int argc, char** argv) {
               std::getenv("NCCL_NVLS_ENABLE") ? std::getenv("NCCL_NVLS_ENABLE") : "(unset)", iters);
 
   std::vector<Row> rows;
+  // Rewritten after every run: a run cut short by the time limit leaves the rows so far.
+  auto write_results = [&]() -> bool {
+    const std::string json_path = out_dir + "/multigpu_scaling.json", md_path = out_dir + "/multigpu_scaling.md";
+    FILE* j = std::fopen(json_path.c_str(), "w");
+    FILE* md = std::fopen(md_path.c_str(), "w");
+    if (!j || !md) {
+      std::fprintf(stderr, "cannot write into %s\n", out_dir.c_str());
+      if (j) std::fclose(j);
+      if (md) std::fclose(md);
+      return false;
+    }
+    std::fprintf(j, "{\"gpu\": \"%s\", \"gpus_present\": %d, \"nccl_version\": %d, \"iters\": %d, \"certify\": false, "
+                 "\"dtype\": \"fp16\", \"runs\": [\n", prop.name, count, nccl_version, iters);
+    std::fprintf(md, "# Multi-GPU scaling (%d x %s, NCCL %d)\n\nfit() from the same given init (first K rows), "
+                 "%d iterations, tol 0, fp16 standard-normal data on GPU 0, certify off. ms/iter = median over "
+                 "iterations 2..%d. speed-up vs the plain 1-GPU fit; rel = |inertia - 1 GPU| / inertia; cent = "
+                 "largest relative centroid difference vs 1 GPU.\n\n"
+                 "| config | path | GPUs | ms/iter | speed-up | fit s | rel inertia | cent |\n"
+                 "|---|---|---|---|---|---|---|---|\n", count, prop.name, nccl_version, iters, iters);
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      std::string err;
+      for (char c : r.error) err += (c == '"' || c == '\\') ? '\'' : c;
+      std::fprintf(j, "  {\"config\": \"%s\", \"n\": %lld, \"k\": %lld, \"d\": %lld, \"path\": \"%s\", \"gpus\": %d, "
+                   "\"iterations\": %d, \"ms_per_iter_median\": %.4f, \"ms_per_iter_mean\": %.4f, \"speedup\": %.4f, "
+                   "\"fit_s\": %.3f, \"inertia\": %.17g, \"inertia_rel_vs_1gpu\": %.3e, \"centroid_rel_vs_1gpu\": %.3e, "
+                   "\"error\": \"%s\"}%s\n",
+                   r.cfg.name.c_str(), (long long)r.cfg.n, (long long)r.cfg.k, (long long)d, r.path.c_str(), r.gpus,
+                   r.iters, r.ms_median, r.ms_mean, r.speedup, r.fit_s, r.inertia, r.inertia_rel, r.centroid_rel,
+                   err.c_str(), i + 1 < rows.size() ? "," : "");
+      if (r.error.empty())
+        std::fprintf(md, "| %s | %s | %d | %.1f | %.2f | %.1f | %.1e | %.1e |\n", r.cfg.name.c_str(), r.path.c_str(),
+                     r.gpus, r.ms_median, r.speedup, r.fit_s, r.inertia_rel, r.centroid_rel);
+      else
+        std::fprintf(md, "| %s | %s | %d | error: %s | | | | |\n", r.cfg.name.c_str(), r.path.c_str(), r.gpus,
+                     err.c_str());
+    }
+    std::fprintf(j, "]}\n");
+    std::fclose(j);
+    std::fclose(md);
+    return true;
+  };
   for (const Config& cfg : cfgs) {
     CK(cudaSetDevice(0));
     __half* x = nullptr;
@@ -198,48 +240,13 @@ int main(int argc, char** argv) {
                   r.inertia_rel, r.centroid_rel, r.error.c_str());
       std::fflush(stdout);
       rows.push_back(r);
+      write_results();
     }
     CK(cudaSetDevice(0));
     CK(cudaFree(x));
   }
 
-  // ---- results ----
-  const std::string json_path = out_dir + "/multigpu_scaling.json", md_path = out_dir + "/multigpu_scaling.md";
-  FILE* j = std::fopen(json_path.c_str(), "w");
-  FILE* md = std::fopen(md_path.c_str(), "w");
-  if (!j || !md) {
-    std::fprintf(stderr, "cannot write into %s\n", out_dir.c_str());
-    return 1;
-  }
-  std::fprintf(j, "{\"gpu\": \"%s\", \"gpus_present\": %d, \"nccl_version\": %d, \"iters\": %d, \"certify\": false, "
-               "\"dtype\": \"fp16\", \"runs\": [\n", prop.name, count, nccl_version, iters);
-  std::fprintf(md, "# Multi-GPU scaling (%d x %s, NCCL %d)\n\nfit() from the same given init (first K rows), "
-               "%d iterations, tol 0, fp16 standard-normal data on GPU 0, certify off. ms/iter = median over "
-               "iterations 2..%d. speed-up vs the plain 1-GPU fit; rel = |inertia - 1 GPU| / inertia; cent = "
-               "largest relative centroid difference vs 1 GPU.\n\n"
-               "| config | path | GPUs | ms/iter | speed-up | fit s | rel inertia | cent |\n"
-               "|---|---|---|---|---|---|---|---|\n", count, prop.name, nccl_version, iters, iters);
-  for (std::size_t i = 0; i < rows.size(); ++i) {
-    const Row& r = rows[i];
-    std::string err;
-    for (char c : r.error) err += (c == '"' || c == '\\') ? '\'' : c;
-    std::fprintf(j, "  {\"config\": \"%s\", \"n\": %lld, \"k\": %lld, \"d\": %lld, \"path\": \"%s\", \"gpus\": %d, "
-                 "\"iterations\": %d, \"ms_per_iter_median\": %.4f, \"ms_per_iter_mean\": %.4f, \"speedup\": %.4f, "
-                 "\"fit_s\": %.3f, \"inertia\": %.17g, \"inertia_rel_vs_1gpu\": %.3e, \"centroid_rel_vs_1gpu\": %.3e, "
-                 "\"error\": \"%s\"}%s\n",
-                 r.cfg.name.c_str(), (long long)r.cfg.n, (long long)r.cfg.k, (long long)d, r.path.c_str(), r.gpus,
-                 r.iters, r.ms_median, r.ms_mean, r.speedup, r.fit_s, r.inertia, r.inertia_rel, r.centroid_rel,
-                 err.c_str(), i + 1 < rows.size() ? "," : "");
-    if (r.error.empty())
-      std::fprintf(md, "| %s | %s | %d | %.1f | %.2f | %.1f | %.1e | %.1e |\n", r.cfg.name.c_str(), r.path.c_str(),
-                   r.gpus, r.ms_median, r.speedup, r.fit_s, r.inertia_rel, r.centroid_rel);
-    else
-      std::fprintf(md, "| %s | %s | %d | error: %s | | | | |\n", r.cfg.name.c_str(), r.path.c_str(), r.gpus,
-                   err.c_str());
-  }
-  std::fprintf(j, "]}\n");
-  std::fclose(j);
-  std::fclose(md);
-  std::printf("wrote %s and %s\n", json_path.c_str(), md_path.c_str());
+  if (!write_results()) return 1;
+  std::printf("wrote %s/multigpu_scaling.{json,md}\n", out_dir.c_str());
   return 0;
 }
