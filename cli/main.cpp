@@ -61,6 +61,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   fit_cmd->add_option("--metric", metric, "l2, cosine or inner_product")->capture_default_str();
   fit_dev.add_to(fit_cmd);
+  fit_cmd->add_option("--gpus", fit.params.device_ids,
+                      "CUDA devices to shard the rows over, e.g. 0,1 (multi-GPU over NCCL; with --device cuda)")
+      ->delimiter(',');
   fit_cmd->add_option("--threads", fit.params.n_threads, "CPU threads (0 = all)")->capture_default_str();
   std::string fit_max_memory, pred_max_memory;
   const char* max_memory_help =
@@ -78,6 +81,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   fit_cmd->add_flag("--resume", fit.params.resume,
                     "continue from the --checkpoint FILE when it exists (same data and options)");
+  fit_cmd->add_option("--distributed", fit.distributed,
+                      "auto (MPI when started by mpirun with > 1 rank), mpi, or off; each rank fits its "
+                      "own contiguous rows, rank 0 writes the outputs")
+      ->check(CLI::IsMember({"auto", "mpi", "off"}))
+      ->capture_default_str();
 
   // ---- predict ----
   cli::PredictOptions pred;

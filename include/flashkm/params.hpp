@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "flashkm/types.hpp"
 
@@ -33,6 +34,11 @@ struct Params {
   Metric metric = Metric::l2;
   Device device = Device::cpu;     ///< cuda is an error when not built or no GPU is present
   int device_id = 0;               ///< CUDA device ordinal
+  /// Multi-GPU fit (device cuda only): the CUDA devices to shard the rows over, one host
+  /// thread and one contiguous row range per device, combined through NCCL. Empty = the
+  /// single `device_id`; one id = that device alone. Results are bitwise reproducible for a
+  /// given device count and agree with one GPU within the exact contract (docs/CUDA.md).
+  std::vector<int> device_ids;
   Precision precision = Precision::automatic;  ///< tensor-core operand precision (CUDA only)
   bool certify = true;             ///< re-check rows whose best/second gap is under the rounding bound
   int n_threads = 0;               ///< CPU threads; 0 = all available. Results do not depend on it.

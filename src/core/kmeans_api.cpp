@@ -6,15 +6,17 @@
 
 #include "core/backend.hpp"
 #include "core/checkpoint.hpp"
+#include "core/fit_driver.hpp"
 #include "core/init.hpp"
 #include "core/lloyd.hpp"
+#include "core/multi_gpu.hpp"
 #include "core/random.hpp"
 #include "cpu/kernels.hpp"
 #include "flashkm/error.hpp"
 #include "flashkm/kmeans.hpp"
 
 namespace flashkm {
-namespace {
+namespace core {
 
 void check_matrix(const MatrixView& x, const char* what) {
   FLASHKM_CHECK(static_cast<int>(x.dtype) <= 3, unsupported_type, what, ": unsupported dtype code ", int(x.dtype));
@@ -24,6 +26,112 @@ void check_matrix(const MatrixView& x, const char* what) {
   FLASHKM_CHECK(x.stride() >= x.cols, invalid_argument, what, ": row_stride ", x.row_stride,
                 " is smaller than the number of columns ", x.cols);
 }
+
+std::vector<float> given_centroids(const Params& params, const FitArgs& args, std::int64_t d) {
+  const std::int64_t k = params.n_clusters;
+  std::vector<float> given;
+  if (params.init == InitMethod::given) {
+    FLASHKM_CHECK(args.init_centroids != nullptr, invalid_argument,
+                  "init 'given' needs init_centroids, an array of shape (n_clusters, n_features) = (", k, ", ", d, ")");
+    given.assign(args.init_centroids, args.init_centroids + k * d);
+    for (std::int64_t t = 0; t < k * d; ++t)
+      FLASHKM_CHECK(std::isfinite(given[t]), invalid_argument, "init centroids contain NaN or infinity: first at row ",
+                    t / d, ", column ", t % d);
+    if (params.metric == Metric::cosine) {
+      for (std::int64_t j = 0; j < k; ++j) {
+        double norm2 = 0;
+        for (std::int64_t t = 0; t < d; ++t) norm2 += double(given[j * d + t]) * given[j * d + t];
+        FLASHKM_CHECK(norm2 > 0, invalid_argument, "metric 'cosine': init centroid ", j, " is all zeros");
+        const double s = 1.0 / std::sqrt(norm2);
+        for (std::int64_t t = 0; t < d; ++t) given[j * d + t] = static_cast<float>(given[j * d + t] * s);
+      }
+    }
+  }
+  return given;
+}
+
+Model fit_attached(Backend& backend, const Params& params, const FitArgs& args, const std::vector<float>& given,
+                   const Checkpoint* checkpoint) {
+  const std::int64_t d = backend.cols(), k = params.n_clusters;
+  const double tol_abs = params.tol > 0 ? params.tol * backend.mean_feature_variance() : 0.0;
+
+  // A given init is deterministic: more runs would repeat the same fit (scikit-learn warns too).
+  const int runs = params.init == InitMethod::given ? 1 : params.n_init;
+  const bool saving = checkpoint && checkpoint->enabled();
+  CheckpointState state;  // run, best run and best result; the run's own state while saving
+  std::optional<CheckpointState> resumed = checkpoint ? checkpoint->start() : std::nullopt;
+  if (resumed) {
+    state.run = resumed->run;
+    state.best_run = resumed->best_run;
+    state.best = std::move(resumed->best);
+  }
+  LloydResult& best = state.best;
+  int labels_run = -1;  // the run whose final labels the backend holds
+  IterationHook save_iteration;
+  if (saving)
+    save_iteration = [&](int run, const std::vector<float>& before, const std::vector<float>& after,
+                         const std::vector<IterationInfo>& history) {
+      const int it = static_cast<int>(history.size());
+      if (!checkpoint->due(it)) return;
+      state.run = run;
+      state.iteration = it;
+      state.centroids = after;
+      state.previous = before;
+      state.history = history;
+      checkpoint->save(state);
+    };
+  for (int run = state.run; run < runs; ++run) {
+    LloydResult r;
+    if (resumed && resumed->run == run && resumed->iteration > 0) {
+      LloydResume from{resumed->iteration, std::move(resumed->previous), std::move(resumed->history)};
+      r = lloyd(backend, std::move(resumed->centroids), k, params, tol_abs, run, &from, save_iteration);
+    } else {
+      const std::uint64_t seed = splitmix64(params.seed + 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(run));
+      std::vector<float> c0 = params.init == InitMethod::given ? given : initial_centroids(backend, params, seed);
+      r = lloyd(backend, std::move(c0), k, params, tol_abs, run, nullptr, save_iteration);
+    }
+    labels_run = run;
+    if (state.best_run < 0 || r.inertia < best.inertia) {
+      best = std::move(r);
+      state.best_run = run;
+    }
+    if (saving) {  // the run is complete: the next one starts from its init
+      state.run = run + 1;
+      state.iteration = 0;
+      state.centroids.clear();
+      state.previous.clear();
+      state.history.clear();
+      checkpoint->save(state);
+    }
+  }
+  if (args.labels) {
+    if (state.best_run != labels_run) {  // the backend holds another run's labels (or none): reassign
+      backend.set_centroids(best.centroids.data(), k);
+      backend.assign();
+    }
+    backend.copy_labels(args.labels);
+  }
+
+  Model m;
+  m.n_clusters = k;
+  m.n_features = d;
+  m.metric = params.metric;
+  m.centroids = std::move(best.centroids);
+  m.cluster_weight = std::move(best.cluster_weight);
+  m.inertia = best.inertia;
+  m.n_iter = best.n_iter;
+  m.converged = best.converged;
+  m.seed = params.seed;
+  m.init = params.init;
+  m.history = std::move(best.history);
+  return m;
+}
+
+}  // namespace core
+
+namespace {
+
+using core::check_matrix;
 
 void check_model(const Model& m) {
   FLASHKM_CHECK(m.n_clusters >= 1 && m.n_features >= 1 &&
@@ -49,105 +157,24 @@ std::unique_ptr<core::Backend> backend_for(const PredictOptions& o) {
 Model fit(const MatrixView& x, const Params& params, const FitArgs& args) {
   validate(params);
   check_matrix(x, "X");
-  const std::int64_t n = x.rows, d = x.cols, k = params.n_clusters;
+  const std::int64_t n = x.rows, k = params.n_clusters;
   FLASHKM_CHECK(k <= n, invalid_argument, "n_samples=", n, " should be >= n_clusters=", k);
-  std::vector<float> given;
-  if (params.init == InitMethod::given) {
-    FLASHKM_CHECK(args.init_centroids != nullptr, invalid_argument,
-                  "init 'given' needs init_centroids, an array of shape (n_clusters, n_features) = (", k, ", ", d, ")");
-    given.assign(args.init_centroids, args.init_centroids + k * d);
-    for (std::int64_t t = 0; t < k * d; ++t)
-      FLASHKM_CHECK(std::isfinite(given[t]), invalid_argument, "init centroids contain NaN or infinity: first at row ",
-                    t / d, ", column ", t % d);
-    if (params.metric == Metric::cosine) {
-      for (std::int64_t j = 0; j < k; ++j) {
-        double norm2 = 0;
-        for (std::int64_t t = 0; t < d; ++t) norm2 += double(given[j * d + t]) * given[j * d + t];
-        FLASHKM_CHECK(norm2 > 0, invalid_argument, "metric 'cosine': init centroid ", j, " is all zeros");
-        const double s = 1.0 / std::sqrt(norm2);
-        for (std::int64_t t = 0; t < d; ++t) given[j * d + t] = static_cast<float>(given[j * d + t] * s);
-      }
-    }
+  const std::vector<float> given = core::given_centroids(params, args, x.cols);
+  // Several GPUs: the SPMD path (rows sharded, one thread per GPU); one listed id is that
+  // device alone, the plain path below.
+  if (params.device_ids.size() > 1) {
+    FLASHKM_CHECK(params.checkpoint_path.empty(), invalid_argument,
+                  "checkpoint_path: checkpoints of distributed and multi-GPU fits are not supported yet");
+    return core::fit_multi_gpu(x, params, args);
   }
-
+  const int device_id = params.device_ids.empty() ? params.device_id : params.device_ids[0];
+  // Before any work: a checkpoint that may not be overwritten or does not match fails now.
+  const core::Checkpoint checkpoint(params, x, args.sample_weight, given.empty() ? nullptr : given.data());
   std::unique_ptr<core::Backend> backend =
-      core::make_backend(params.device, params.device_id, params.n_threads, params.precision, params.certify);
+      core::make_backend(params.device, device_id, params.n_threads, params.precision, params.certify);
   backend->set_memory_budget(params.max_memory);
   backend->attach(x, args.sample_weight, params.metric);
-  const double tol_abs = params.tol > 0 ? params.tol * backend->mean_feature_variance() : 0.0;
-
-  // A given init is deterministic: more runs would repeat the same fit (scikit-learn warns too).
-  const int runs = params.init == InitMethod::given ? 1 : params.n_init;
-  const core::Checkpoint checkpoint(params, x, args.sample_weight, given.empty() ? nullptr : given.data());
-  core::CheckpointState state;  // run, best run and best result; the run's own state while saving
-  std::optional<core::CheckpointState> resumed = checkpoint.start();
-  if (resumed) {
-    state.run = resumed->run;
-    state.best_run = resumed->best_run;
-    state.best = std::move(resumed->best);
-  }
-  core::LloydResult& best = state.best;
-  int labels_run = -1;  // the run whose final labels the backend holds
-  core::IterationHook save_iteration;
-  if (checkpoint.enabled())
-    save_iteration = [&](int run, const std::vector<float>& before, const std::vector<float>& after,
-                         const std::vector<IterationInfo>& history) {
-      const int it = static_cast<int>(history.size());
-      if (!checkpoint.due(it)) return;
-      state.run = run;
-      state.iteration = it;
-      state.centroids = after;
-      state.previous = before;
-      state.history = history;
-      checkpoint.save(state);
-    };
-  for (int run = state.run; run < runs; ++run) {
-    core::LloydResult r;
-    if (resumed && resumed->run == run && resumed->iteration > 0) {
-      core::LloydResume from{resumed->iteration, std::move(resumed->previous), std::move(resumed->history)};
-      r = core::lloyd(*backend, std::move(resumed->centroids), k, params, tol_abs, run, &from, save_iteration);
-    } else {
-      const std::uint64_t seed =
-          core::splitmix64(params.seed + 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(run));
-      std::vector<float> c0 = params.init == InitMethod::given ? given : core::initial_centroids(*backend, params, seed);
-      r = core::lloyd(*backend, std::move(c0), k, params, tol_abs, run, nullptr, save_iteration);
-    }
-    labels_run = run;
-    if (state.best_run < 0 || r.inertia < best.inertia) {
-      best = std::move(r);
-      state.best_run = run;
-    }
-    if (checkpoint.enabled()) {  // the run is complete: the next one starts from its init
-      state.run = run + 1;
-      state.iteration = 0;
-      state.centroids.clear();
-      state.previous.clear();
-      state.history.clear();
-      checkpoint.save(state);
-    }
-  }
-  const int best_run = state.best_run;
-  if (args.labels) {
-    if (best_run != labels_run) {  // the backend holds another run's labels (or none): reassign
-      backend->set_centroids(best.centroids.data(), k);
-      backend->assign();
-    }
-    backend->copy_labels(args.labels);
-  }
-
-  Model m;
-  m.n_clusters = k;
-  m.n_features = d;
-  m.metric = params.metric;
-  m.centroids = std::move(best.centroids);
-  m.cluster_weight = std::move(best.cluster_weight);
-  m.inertia = best.inertia;
-  m.n_iter = best.n_iter;
-  m.converged = best.converged;
-  m.seed = params.seed;
-  m.init = params.init;
-  m.history = std::move(best.history);
-  return m;
+  return core::fit_attached(*backend, params, args, given, &checkpoint);
 }
 
 void predict(const Model& model, const MatrixView& x, std::int32_t* labels, float* distances,

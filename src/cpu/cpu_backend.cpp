@@ -106,20 +106,30 @@ class CpuBackend final : public Backend {
       std::int64_t j = 0;
       while (j < d_ && std::isfinite(cpu::element(x_, i, j))) ++j;
       if (j < d_)
-        FLASHKM_FAIL(invalid_argument, "input contains NaN or infinity: first at row ", i, ", column ", j);
-      FLASHKM_FAIL(invalid_argument, "row ", i, " has a squared norm that overflows (values too large)");
+        FLASHKM_FAIL(invalid_argument, "input contains NaN or infinity: first at row ", i + global_row_offset(),
+                     ", column ", j);
+      FLASHKM_FAIL(invalid_argument, "row ", i + global_row_offset(), " has a squared norm that overflows (values too large)");
     }
     if (auto i = first(bad_weight); i >= 0)
-      FLASHKM_FAIL(invalid_argument, "sample_weight must be finite and >= 0: row ", i, " has ", weights_[i]);
+      FLASHKM_FAIL(invalid_argument, "sample_weight must be finite and >= 0: row ", i + global_row_offset(), " has ", weights_[i]);
     if (auto i = first(zero_row); i >= 0)
-      FLASHKM_FAIL(invalid_argument, "metric 'cosine' needs non-zero rows: row ", i, " is all zeros");
+      FLASHKM_FAIL(invalid_argument, "metric 'cosine' needs non-zero rows: row ", i + global_row_offset(),
+                   " is all zeros");
     total_weight_ = weights_ ? chunked_sum([&](std::int64_t i) { return double(weights_[i]); }) : double(n_);
     FLASHKM_CHECK(total_weight_ > 0, invalid_argument, "sample_weight sums to zero: at least one weight must be > 0");
   }
 
   double mean_feature_variance() override {
+    const FeatureMoments m = feature_moments();
+    double sum = 0;
+    for (double v : m.m2) sum += v / static_cast<double>(m.count);
+    return sum / static_cast<double>(d_);
+  }
+
+  FeatureMoments feature_moments() override {
     const std::int64_t n_chunks = chunks();
     std::vector<double> part(static_cast<std::size_t>(n_chunks * d_));
+    // Column sums of x (center null) or of (x - center)^2, over fixed chunks in chunk order.
     auto column_pass = [&](const double* center) {
       cpu::PassRelease release(x_, stream_);
 #pragma omp parallel num_threads(threads_) if (n_chunks > 1)
@@ -142,12 +152,14 @@ class CpuBackend final : public Backend {
       std::vector<double> total(static_cast<std::size_t>(d_), 0.0);
       for (std::int64_t c = 0; c < n_chunks; ++c)
         for (std::int64_t j = 0; j < d_; ++j) total[j] += part[c * d_ + j];
-      for (auto& v : total) v /= static_cast<double>(n_);
       return total;
     };
-    const std::vector<double> mean = column_pass(nullptr);
-    const std::vector<double> var = column_pass(mean.data());
-    return std::accumulate(var.begin(), var.end(), 0.0) / static_cast<double>(d_);
+    FeatureMoments m;
+    m.count = n_;
+    m.mean = column_pass(nullptr);
+    for (auto& v : m.mean) v /= static_cast<double>(n_);
+    m.m2 = column_pass(m.mean.data());
+    return m;
   }
 
   void set_centroids(const float* c, std::int64_t k) override {
@@ -548,10 +560,12 @@ class CpuBackend final : public Backend {
     apply_pending_commit();
     const std::int64_t n_chunks = chunks();
     std::vector<std::vector<std::int64_t>> picked(static_cast<std::size_t>(n_chunks));
+    // The uniform of a row is drawn by its global index: a shard picks what the whole would.
+    const auto offset = static_cast<std::uint64_t>(global_row_offset());
 #pragma omp parallel for num_threads(threads_) schedule(static) if (n_chunks > 1)
     for (std::int64_t c = 0; c < n_chunks; ++c)
       for (std::int64_t i = c * kChunk; i < std::min(n_, (c + 1) * kChunk); ++i)
-        if (counter_uniform(seed, round, static_cast<std::uint64_t>(i)) < factor * weight(i) * double(mind_[i]))
+        if (counter_uniform(seed, round, offset + static_cast<std::uint64_t>(i)) < factor * weight(i) * double(mind_[i]))
           picked[c].push_back(i);
     std::vector<std::int64_t> out;
     for (auto& v : picked) out.insert(out.end(), v.begin(), v.end());

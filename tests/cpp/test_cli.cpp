@@ -197,6 +197,8 @@ TEST_F(CliTest, BadInputsFailCleanly) {
   expect_clean_failure("fit " + q("x.npy") + " -k 51" + outs, "n_clusters=51");
   expect_clean_failure("fit " + q("x.npy") + " -k 0" + outs, "n_clusters");
   expect_clean_failure("fit " + q("x.npy") + " -k 2 --metric chebyshev" + outs, "chebyshev");
+  expect_clean_failure("fit " + q("x.npy") + " -k 2 --gpus 0,1" + outs, "needs device 'cuda'");
+  expect_clean_failure("fit " + q("x.npy") + " -k 2 --device cuda --gpus 1,1" + outs, "twice");
   expect_clean_failure("fit " + q("x.npy") + " -k 2 --init " + q("x4.npy") + outs, "expected (n_clusters, n_features)");
   expect_clean_failure("fit " + q("x.npy") + " -k 2 -o " + q("no/such/dir.fkm"), "no/such/dir.fkm");
   expect_clean_failure("fit " + q("x.npy") + " -k 2 -o " + q("same.npy") + " --labels " + q("same.npy"), "twice");
@@ -224,6 +226,21 @@ TEST_F(CliTest, BadInputsFailCleanly) {
   expect_clean_failure("predict " + q("cut.fkm") + " " + q("x.npy") + " -o " + q("p.npy"), "truncated");
   expect_clean_failure("predict " + q("x.npy") + " " + q("x.npy") + " -o " + q("p.npy"), "not a flashkm model");
   expect_clean_failure("info " + q("bad.fkm"), "checksum");
+}
+
+// Under an MPI launcher's environment, --distributed off fits alone (no MPI is started), and
+// the mode is checked like any option. (Distributed runs: tests/mpi, built with MPI.)
+TEST_F(CliTest, DistributedOffFitsAloneAndModesAreChecked) {
+  write_blobs("x.npy", 60, 3, 2);
+  ::setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
+  const RunResult r = run("fit " + q("x.npy") + " -k 2 --distributed off -o " + q("m.fkm"));
+  ::unsetenv("OMPI_COMM_WORLD_SIZE");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.find("ranks"), std::string::npos) << r.out;
+  EXPECT_EQ(Model::load(path("m.fkm")).n_clusters, 2);
+  const RunResult bad = run("fit " + q("x.npy") + " -k 2 --distributed nccl");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("--distributed"), std::string::npos) << bad.err;
 }
 
 TEST_F(CliTest, FailedFitLeavesExistingOutputsUntouched) {
