@@ -15,6 +15,9 @@ struct FitOptions {
   std::string init = "k-means++";  ///< a method name, or a .npy file of initial centroids
   std::string model_out, labels_out, centroids_out, report_out;
   bool quiet = false;
+  /// auto: an MPI fit when started by an MPI launcher with more than one rank; mpi: always
+  /// (an error when built without MPI); off: never (every rank would fit alone).
+  std::string distributed = "auto";
 };
 
 struct PredictOptions {
@@ -23,6 +26,7 @@ struct PredictOptions {
   Device device = Device::cpu;
   int device_id = 0;
   int n_threads = 0;
+  std::int64_t max_memory = 0;  ///< bytes; 0 = automatic (Params::max_memory)
 };
 
 struct InfoOptions {

@@ -6,6 +6,7 @@
 #include <exception>
 #include <string>
 
+#include "byte_size.hpp"
 #include "commands.hpp"
 #include "flashkm/error.hpp"
 #include "flashkm/kmeans.hpp"
@@ -60,12 +61,31 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   fit_cmd->add_option("--metric", metric, "l2, cosine or inner_product")->capture_default_str();
   fit_dev.add_to(fit_cmd);
+  fit_cmd->add_option("--gpus", fit.params.device_ids,
+                      "CUDA devices to shard the rows over, e.g. 0,1 (multi-GPU over NCCL; with --device cuda)")
+      ->delimiter(',');
   fit_cmd->add_option("--threads", fit.params.n_threads, "CPU threads (0 = all)")->capture_default_str();
+  std::string fit_max_memory, pred_max_memory;
+  const char* max_memory_help =
+      "CPU: resident memory budget, e.g. 4G (default: half the RAM); a larger data file is streamed, "
+      "dropping pages once read";
+  fit_cmd->add_option("--max-memory", fit_max_memory, max_memory_help);
   fit_cmd->add_option("-o,--model", fit.model_out, "write the model (flashkm model file)");
   fit_cmd->add_option("--labels", fit.labels_out, "write the labels [N] int32 .npy");
   fit_cmd->add_option("--centroids", fit.centroids_out, "write the centroids [K x D] float32 .npy");
   fit_cmd->add_option("--report", fit.report_out, "write a JSON report of the run");
   fit_cmd->add_flag("-q,--quiet", fit.quiet, "no progress bar and no summary");
+  fit_cmd->add_option("--checkpoint", fit.params.checkpoint_path,
+                      "save the fit's state to FILE after iterations (atomic); removed once the outputs are written");
+  fit_cmd->add_option("--checkpoint-every", fit.params.checkpoint_every, "iterations between checkpoints")
+      ->capture_default_str();
+  fit_cmd->add_flag("--resume", fit.params.resume,
+                    "continue from the --checkpoint FILE when it exists (same data and options)");
+  fit_cmd->add_option("--distributed", fit.distributed,
+                      "auto (MPI when started by mpirun with > 1 rank), mpi, or off; each rank fits its "
+                      "own contiguous rows, rank 0 writes the outputs")
+      ->check(CLI::IsMember({"auto", "mpi", "off"}))
+      ->capture_default_str();
 
   // ---- predict ----
   cli::PredictOptions pred;
@@ -77,6 +97,7 @@ int main(int argc, char** argv) {
   pred_cmd->add_option("--distances", pred.distances_out, "write the distance to the nearest centroid [N] float32 .npy");
   pred_dev.add_to(pred_cmd);
   pred_cmd->add_option("--threads", pred.n_threads, "CPU threads (0 = all)");
+  pred_cmd->add_option("--max-memory", pred_max_memory, max_memory_help);
 
   // ---- info ----
   cli::InfoOptions info;
@@ -114,10 +135,12 @@ int main(int argc, char** argv) {
       fit.params.metric = parse_metric(metric);
       fit.params.device = parse_device(fit_dev.device);
       fit.params.precision = parse_precision(fit_dev.precision);
+      if (!fit_max_memory.empty()) fit.params.max_memory = cli::parse_byte_size(fit_max_memory);
       return cli::run_fit(fit);
     }
     if (pred_cmd->parsed()) {
       pred.device = parse_device(pred_dev.device);
+      if (!pred_max_memory.empty()) pred.max_memory = cli::parse_byte_size(pred_max_memory);
       return cli::run_predict(pred);
     }
     if (info_cmd->parsed()) return cli::run_info(info);

@@ -22,6 +22,7 @@ int run_predict(const PredictOptions& o) {
   options.device = o.device;
   options.device_id = o.device_id;
   options.n_threads = o.n_threads;
+  options.max_memory = o.max_memory;
   predict(model, data.view, labels.data(), distances_file ? distances.data() : nullptr, options);
 
   io::write_npy(*labels_file, labels.data(), {data.view.rows});

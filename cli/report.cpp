@@ -60,8 +60,10 @@ std::string fit_report_json(const FitReport& r) {
                  {"n_init", p.n_init},
                  {"metric", to_string(p.metric)},
                  {"device", to_string(p.device)},
+                 {"gpus", p.device_ids},
                  {"precision", to_string(p.precision)},
                  {"threads", p.n_threads}};
+  j["ranks"] = r.ranks;
   ordered_json m = model_json(r.model);
   for (const char* key : {"inertia", "n_iter", "converged"}) j[key] = m[key];
   j["cluster_weight_sum"] =
@@ -70,7 +72,7 @@ std::string fit_report_json(const FitReport& r) {
   double iter_ms = 0;
   for (const IterationInfo& it : r.model.history) iter_ms += it.ms;
   j["time_ms"] = {{"total", r.total_ms}, {"init", r.init_ms}, {"iterations", iter_ms}};
-  j["peak_memory_bytes"] = peak_memory_bytes();
+  j["peak_memory_bytes"] = peak_memory_bytes();  // of this process (rank 0 when distributed)
   j["simd_level"] = cpu_simd_level();
   j["outputs"] = {{"model", r.options.model_out},
                   {"labels", r.options.labels_out},

@@ -17,6 +17,7 @@ struct FitReport {
   const Model& model;
   double total_ms = 0;  ///< wall time of fit()
   double init_ms = 0;   ///< of which before the first iteration of each run
+  int ranks = 1;        ///< processes of a distributed (MPI) fit
 };
 
 /// The --report document, 2-space indented, ending in a newline.

@@ -8,6 +8,7 @@
 #   --tile-sweep: also time each tensor-core tile config (gpu_bench's override) on a few
 #             D=128 shapes, uncertified; JSON lines appended to bench.log.
 #   -- ...: passed on to bench/gpu_vs_flash_kmeans.py (e.g. --no-certified --host-update).
+#   --largeN: also bench/gpu_largeN.py (flash-kmeans kmeans_largeN vs flashkm, N=16M/32M fp32).
 #   --python: also build the Python module (pybind11 from the machine's pip install) and run
 #             the Python tests, GPU tensors (torch/cupy) included.
 # The GPU image has neither GoogleTest nor dlpack.h: before the call, on the dev machine,
@@ -17,10 +18,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}
 mkdir -p "$OUT"
-BENCH=1; QUICK=""; PY=0; TILES=0; CTEST=1
+BENCH=1; QUICK=""; PY=0; TILES=0; CTEST=1; LARGEN=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --no-bench) BENCH=0 ;; --quick) QUICK="--quick" ;; --python) PY=1 ;; --tile-sweep) TILES=1 ;; --no-ctest) CTEST=0 ;;
+    --no-bench) BENCH=0 ;; --quick) QUICK="--quick" ;; --python) PY=1 ;; --tile-sweep) TILES=1 ;; --no-ctest) CTEST=0 ;; --largeN) LARGEN=1 ;;
     --) shift; break ;;
   esac
   shift
@@ -77,6 +78,9 @@ fi
 
 if [ $BENCH -eq 1 ]; then
   python3 bench/gpu_vs_flash_kmeans.py --flashkm-bench build-cudacheck/tests/gpu/gpu_bench --out "$OUT" $QUICK "$@" 2>&1 | tee "$OUT/bench.log" | tail -40
+fi
+if [ $LARGEN -eq 1 ]; then
+  python3 bench/gpu_largeN.py --flashkm-bench build-cudacheck/tests/gpu/gpu_bench --out "$OUT" 2>&1 | tee "$OUT/largeN.log" | tail -12
 fi
 if [ $TILES -eq 1 ]; then
   # tile: 1 resident 128x128, 2 streamed 128x256, 3 streamed 128x128 (flash_assign.hpp).

@@ -32,6 +32,7 @@ struct PredictOptions {
   Device device = Device::cpu;
   int device_id = 0;
   int n_threads = 0;
+  std::int64_t max_memory = 0;  ///< as Params::max_memory
 };
 
 /// Nearest centroid of every row: labels [N] and, optionally, the distance to it [N]

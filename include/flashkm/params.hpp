@@ -3,6 +3,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
+#include <vector>
 
 #include "flashkm/types.hpp"
 
@@ -32,13 +34,32 @@ struct Params {
   Metric metric = Metric::l2;
   Device device = Device::cpu;     ///< cuda is an error when not built or no GPU is present
   int device_id = 0;               ///< CUDA device ordinal
+  /// Multi-GPU fit (device cuda only): the CUDA devices to shard the rows over, one host
+  /// thread and one contiguous row range per device, combined through NCCL. Empty = the
+  /// single `device_id`; one id = that device alone. Results are bitwise reproducible for a
+  /// given device count and agree with one GPU within the exact contract (docs/CUDA.md).
+  std::vector<int> device_ids;
   Precision precision = Precision::automatic;  ///< tensor-core operand precision (CUDA only)
   bool certify = true;             ///< re-check rows whose best/second gap is under the rounding bound
   int n_threads = 0;               ///< CPU threads; 0 = all available. Results do not depend on it.
+  /// CPU: bytes of host memory the fit may keep resident (0 = half the physical memory).
+  /// Data in a memory-mapped file (MatrixView::mapped_file) larger than what the per-row
+  /// state leaves of it is streamed: passes drop the pages they are done with. Results do
+  /// not depend on it. An explicit budget below the per-row state is an error.
+  std::int64_t max_memory = 0;
   int n_local_trials = 0;          ///< greedy k-means++ candidates per step; 0 = 2 + floor(ln K)
   int parallel_rounds = 5;         ///< k-means|| rounds
   double oversampling = 2.0;       ///< k-means|| expected candidates per round, times K
   ProgressFn progress;             ///< optional; see ProgressFn
+  /// Checkpoint file (docs/FORMAT.md): written atomically after every `checkpoint_every`
+  /// completed iterations and after every completed run. Empty = none. An existing file is
+  /// an error unless `resume` is set.
+  std::string checkpoint_path;
+  int checkpoint_every = 1;        ///< iterations between checkpoints (>= 1)
+  /// Continue from checkpoint_path when it exists (it must match this fit: same data, K,
+  /// seed, ...; else Error). The result is the model of an uninterrupted fit. A missing
+  /// file starts the fit from the beginning.
+  bool resume = false;
 };
 
 /// Checks every field; throws Error(invalid_argument) naming the first bad field.

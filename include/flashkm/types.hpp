@@ -56,6 +56,11 @@ struct MatrixView {
   std::int64_t row_stride = 0;  ///< elements between row starts; 0 means cols (contiguous)
   Location where = Location::host;
   int device_id = 0;            ///< CUDA device of the memory when where == cuda
+  /// The host data is a read-only mapping of a file (io::load_matrix sets it): the CPU
+  /// backend may then drop the pages a pass has finished with (they are re-read from the
+  /// file), so that data larger than memory streams (docs/ARCHITECTURE.md, "Out of core").
+  /// Never set it for other memory: dropped pages of ordinary memory would read as zeros.
+  bool mapped_file = false;
 
   std::int64_t stride() const noexcept { return row_stride == 0 ? cols : row_stride; }
   const void* row(std::int64_t i) const noexcept {
@@ -65,11 +70,11 @@ struct MatrixView {
 
   template <class T>
   static MatrixView of(const T* p, std::int64_t rows, std::int64_t cols, std::int64_t row_stride = 0) {
-    return MatrixView{p, dtype_of<T>::value, rows, cols, row_stride, Location::host, 0};
+    return MatrixView{p, dtype_of<T>::value, rows, cols, row_stride, Location::host, 0, false};
   }
   static MatrixView raw(const void* p, DType t, std::int64_t rows, std::int64_t cols,
                         std::int64_t row_stride = 0, Location where = Location::host, int device_id = 0) {
-    return MatrixView{p, t, rows, cols, row_stride, where, device_id};
+    return MatrixView{p, t, rows, cols, row_stride, where, device_id, false};
   }
 };
 

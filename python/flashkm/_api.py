@@ -74,7 +74,7 @@ def _rows(x) -> int:
 
 def fit(X, n_clusters=8, *, init="k-means++", max_iter=300, tol=1e-4, n_init=1, seed=0, metric="l2",
         device="cpu", device_id=0, precision="auto", certify=True, n_threads=0, sample_weight=None,
-        progress=None) -> FitResult:
+        progress=None, device_ids=None) -> FitResult:
     """Fit k-means to X [N x D]; returns FitResult(model, labels).
 
     init: 'k-means++', 'k-means||', 'random' or centroids [n_clusters x D].
@@ -83,6 +83,8 @@ def fit(X, n_clusters=8, *, init="k-means++", max_iter=300, tol=1e-4, n_init=1, 
     (or raising) stops the fit. Ctrl-C stops it between iterations with KeyboardInterrupt.
     CUDA tensors: computed on their GPU (device is then 'cuda'); labels come back as a tensor
     of the same framework.
+    device_ids: several CUDA devices (e.g. [0, 1]) to shard the rows over (device 'cuda'):
+    one thread per GPU, combined through NCCL; X on the host or on one of the GPUs.
     """
     labels_out = None
     if is_cuda_tensor(X):
@@ -93,7 +95,8 @@ def fit(X, n_clusters=8, *, init="k-means++", max_iter=300, tol=1e-4, n_init=1, 
     model, labels = _C.fit(X, n_clusters=n_clusters, init=init, max_iter=max_iter, tol=tol, n_init=n_init,
                            seed=seed, metric=metric, device=device, device_id=device_id, precision=precision,
                            certify=certify, n_threads=n_threads, sample_weight=sample_weight,
-                           progress=progress, return_labels=True, labels_out=labels_out)
+                           progress=progress, return_labels=True, labels_out=labels_out,
+                           device_ids=[int(i) for i in (device_ids or [])])
     return FitResult(model, labels)
 
 

@@ -91,6 +91,9 @@ class KMeans(_FeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
     device : {'cpu', 'cuda'}, default='cpu'
         'cuda' needs the CUDA backend built and a GPU present; otherwise fit raises RuntimeError.
         CUDA tensors (torch, cupy) are always computed on their GPU.
+    devices : list of int or None, default=None
+        Several CUDA devices (e.g. ``[0, 1]``) to shard the rows over with device='cuda'
+        (multi-GPU through NCCL, one thread per GPU). None = one GPU.
     precision : {'auto', 'fp32', 'tf32', 'fp16', 'bf16'}, default='auto'
         Tensor-core operand precision on CUDA (labels stay exact through certification).
     n_threads : int, default=0
@@ -110,7 +113,7 @@ class KMeans(_FeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
 
     def __init__(self, n_clusters=8, *, init="k-means++", n_init=1, max_iter=300, tol=1e-4,
                  random_state=None, metric="l2", device="cpu", precision="auto", n_threads=0,
-                 verbose=False):
+                 verbose=False, devices=None):
         self.n_clusters = n_clusters
         self.init = init
         self.n_init = n_init
@@ -122,6 +125,7 @@ class KMeans(_FeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
         self.precision = precision
         self.n_threads = n_threads
         self.verbose = verbose
+        self.devices = devices
 
     # ---- validation ---------------------------------------------------------------------
     def _check_params(self):
@@ -140,6 +144,12 @@ class KMeans(_FeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
                                      ("precision", self.precision, _PRECISIONS)):
             if not isinstance(value, str) or value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if self.devices is not None:
+            if isinstance(self.devices, (str, bytes)) or not hasattr(self.devices, "__iter__") or not all(
+                    isinstance(i, numbers.Integral) and not isinstance(i, bool) and i >= 0 for i in self.devices):
+                raise ValueError(f"devices must be None or a list of CUDA device ids >= 0, got {self.devices!r}")
+            if len(self.devices) > 0 and self.device not in ("cuda", "gpu"):
+                raise ValueError(f"devices={list(self.devices)!r} needs device='cuda', got device={self.device!r}")
         if isinstance(self.init, str) and self.init not in _INITS:
             raise ValueError(f"init should be either 'k-means++', 'k-means||', 'random', an array or a "
                              f"callable, got {self.init!r} instead.")
@@ -227,7 +237,8 @@ class KMeans(_FeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
         model, labels = _api.fit(X, n_clusters=int(self.n_clusters), init=init, max_iter=int(self.max_iter),
                                  tol=float(self.tol), n_init=n_init, seed=seed, metric=self.metric, device=device,
                                  precision=self.precision, n_threads=int(self.n_threads),
-                                 sample_weight=sample_weight, progress=self._progress())
+                                 sample_weight=sample_weight, progress=self._progress(),
+                                 device_ids=None if self.devices is None else [int(i) for i in self.devices])
         self._set_model(model)
         self.labels_ = labels
         return self

@@ -485,7 +485,8 @@ PYBIND11_MODULE(_flashkm, m) {
       [](const py::object& x, std::int64_t n_clusters, const py::object& init, int max_iter, double tol, int n_init,
          std::uint64_t seed, const std::string& metric, const std::string& device, int device_id,
          const std::string& precision, bool certify, int n_threads, const py::object& sample_weight,
-         const py::object& progress, bool return_labels, const py::object& labels_out) {
+         const py::object& progress, bool return_labels, const py::object& labels_out,
+         const std::vector<int>& device_ids) {
         Input in = to_input(x, "X");
         fk::Params p;
         p.n_clusters = n_clusters;
@@ -496,6 +497,7 @@ PYBIND11_MODULE(_flashkm, m) {
         p.metric = fk::parse_metric(metric);
         p.device = fk::parse_device(device);
         p.device_id = device_id;
+        p.device_ids = device_ids;
         p.precision = fk::parse_precision(precision);
         p.certify = certify;
         p.n_threads = n_threads;
@@ -539,8 +541,9 @@ PYBIND11_MODULE(_flashkm, m) {
       py::arg("tol") = 1e-4, py::arg("n_init") = 1, py::arg("seed") = 0, py::arg("metric") = "l2",
       py::arg("device") = "cpu", py::arg("device_id") = 0, py::arg("precision") = "auto", py::arg("certify") = true,
       py::arg("n_threads") = 0, py::arg("sample_weight") = py::none(), py::arg("progress") = py::none(),
-      py::arg("return_labels") = true, py::arg("labels_out") = py::none(),
+      py::arg("return_labels") = true, py::arg("labels_out") = py::none(), py::arg("device_ids") = std::vector<int>{},
       "Fit k-means to X [N x D]. init: 'k-means++', 'k-means||', 'random' or an array [K x D].\n"
+      "device_ids: several CUDA devices to shard the rows over (multi-GPU, device 'cuda').\n"
       "progress(run, IterationInfo) -> bool|None is called after every iteration; False stops the fit.\n"
       "Returns (Model, labels or None).");
 

@@ -25,6 +25,14 @@ namespace flashkm::core {
 /// Rows per reduction chunk: the unit of deterministic fp64 summation over rows.
 inline constexpr std::int64_t kReductionChunk = 2048;
 
+/// Per-feature moments of the (unweighted) rows: the parts of mean_feature_variance that
+/// combine across the row shards of a distributed fit (Chan et al.'s pairwise formula).
+struct FeatureMoments {
+  std::int64_t count = 0;    ///< rows
+  std::vector<double> mean;  ///< [D] per-feature mean
+  std::vector<double> m2;    ///< [D] per-feature sum of squared deviations from the mean
+};
+
 struct AssignStats {
   double inertia = 0;           ///< sum of w * best distance (fp64 over fixed chunks)
   std::int64_t n_changed = 0;   ///< rows whose label differs from the previous assign()
@@ -44,12 +52,26 @@ class Backend {
   /// throwing Error(invalid_argument) naming the first bad row. For cosine, rows of zero
   /// norm are rejected. Called once per backend.
   virtual void attach(const MatrixView& x, const float* weights, Metric metric) = 0;
+  /// Memory budget in bytes for what attach() takes next (0: the backend's default). The CPU
+  /// backend streams a mapped data file that does not fit it (docs/ARCHITECTURE.md,
+  /// "Out of core"); backends without such a mode ignore it.
+  virtual void set_memory_budget(std::int64_t bytes) { (void)bytes; }
   virtual std::int64_t rows() const = 0;
   virtual std::int64_t cols() const = 0;
 
   /// Mean over features of the per-feature (unweighted) variance of x: scikit-learn's
   /// scale for tol.
   virtual double mean_feature_variance() = 0;
+  /// The per-feature moments behind mean_feature_variance (variance_j = m2_j / count).
+  virtual FeatureMoments feature_moments() = 0;
+
+  /// In a distributed fit, the global index of this backend's row 0 (its shard's offset).
+  /// Set before attach(). Backends use it where results depend on a row's identity rather
+  /// than on its data: the counter-based uniforms of sample_bernoulli and the row named by
+  /// an error message, so that a shard behaves exactly like its rows of the whole data.
+  /// Row indices passed in and returned stay local to the shard.
+  virtual void set_global_row_offset(std::int64_t offset) { global_row_offset_ = offset; }
+  std::int64_t global_row_offset() const { return global_row_offset_; }
 
   /// Replace the centroids [k x D] (fp32, host).
   virtual void set_centroids(const float* centroids, std::int64_t k) = 0;
@@ -133,6 +155,8 @@ class Backend {
   /// Host sums and weights of the default update_centroids(), kept between iterations: a
   /// fresh [k x D] fp64 allocation per call costs page faults every iteration.
   std::vector<double> host_sums_, host_weight_;
+ private:
+  std::int64_t global_row_offset_ = 0;
 };
 
 /// The CPU backend (always built). n_threads 0 = all. use_bounds: skip rows whose label

@@ -15,7 +15,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace flashkm::core {
@@ -35,6 +37,11 @@ class Communicator {
   /// reduce-scatter / allgather pair that keeps the rank order).
   virtual void allreduce_sum(double* data, std::size_t n);
 
+  /// Every rank's bytes to `root` only, indexed by rank; the other ranks receive an empty
+  /// vector. For results of size N that only one rank writes out (labels). The default goes
+  /// through allgather; implementations may do better.
+  virtual std::vector<std::vector<std::byte>> gather(const void* data, std::size_t bytes, int root);
+
   /// `bytes` bytes from `root` to every rank.
   virtual void broadcast(void* data, std::size_t bytes, int root) = 0;
 };
@@ -44,10 +51,25 @@ class Communicator {
 /// (so no rank is left waiting in the next collective). `local_failure` is null on success.
 void agree_or_throw(Communicator& comm, const std::exception_ptr& local_failure);
 
+/// A local step and the exchange of its result in one collective: every rank runs
+/// `local_step` and receives every rank's bytes, indexed by rank; when any rank's step threw,
+/// every rank throws as agree_or_throw does (the failure travels with the data, so a step
+/// costs one collective, not two).
+std::vector<std::vector<std::byte>> allgather_step(Communicator& comm,
+                                                   const std::function<std::vector<std::byte>()>& local_step);
+
+/// How long a rank waits in one collective before it gives up with an error, so that a dead
+/// or diverged rank never hangs the others: FLASHKM_COLLECTIVE_TIMEOUT_S seconds (default 300).
+double collective_timeout_seconds();
+/// Seconds as text for messages ("300", "0.5").
+std::string seconds_text(double seconds);
+
 /// A communicator of one rank (a distributed fit on one rank equals a plain fit).
 std::unique_ptr<Communicator> make_single_communicator();
 
-/// `n` communicators connected in memory, one per host thread; rank i is element i.
+/// `n` communicators connected in memory, one per host thread; rank i is element i. A rank
+/// that waits longer than collective_timeout_seconds() throws Error(io), and so does every
+/// later collective of the group (the group is broken).
 std::vector<std::unique_ptr<Communicator>> make_thread_communicators(int n);
 
 }  // namespace flashkm::core

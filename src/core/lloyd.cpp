@@ -81,16 +81,41 @@ std::int64_t Backend::update_centroids(std::int64_t k, Metric metric, const floa
 }
 
 LloydResult lloyd(Backend& backend, std::vector<float> centroids, std::int64_t k, const Params& params,
-                  double tol_abs, int run) {
+                  double tol_abs, int run, const LloydResume* resume, const IterationHook& hook) {
   using clock = std::chrono::steady_clock;
   const std::int64_t d = backend.cols();
   LloydResult out;
   std::vector<double> weight(static_cast<std::size_t>(k));
-  std::vector<float> next(static_cast<std::size_t>(k * d));
+  std::vector<float> next(static_cast<std::size_t>(k * d)), before;
   bool labels_stable = false;
+  // scikit-learn's two stopping rules, in its order: labels unchanged (strict), then shift.
+  auto stops_after = [&](int it, std::int64_t n_changed, double shift) {
+    labels_stable = it > 1 && n_changed == 0;
+    out.converged = labels_stable || shift <= tol_abs;
+    return out.converged;
+  };
 
-  for (int it = 1; it <= params.max_iter; ++it) {
+  int first = 1;
+  bool done = false;
+  if (resume) {
+    // The backend's labels as the uninterrupted run had them after that iteration (the next
+    // one counts its label changes against them): one assignment against the centroids the
+    // iteration started from. Labels depend only on the rows and the centroids, so they
+    // are the same bits; the rest of the iteration's results are in its history record.
+    FLASHKM_ASSERT(resume->iteration >= 1 && static_cast<int>(resume->history.size()) == resume->iteration,
+                   "resume state");
+    backend.set_centroids(resume->previous.data(), k);
+    backend.assign();
+    out.history = resume->history;
+    out.n_iter = first = resume->iteration;
+    const IterationInfo& last = out.history.back();
+    done = stops_after(first, last.n_changed, last.shift);
+    ++first;
+  }
+
+  for (int it = first; !done && it <= params.max_iter; ++it) {
     const auto t0 = clock::now();
+    if (hook) before = centroids;
     backend.set_centroids(centroids.data(), k);
     const AssignStats st = backend.assign();
     double shift = 0;
@@ -101,24 +126,18 @@ LloydResult lloyd(Backend& backend, std::vector<float> centroids, std::int64_t k
     info.iteration = it;
     info.inertia = st.inertia;
     info.shift = shift;
-    info.n_changed = st.n_changed;
+    // The first iteration counts every row (IterationInfo): the backend may still hold the
+    // labels of an earlier n_init run, which this run's record must not depend on (a
+    // resumed fit starts a run on a fresh backend).
+    info.n_changed = it == 1 ? backend.rows() : st.n_changed;
     info.n_rechecked = st.n_rechecked;
     info.ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
     out.history.push_back(info);
     out.n_iter = it;
+    if (hook) hook(run, before, centroids, out.history);  // before the callback may stop the fit
     if (params.progress && !params.progress(run, info))
       FLASHKM_FAIL(interrupted, "fit interrupted by the progress callback after iteration ", it);
-
-    // scikit-learn's two stopping rules, in its order: labels unchanged (strict), then shift.
-    if (it > 1 && st.n_changed == 0) {
-      labels_stable = true;
-      out.converged = true;
-      break;
-    }
-    if (shift <= tol_abs) {
-      out.converged = true;
-      break;
-    }
+    if (stops_after(it, st.n_changed, shift)) break;
   }
 
   // Final labels and inertia against the final centroids. When the labels were stable the

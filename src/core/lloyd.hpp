@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "core/backend.hpp"
@@ -18,11 +19,26 @@ struct LloydResult {
   std::vector<IterationInfo> history;
 };
 
+/// A run resumed from a checkpoint: `iteration` iterations were completed, the last one
+/// started from `previous` [K x D] (the centroids passed to lloyd() are those it produced).
+struct LloydResume {
+  int iteration = 0;
+  std::vector<float> previous;
+  std::vector<IterationInfo> history;  ///< [iteration] records of the run so far
+};
+
+/// Called after each completed iteration (before the progress callback): the run, the
+/// centroids the iteration started from and those it produced, the history so far.
+using IterationHook = std::function<void(int run, const std::vector<float>& before, const std::vector<float>& after,
+                                         const std::vector<IterationInfo>& history)>;
+
 /// Lloyd iterations from `centroids` until labels stop changing, the centroid shift is at
 /// most tol_abs, or max_iter. Empty clusters are re-seeded from the rows farthest from their
 /// centroids. The backend keeps the final labels. `run` is passed to the progress callback.
+/// With `resume`, the run continues after its iteration `resume->iteration` and returns what
+/// the uninterrupted run would have returned (see docs/ARCHITECTURE.md, "Checkpoints").
 LloydResult lloyd(Backend& backend, std::vector<float> centroids, std::int64_t k, const Params& params,
-                  double tol_abs, int run);
+                  double tol_abs, int run, const LloydResume* resume = nullptr, const IterationHook& hook = {});
 
 /// New centroids from per-cluster sums and weights (metric-aware): mean for l2 and
 /// inner_product, unit-normalised sum for cosine. Clusters of zero weight are left as they are.

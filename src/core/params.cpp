@@ -17,7 +17,20 @@ void validate(const Params& p) {
   FLASHKM_CHECK(p.parallel_rounds >= 1, invalid_argument, "parallel_rounds must be >= 1, got ", p.parallel_rounds);
   FLASHKM_CHECK(std::isfinite(p.oversampling) && p.oversampling > 0, invalid_argument,
                 "oversampling must be > 0, got ", p.oversampling);
+  FLASHKM_CHECK(p.max_memory >= 0, invalid_argument, "max_memory must be >= 0 (0 = automatic), got ", p.max_memory);
+  FLASHKM_CHECK(p.checkpoint_every >= 1, invalid_argument, "checkpoint_every must be >= 1, got ", p.checkpoint_every);
+  FLASHKM_CHECK(!p.resume || !p.checkpoint_path.empty(), invalid_argument,
+                "resume needs a checkpoint_path to resume from");
   FLASHKM_CHECK(p.device_id >= 0, invalid_argument, "device_id must be >= 0, got ", p.device_id);
+  // device_ids is a multi-GPU request: ignoring it on the CPU would silently run elsewhere.
+  FLASHKM_CHECK(p.device_ids.empty() || p.device == Device::cuda, invalid_argument,
+                "device_ids (multi-GPU) needs device 'cuda', but device is 'cpu'");
+  for (std::size_t i = 0; i < p.device_ids.size(); ++i) {
+    FLASHKM_CHECK(p.device_ids[i] >= 0, invalid_argument, "device_ids[", i, "] must be >= 0, got ", p.device_ids[i]);
+    for (std::size_t j = 0; j < i; ++j)
+      FLASHKM_CHECK(p.device_ids[j] != p.device_ids[i], invalid_argument, "device_ids lists CUDA device ",
+                    p.device_ids[i], " twice (at ", j, " and ", i, "); each GPU can hold one shard");
+  }
   FLASHKM_CHECK(static_cast<int>(p.metric) <= 2, invalid_argument, "unknown metric value ", int(p.metric));
   FLASHKM_CHECK(static_cast<int>(p.init) <= 3, invalid_argument, "unknown init value ", int(p.init));
   FLASHKM_CHECK(static_cast<int>(p.device) <= 1, invalid_argument, "unknown device value ", int(p.device));

@@ -18,6 +18,7 @@
 #include "cpu/convert.hpp"
 #include "cpu/kernels.hpp"
 #include "cpu/packed_centroids.hpp"
+#include "cpu/stream_release.hpp"
 #include "flashkm/error.hpp"
 
 namespace flashkm::core {
@@ -35,6 +36,9 @@ constexpr double kExpandedFormError = 0x1p-24;
 constexpr std::int64_t kStripeSumsBytes = std::int64_t{64} << 20;
 constexpr std::int64_t kMaxStripes = 64;
 constexpr std::int64_t kMinStripes = 16;
+// Per-row state kept for the whole fit: |x|, label, best, upper and lower bound, mind. (The
+// k-means++ trial adds 4 * (2 + ln K) bytes per row while it runs.)
+constexpr std::int64_t kStateBytesPerRow = 24;
 
 class CpuBackend final : public Backend {
  public:
@@ -46,6 +50,7 @@ class CpuBackend final : public Backend {
   const char* name() const override { return "cpu"; }
   std::int64_t rows() const override { return n_; }
   std::int64_t cols() const override { return d_; }
+  void set_memory_budget(std::int64_t bytes) override { budget_ = bytes; }
 
   void attach(const MatrixView& x, const float* weights, Metric metric) override {
     FLASHKM_CHECK(x.where == Location::host, invalid_argument,
@@ -58,6 +63,9 @@ class CpuBackend final : public Backend {
     // Block rows so that a packed block (block x d floats) stays in L2 (~128 KiB).
     block_rows_ = std::clamp<std::int64_t>((128 * 1024 / 4) / std::max<std::int64_t>(d_, 1), kernels_.mr, 1024);
     block_rows_ = block_rows_ / kernels_.mr * kernels_.mr;
+    // Out of core: a mapped file larger than the budget is streamed (stream_release.hpp).
+    stream_ = cpu::plan_stream(x, budget_, kStateBytesPerRow * n_, threads_);
+    cpu::advise_sequential(x_, stream_);
 
     row_norm_.assign(static_cast<std::size_t>(n_), 0.0f);
     labels_.assign(static_cast<std::size_t>(n_), -1);
@@ -69,6 +77,7 @@ class CpuBackend final : public Backend {
     // One pass: first non-finite value, first bad weight, first zero row (cosine), norms.
     const std::int64_t n_chunks = chunks();
     std::vector<std::int64_t> bad_value(n_chunks, -1), bad_weight(n_chunks, -1), zero_row(n_chunks, -1);
+    cpu::PassRelease release(x_, stream_);
 #pragma omp parallel num_threads(threads_) if (n_chunks > 1)
     {
       std::vector<double> row(static_cast<std::size_t>(d_));
@@ -86,6 +95,7 @@ class CpuBackend final : public Backend {
           if (metric_ == Metric::cosine && s == 0 && zero_row[c] < 0) zero_row[c] = i;
           row_norm_[i] = static_cast<float>(metric_ == Metric::cosine ? std::sqrt(s) : s);
         }
+        release.done(c * kChunk, std::min(n_, (c + 1) * kChunk) - c * kChunk);
       }
     }
     auto first = [](const std::vector<std::int64_t>& v) {
@@ -96,21 +106,32 @@ class CpuBackend final : public Backend {
       std::int64_t j = 0;
       while (j < d_ && std::isfinite(cpu::element(x_, i, j))) ++j;
       if (j < d_)
-        FLASHKM_FAIL(invalid_argument, "input contains NaN or infinity: first at row ", i, ", column ", j);
-      FLASHKM_FAIL(invalid_argument, "row ", i, " has a squared norm that overflows (values too large)");
+        FLASHKM_FAIL(invalid_argument, "input contains NaN or infinity: first at row ", i + global_row_offset(),
+                     ", column ", j);
+      FLASHKM_FAIL(invalid_argument, "row ", i + global_row_offset(), " has a squared norm that overflows (values too large)");
     }
     if (auto i = first(bad_weight); i >= 0)
-      FLASHKM_FAIL(invalid_argument, "sample_weight must be finite and >= 0: row ", i, " has ", weights_[i]);
+      FLASHKM_FAIL(invalid_argument, "sample_weight must be finite and >= 0: row ", i + global_row_offset(), " has ", weights_[i]);
     if (auto i = first(zero_row); i >= 0)
-      FLASHKM_FAIL(invalid_argument, "metric 'cosine' needs non-zero rows: row ", i, " is all zeros");
+      FLASHKM_FAIL(invalid_argument, "metric 'cosine' needs non-zero rows: row ", i + global_row_offset(),
+                   " is all zeros");
     total_weight_ = weights_ ? chunked_sum([&](std::int64_t i) { return double(weights_[i]); }) : double(n_);
     FLASHKM_CHECK(total_weight_ > 0, invalid_argument, "sample_weight sums to zero: at least one weight must be > 0");
   }
 
   double mean_feature_variance() override {
+    const FeatureMoments m = feature_moments();
+    double sum = 0;
+    for (double v : m.m2) sum += v / static_cast<double>(m.count);
+    return sum / static_cast<double>(d_);
+  }
+
+  FeatureMoments feature_moments() override {
     const std::int64_t n_chunks = chunks();
     std::vector<double> part(static_cast<std::size_t>(n_chunks * d_));
+    // Column sums of x (center null) or of (x - center)^2, over fixed chunks in chunk order.
     auto column_pass = [&](const double* center) {
+      cpu::PassRelease release(x_, stream_);
 #pragma omp parallel num_threads(threads_) if (n_chunks > 1)
       {
         std::vector<double> row(static_cast<std::size_t>(d_));
@@ -125,17 +146,20 @@ class CpuBackend final : public Backend {
               acc[j] += center ? v * v : v;
             }
           }
+          release.done(c * kChunk, std::min(n_, (c + 1) * kChunk) - c * kChunk);
         }
       }
       std::vector<double> total(static_cast<std::size_t>(d_), 0.0);
       for (std::int64_t c = 0; c < n_chunks; ++c)
         for (std::int64_t j = 0; j < d_; ++j) total[j] += part[c * d_ + j];
-      for (auto& v : total) v /= static_cast<double>(n_);
       return total;
     };
-    const std::vector<double> mean = column_pass(nullptr);
-    const std::vector<double> var = column_pass(mean.data());
-    return std::accumulate(var.begin(), var.end(), 0.0) / static_cast<double>(d_);
+    FeatureMoments m;
+    m.count = n_;
+    m.mean = column_pass(nullptr);
+    for (auto& v : m.mean) v /= static_cast<double>(n_);
+    m.m2 = column_pass(m.mean.data());
+    return m;
   }
 
   void set_centroids(const float* c, std::int64_t k) override {
@@ -234,6 +258,7 @@ class CpuBackend final : public Backend {
       const std::int64_t n_blocks = (n_ + block_rows_ - 1) / block_rows_;
       const std::int64_t width = d_ + 1;  // sums, then the weight
       stripe_sums_.resize(static_cast<std::size_t>(stripes * k_ * width));
+      cpu::PassRelease release(x_, stream_);
 #pragma omp parallel num_threads(threads_) reduction(+ : changed) if (stripes > 1)
       {
         Scratch s(*this);
@@ -255,6 +280,7 @@ class CpuBackend final : public Backend {
               for (std::int64_t j = 0; j < d_; ++j) acc[j] += scale * double(row[j]);
               acc[d_] += w;
             }
+            release.done(begin, rows);
           }
         }
       }
@@ -300,16 +326,20 @@ class CpuBackend final : public Backend {
       if (seen * owners >= t * n_) first[t++] = static_cast<std::int32_t>(j + 1);
     }
     const bool cosine = metric_ == Metric::cosine;
+    cpu::PassRelease release(x_, stream_, owners);  // every owner streams all rows
 #pragma omp parallel for num_threads(owners) schedule(static, 1) if (owners > 1)
     for (int t = 0; t < owners; ++t) {
       const std::int32_t lo = first[t], hi = first[t + 1];
       std::vector<double> scratch(static_cast<std::size_t>(d_));
-      for (std::int64_t i = 0; i < n_; ++i) {
-        const std::int32_t l = labels_[i];
-        if (l < lo || l >= hi) continue;
-        const double w = weight(i);
-        cpu::add_scaled_row(x_, i, cosine ? w / double(row_norm_[i]) : w, sums + std::int64_t{l} * d_, scratch.data());
-        cluster_weight[l] += w;
+      for (std::int64_t c0 = 0; c0 < n_; c0 += kChunk) {
+        for (std::int64_t i = c0; i < std::min(n_, c0 + kChunk); ++i) {
+          const std::int32_t l = labels_[i];
+          if (l < lo || l >= hi) continue;
+          const double w = weight(i);
+          cpu::add_scaled_row(x_, i, cosine ? w / double(row_norm_[i]) : w, sums + std::int64_t{l} * d_, scratch.data());
+          cluster_weight[l] += w;
+        }
+        release.done(c0, std::min(n_, c0 + kChunk) - c0);
       }
     }
   }
@@ -443,6 +473,7 @@ class CpuBackend final : public Backend {
     if (m != trial_dist_m_) apply_pending_commit();  // the lazy path needs the same layout
     const std::int64_t m_prev = trial_dist_m_;
     if (static_cast<std::int64_t>(dist.size()) < n_ * m) dist.resize(static_cast<std::size_t>(n_ * m));
+    cpu::PassRelease release(x_, stream_);
 #pragma omp parallel num_threads(threads_) if (n_chunks > 1)
     {
       Scratch s(*this);
@@ -470,6 +501,7 @@ class CpuBackend final : public Backend {
               pot[j] += w * double(di[j]);
             }
           }
+          release.done(b, rows);
         }
       }
     }
@@ -528,10 +560,12 @@ class CpuBackend final : public Backend {
     apply_pending_commit();
     const std::int64_t n_chunks = chunks();
     std::vector<std::vector<std::int64_t>> picked(static_cast<std::size_t>(n_chunks));
+    // The uniform of a row is drawn by its global index: a shard picks what the whole would.
+    const auto offset = static_cast<std::uint64_t>(global_row_offset());
 #pragma omp parallel for num_threads(threads_) schedule(static) if (n_chunks > 1)
     for (std::int64_t c = 0; c < n_chunks; ++c)
       for (std::int64_t i = c * kChunk; i < std::min(n_, (c + 1) * kChunk); ++i)
-        if (counter_uniform(seed, round, static_cast<std::uint64_t>(i)) < factor * weight(i) * double(mind_[i]))
+        if (counter_uniform(seed, round, offset + static_cast<std::uint64_t>(i)) < factor * weight(i) * double(mind_[i]))
           picked[c].push_back(i);
     std::vector<std::int64_t> out;
     for (auto& v : picked) out.insert(out.end(), v.begin(), v.end());
@@ -650,6 +684,7 @@ class CpuBackend final : public Backend {
   void for_blocks(Fn&& fn, std::int64_t* total = nullptr) {
     const std::int64_t n_blocks = (n_ + block_rows_ - 1) / block_rows_;
     std::int64_t sum = 0;
+    cpu::PassRelease release(x_, stream_);
 #pragma omp parallel num_threads(threads_) reduction(+ : sum) if (n_blocks > 1)
     {
       Scratch s(*this);
@@ -660,6 +695,7 @@ class CpuBackend final : public Backend {
         std::int64_t ldx = d_;
         const float* xb = rows_as_f32(begin, rows, s.x.data(), &ldx);
         sum += fn(begin, rows, xb, ldx, s);
+        release.done(begin, rows);
       }
     }
     if (total) *total = sum;
@@ -686,6 +722,7 @@ class CpuBackend final : public Backend {
   double chunked_sum_with_row(Fn&& f) const {
     const std::int64_t n_chunks = chunks();
     std::vector<double> part(static_cast<std::size_t>(n_chunks));
+    cpu::PassRelease release(x_, stream_);
 #pragma omp parallel num_threads(threads_) if (n_chunks > 1)
     {
       std::vector<double> row(static_cast<std::size_t>(d_));
@@ -697,6 +734,7 @@ class CpuBackend final : public Backend {
           s += f(i, row.data());
         }
         part[c] = s;
+        release.done(c * kChunk, std::min(n_, (c + 1) * kChunk) - c * kChunk);
       }
     }
     double total = 0;
@@ -710,6 +748,8 @@ class CpuBackend final : public Backend {
   MatrixView x_{};
   const float* weights_ = nullptr;
   Metric metric_ = Metric::l2;
+  std::int64_t budget_ = 0;   // set_memory_budget (0: default)
+  cpu::StreamPlan stream_;    // whether passes drop the mapped pages they are done with
   std::int64_t n_ = 0, d_ = 0, k_ = 0, block_rows_ = 0;
   double total_weight_ = 0;
   std::vector<float> row_norm_;  // |x|^2 for l2, |x| for cosine

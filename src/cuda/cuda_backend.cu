@@ -214,16 +214,22 @@ class CudaBackend final : public core::Backend {
       for (int j = 0; j < d_; ++j) row[j] = host_element(st[0], j);
       int j = 0;
       while (j < d_ && std::isfinite(row[j])) ++j;
-      if (j < d_) FLASHKM_FAIL(invalid_argument, "input contains NaN or infinity: first at row ", st[0], ", column ", j);
-      FLASHKM_FAIL(invalid_argument, "row ", st[0], " has a squared norm that overflows (values too large)");
+      // Rows named by their index in the whole data (a distributed fit's shard is offset).
+      if (j < d_)
+        FLASHKM_FAIL(invalid_argument, "input contains NaN or infinity: first at row ", st[0] + global_row_offset(),
+                     ", column ", j);
+      FLASHKM_FAIL(invalid_argument, "row ", st[0] + global_row_offset(),
+                   " has a squared norm that overflows (values too large)");
     }
     if (st[1] != std::numeric_limits<long long>::max()) {
       float wv = 0;
       FLASHKM_CUDA_CHECK(cudaMemcpy(&wv, w_ + st[1], sizeof(float), cudaMemcpyDeviceToHost));
-      FLASHKM_FAIL(invalid_argument, "sample_weight must be finite and >= 0: row ", st[1], " has ", wv);
+      FLASHKM_FAIL(invalid_argument, "sample_weight must be finite and >= 0: row ", st[1] + global_row_offset(), " has ",
+                   wv);
     }
     if (metric_ == Metric::cosine && st[2] != std::numeric_limits<long long>::max())
-      FLASHKM_FAIL(invalid_argument, "metric 'cosine' needs non-zero rows: row ", st[2], " is all zeros");
+      FLASHKM_FAIL(invalid_argument, "metric 'cosine' needs non-zero rows: row ", st[2] + global_row_offset(),
+                   " is all zeros");
     std::uint32_t bits = static_cast<std::uint32_t>(st[3]);
     std::memcpy(&max_abs_, &bits, sizeof(float));
     total_weight_ = w_ ? weighted_sum(w_, nullptr) : double(n_);
@@ -252,6 +258,31 @@ class CudaBackend final : public core::Backend {
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(center.get(), mean.data(), d_ * 8, cudaMemcpyHostToDevice, stream_));
     const std::vector<double> var = pass(center.get());
     return std::accumulate(var.begin(), var.end(), 0.0) / double(d_);
+  }
+
+  // The moments behind mean_feature_variance, for distributed fits (same two passes).
+  core::FeatureMoments feature_moments() override {
+    DeviceGuard g(opt_.device_id);
+    const std::int64_t chunks = (n_ + kRowChunk - 1) / kRowChunk;
+    DeviceBuffer<double> part(std::size_t(chunks * d_), "column sums");
+    DeviceBuffer<double> center(std::size_t(d_), "column means");
+    std::vector<double> h(static_cast<std::size_t>(chunks * d_));
+    auto pass = [&](const double* c) {
+      launch_column_sums(xv_, c, part.get(), stream_);
+      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h.data(), part.get(), h.size() * 8, cudaMemcpyDeviceToHost, stream_));
+      FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      std::vector<double> tot(static_cast<std::size_t>(d_), 0.0);
+      for (std::int64_t c2 = 0; c2 < chunks; ++c2)
+        for (int j = 0; j < d_; ++j) tot[j] += h[c2 * d_ + j];
+      return tot;
+    };
+    core::FeatureMoments m;
+    m.count = n_;
+    m.mean = pass(nullptr);
+    for (auto& v : m.mean) v /= double(n_);
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(center.get(), m.mean.data(), d_ * 8, cudaMemcpyHostToDevice, stream_));
+    m.m2 = pass(center.get());
+    return m;
   }
 
   // ---- centroids ------------------------------------------------------------------------
@@ -531,7 +562,7 @@ class CudaBackend final : public core::Backend {
   std::vector<std::int64_t> sample_bernoulli(double factor, std::uint64_t seed, std::uint64_t round) override {
     DeviceGuard g(opt_.device_id);
     flags_.ensure(std::size_t(n_), "sampling flags");
-    launch_bernoulli(mind_.get(), w_, n_, factor, seed, round, flags_.get(), stream_);
+    launch_bernoulli(mind_.get(), w_, n_, factor, seed, round, global_row_offset(), flags_.get(), stream_);
     std::vector<unsigned char> h(static_cast<std::size_t>(n_));
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h.data(), flags_.get(), n_, cudaMemcpyDeviceToHost, stream_));
     FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));

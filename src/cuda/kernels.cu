@@ -386,12 +386,14 @@ __global__ void sequential_chunk_sums_kernel(const float* mind, const float* w, 
   part[c] = s;
 }
 
+// row0: the global index of row 0 (a shard of a distributed fit draws its rows' uniforms,
+// so that the sample does not depend on how the rows are sharded).
 __global__ void bernoulli_kernel(const float* mind, const float* w, std::int64_t n, double factor, std::uint64_t seed,
-                                 std::uint64_t round, unsigned char* flags) {
+                                 std::uint64_t round, std::int64_t row0, unsigned char* flags) {
   const std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const double p = factor * (w ? double(w[i]) : 1.0) * double(mind[i]);
-  flags[i] = core::counter_uniform(seed, round, static_cast<std::uint64_t>(i)) < p ? 1 : 0;
+  flags[i] = core::counter_uniform(seed, round, static_cast<std::uint64_t>(row0 + i)) < p ? 1 : 0;
 }
 
 __global__ void gather_kernel(XView x, const float* xnorm, bool cosine, const std::int32_t* labels, const float* w,
@@ -564,8 +566,8 @@ void launch_sequential_chunk_sums(const float* mind, const float* w, std::int64_
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 void launch_bernoulli(const float* mind, const float* w, std::int64_t n, double factor, std::uint64_t seed,
-                      std::uint64_t round, unsigned char* flags, cudaStream_t s) {
-  bernoulli_kernel<<<blocks_for(n, 256), 256, 0, s>>>(mind, w, n, factor, seed, round, flags);
+                      std::uint64_t round, std::int64_t row0, unsigned char* flags, cudaStream_t s) {
+  bernoulli_kernel<<<blocks_for(n, 256), 256, 0, s>>>(mind, w, n, factor, seed, round, row0, flags);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 void launch_gather(const XView& x, const float* xnorm, bool cosine, const std::int32_t* labels, const float* w,

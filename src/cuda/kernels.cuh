@@ -90,7 +90,7 @@ void launch_column_sums(const XView& x, const double* center, double* part, cuda
 void launch_sequential_chunk_sums(const float* mind, const float* w, std::int64_t n, double* part, cudaStream_t s);
 /// flags[i] = uniform(seed, round, i) < factor * w_i * mind_i.
 void launch_bernoulli(const float* mind, const float* w, std::int64_t n, double factor, std::uint64_t seed,
-                      std::uint64_t round, unsigned char* flags, cudaStream_t s);
+                      std::uint64_t round, std::int64_t row0, unsigned char* flags, cudaStream_t s);
 /// Gather rows (fp32; cosine: normalised), labels and weights.
 void launch_gather(const XView& x, const float* xnorm, bool cosine, const std::int32_t* labels, const float* w,
                    const std::int64_t* idx, std::int64_t m, float* rows, std::int32_t* lab, float* wout,

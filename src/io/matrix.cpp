@@ -19,4 +19,13 @@ LoadedMatrix load_matrix(const std::string& path) {
                "': unknown data file type (expected a .npy, .fvecs or .bvecs file)");
 }
 
+LoadedMatrix row_range(const LoadedMatrix& m, std::int64_t begin, std::int64_t count) {
+  FLASHKM_CHECK(begin >= 0 && count >= 0 && begin + count <= m.view.rows, invalid_argument, "rows [", begin, ", ",
+                begin + count, ") are not inside the ", m.view.rows, " rows of the matrix");
+  LoadedMatrix out = m;
+  out.view.rows = count;
+  if (count > 0) out.view.data = m.view.row(begin);  // row() of a 0-row range may point past the end
+  return out;
+}
+
 }  // namespace flashkm::io

@@ -22,4 +22,9 @@ struct LoadedMatrix {
 /// Error(format) for a malformed file, Error(io) when it cannot be read.
 LoadedMatrix load_matrix(const std::string& path);
 
+/// Rows [begin, begin + count) of m, sharing its storage (no copy). For a memory-mapped file
+/// this is a rank's shard in a distributed fit: only the pages of these rows are ever read.
+/// Throws Error(invalid_argument) when the range is not inside m.
+LoadedMatrix row_range(const LoadedMatrix& m, std::int64_t begin, std::int64_t count);
+
 }  // namespace flashkm::io

@@ -243,6 +243,7 @@ LoadedMatrix load_npy(const std::string& path, NpyRank rank) {
   m.file_dtype = to_string(dtype);
   if (h.data_offset % item == 0) {
     m.view = MatrixView::raw(data, dtype, rows, cols);
+    m.view.mapped_file = true;
     m.storage = file;
   } else {
     // numpy pads headers to 64 bytes, so this is only hand-made files: copy to aligned memory
@@ -256,8 +257,7 @@ LoadedMatrix load_npy(const std::string& path, NpyRank rank) {
   return m;
 }
 
-void write_npy(AtomicFile& out, const char* descr, std::size_t item_size, const void* data,
-               std::span<const std::int64_t> shape) {
+void write_npy_header(AtomicFile& out, const char* descr, std::span<const std::int64_t> shape) {
   std::string dict = std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': " +
                      shape_string(shape) + ", }";
   // Pad with spaces and a final newline so that the data starts at a multiple of 64 bytes
@@ -276,7 +276,11 @@ void write_npy(AtomicFile& out, const char* descr, std::size_t item_size, const 
   else head.put(static_cast<std::uint16_t>(dict.size()));
   head.put_bytes(dict.data(), dict.size());
   out.write(head.data(), head.size());
+}
 
+void write_npy(AtomicFile& out, const char* descr, std::size_t item_size, const void* data,
+               std::span<const std::int64_t> shape) {
+  write_npy_header(out, descr, shape);
   std::size_t n = item_size;
   for (std::int64_t dim : shape) {
     FLASHKM_ASSERT(dim >= 0, "negative dimension");

@@ -44,6 +44,10 @@ template <> struct npy_descr<float> { static constexpr const char* value = "<f4"
 template <> struct npy_descr<double> { static constexpr const char* value = "<f8"; };
 template <> struct npy_descr<std::int32_t> { static constexpr const char* value = "<i4"; };
 
+/// Write the header of a C-order array to an open atomic file; its data must follow, e.g.
+/// written in pieces by a generator of data larger than memory.
+void write_npy_header(AtomicFile& out, const char* descr, std::span<const std::int64_t> shape);
+
 /// Write header and data of a C-order array to an open atomic file (not committed).
 void write_npy(AtomicFile& out, const char* descr, std::size_t item_size, const void* data,
                std::span<const std::int64_t> shape);

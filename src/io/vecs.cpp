@@ -48,6 +48,7 @@ LoadedMatrix load_fvecs(const std::string& path) {
   LoadedMatrix m;
   // Records are 4 + 4*d bytes, so every row start is 4-byte aligned in the page-aligned map.
   m.view = MatrixView::raw(file->data() + 4, DType::f32, l.rows, l.dim, l.dim + 1);
+  m.view.mapped_file = true;
   m.storage = file;
   m.format = "fvecs";
   m.file_dtype = "float32";

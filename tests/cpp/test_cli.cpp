@@ -9,6 +9,8 @@
 #include <random>
 #include <vector>
 
+#include "flashkm/error.hpp"
+#include "flashkm/kmeans.hpp"
 #include "flashkm/model.hpp"
 #include "io/npy.hpp"
 #include "support/io_fixtures.hpp"
@@ -195,6 +197,8 @@ TEST_F(CliTest, BadInputsFailCleanly) {
   expect_clean_failure("fit " + q("x.npy") + " -k 51" + outs, "n_clusters=51");
   expect_clean_failure("fit " + q("x.npy") + " -k 0" + outs, "n_clusters");
   expect_clean_failure("fit " + q("x.npy") + " -k 2 --metric chebyshev" + outs, "chebyshev");
+  expect_clean_failure("fit " + q("x.npy") + " -k 2 --gpus 0,1" + outs, "needs device 'cuda'");
+  expect_clean_failure("fit " + q("x.npy") + " -k 2 --device cuda --gpus 1,1" + outs, "twice");
   expect_clean_failure("fit " + q("x.npy") + " -k 2 --init " + q("x4.npy") + outs, "expected (n_clusters, n_features)");
   expect_clean_failure("fit " + q("x.npy") + " -k 2 -o " + q("no/such/dir.fkm"), "no/such/dir.fkm");
   expect_clean_failure("fit " + q("x.npy") + " -k 2 -o " + q("same.npy") + " --labels " + q("same.npy"), "twice");
@@ -224,11 +228,62 @@ TEST_F(CliTest, BadInputsFailCleanly) {
   expect_clean_failure("info " + q("bad.fkm"), "checksum");
 }
 
+// Under an MPI launcher's environment, --distributed off fits alone (no MPI is started), and
+// the mode is checked like any option. (Distributed runs: tests/mpi, built with MPI.)
+TEST_F(CliTest, DistributedOffFitsAloneAndModesAreChecked) {
+  write_blobs("x.npy", 60, 3, 2);
+  ::setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
+  const RunResult r = run("fit " + q("x.npy") + " -k 2 --distributed off -o " + q("m.fkm"));
+  ::unsetenv("OMPI_COMM_WORLD_SIZE");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.find("ranks"), std::string::npos) << r.out;
+  EXPECT_EQ(Model::load(path("m.fkm")).n_clusters, 2);
+  const RunResult bad = run("fit " + q("x.npy") + " -k 2 --distributed nccl");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("--distributed"), std::string::npos) << bad.err;
+}
+
 TEST_F(CliTest, FailedFitLeavesExistingOutputsUntouched) {
   write_blobs("x.npy", 30, 2, 2);
   test::write_bytes(path("m.fkm"), std::vector<std::uint8_t>{'o', 'l', 'd'});
   expect_clean_failure("fit " + q("x.npy") + " -k 31 -o " + q("m.fkm"), "n_clusters=31");
   EXPECT_EQ(test::read_bytes(path("m.fkm")), (std::vector<std::uint8_t>{'o', 'l', 'd'}));
+}
+
+TEST_F(CliTest, ResumesFromACheckpointAndRemovesItAfterwards) {
+  write_blobs("x.npy", 3000, 8, 5);
+  const std::string opts = " -k 5 --tol 0 --max-iter 6 --seed 3 -q";
+  ASSERT_EQ(run("fit " + q("x.npy") + opts + " --centroids " + q("a.npy")).exit_code, 0);
+  // A fit of the same data and options, stopped after its first iteration, leaves a checkpoint.
+  {
+    const io::LoadedMatrix x = io::load_npy(path("x.npy"));
+    Params p;
+    p.n_clusters = 5;
+    p.tol = 0;
+    p.max_iter = 6;
+    p.seed = 3;
+    p.checkpoint_path = path("fit.ckpt");
+    p.progress = [](int, const IterationInfo&) { return false; };
+    EXPECT_THROW(fit(x.view, p), Error);
+  }
+  ASSERT_TRUE(test::file_exists(path("fit.ckpt")));
+  expect_clean_failure("fit " + q("x.npy") + opts + " --checkpoint " + q("fit.ckpt") + " --centroids " + q("b.npy"),
+                       "already exists");
+  const RunResult r =
+      run("fit " + q("x.npy") + opts + " --checkpoint " + q("fit.ckpt") + " --resume --centroids " + q("b.npy"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(test::read_bytes(path("a.npy")), test::read_bytes(path("b.npy")));
+  EXPECT_FALSE(test::file_exists(path("fit.ckpt")));
+}
+
+TEST_F(CliTest, MaxMemoryKeepsResultsAndRefusesTooLittle) {
+  write_blobs("x.npy", 3000, 8, 5);
+  const std::string fit_cmd = "fit " + q("x.npy") + " -k 5 --seed 1 -q --threads 2 ";
+  ASSERT_EQ(run(fit_cmd + "--centroids " + q("a.npy")).exit_code, 0);
+  ASSERT_EQ(run(fit_cmd + "--max-memory 1G --centroids " + q("b.npy")).exit_code, 0);
+  EXPECT_EQ(test::read_bytes(path("a.npy")), test::read_bytes(path("b.npy")));
+  expect_clean_failure(fit_cmd + "--max-memory 1M --centroids " + q("c.npy"), "too small");
+  expect_clean_failure(fit_cmd + "--max-memory 4X --centroids " + q("c.npy"), "not a byte size");
 }
 
 }  // namespace

@@ -76,6 +76,27 @@ TEST(Npy, ReadIsZeroCopyAndKeepsTheMappingAlive) {
   EXPECT_EQ(static_cast<const float*>(copy.view.data)[3], 4.0f);
 }
 
+// A rank's shard of a distributed fit: a zero-copy view of its rows that keeps the mapping.
+TEST(Npy, RowRangeIsAViewOfTheRows) {
+  TempDir dir;
+  std::vector<double> data(5 * 3);
+  for (std::size_t i = 0; i < data.size(); ++i) data[i] = double(i);
+  write_bytes(dir.file("a.npy"), make_npy(dict("<f8", "(5, 3)"), data.data(), data.size() * sizeof(double)));
+  io::LoadedMatrix part;
+  {
+    const io::LoadedMatrix m = io::load_npy(dir.file("a.npy"));
+    part = io::row_range(m, 2, 2);
+    EXPECT_EQ(part.view.data, m.view.row(2));
+    EXPECT_EQ(io::row_range(m, 5, 0).view.rows, 0);
+    expect_error([&] { io::row_range(m, 4, 2); }, ErrorKind::invalid_argument, "rows [4, 6) are not inside the 5 rows");
+  }
+  EXPECT_EQ(part.view.rows, 2);
+  EXPECT_EQ(part.view.cols, 3);
+  EXPECT_EQ(part.view.dtype, DType::f64);
+  EXPECT_EQ(static_cast<const double*>(part.view.data)[0], 6.0);
+  EXPECT_EQ(static_cast<const double*>(part.view.data)[5], 11.0);
+}
+
 TEST(Npy, HeaderVariants) {
   TempDir dir;
   const float data[3] = {1, 2, 3};

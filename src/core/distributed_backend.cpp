@@ -1,0 +1,415 @@
+// DistributedBackend: the local backend's step, then one collective that combines the
+// ranks' results in rank order (see distributed_backend.hpp).
+#include "core/distributed_backend.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <type_traits>
+
+#include "flashkm/error.hpp"
+
+namespace flashkm::core {
+namespace {
+
+using Bytes = std::vector<std::byte>;
+
+template <class T>
+Bytes to_bytes(const T* data, std::size_t n) {
+  static_assert(std::is_trivially_copyable_v<T>);
+  Bytes out(n * sizeof(T));
+  if (n) std::memcpy(out.data(), data, out.size());
+  return out;
+}
+
+template <class T>
+std::vector<T> from_bytes(const Bytes& b) {
+  FLASHKM_ASSERT(b.size() % sizeof(T) == 0, "distributed backend: a rank sent a partial element");
+  std::vector<T> out(b.size() / sizeof(T));
+  if (!out.empty()) std::memcpy(out.data(), b.data(), b.size());
+  return out;
+}
+
+/// What one rank reports of its assign().
+struct AssignPart {
+  double inertia;
+  std::int64_t n_changed, n_rechecked;
+};
+
+/// A row of gather_rows as it travels: its position in the request, label, weight; the
+/// row's d floats follow each record.
+struct GatheredHead {
+  std::int64_t position;
+  std::int32_t label;
+  float weight;
+};
+
+/// A candidate of farthest_rows (no padding bytes: the struct travels as bytes).
+struct FarRow {
+  std::int64_t row;  // global
+  float distance;
+  std::int32_t unused = 0;
+};
+
+class DistributedBackend final : public Backend {
+ public:
+  DistributedBackend(std::unique_ptr<Backend> local, Communicator& comm) : local_(std::move(local)), comm_(comm) {
+    FLASHKM_CHECK(local_ != nullptr, invalid_argument, "make_distributed_backend: the local backend is null");
+  }
+
+  const char* name() const override { return local_->name(); }
+  std::int64_t rows() const override { return n_total_; }
+  std::int64_t cols() const override { return d_; }
+
+  void attach(const MatrixView& x, const float* weights, Metric metric) override {
+    // Shapes first: every rank learns every shard's rows, hence its own global offset.
+    const std::int64_t shape[2] = {x.rows, x.cols};
+    const std::vector<Bytes> shapes = step([&] { return to_bytes(shape, 2); });
+    const int p = comm_.size(), me = comm_.rank();
+    offsets_.assign(static_cast<std::size_t>(p) + 1, 0);
+    for (int r = 0; r < p; ++r) {
+      const std::vector<std::int64_t> s = from_bytes<std::int64_t>(shapes[static_cast<std::size_t>(r)]);
+      FLASHKM_CHECK(s[0] > 0, invalid_argument, "distributed fit: rank ", r, " of ", p,
+                    " has 0 rows; every rank needs at least one row of X (run fewer ranks)");
+      FLASHKM_CHECK(s[1] == x.cols, invalid_argument, "distributed fit: rank ", r, " has ", s[1],
+                    " features but rank ", me, " has ", x.cols, "; every shard must have the same columns");
+      offsets_[static_cast<std::size_t>(r) + 1] = offsets_[static_cast<std::size_t>(r)] + s[0];
+    }
+    n_total_ = offsets_.back();
+    d_ = x.cols;
+    n_local_ = x.rows;
+    offset_ = offsets_[static_cast<std::size_t>(me)];
+    local_->set_global_row_offset(offset_);
+    step([&] {
+      local_->attach(x, weights, metric);
+      return Bytes{};
+    });
+  }
+
+  double mean_feature_variance() override {
+    const FeatureMoments m = feature_moments();
+    double sum = 0;  // as the CPU backend: sum of per-feature variances, then / D
+    for (double v : m.m2) sum += v / static_cast<double>(m.count);
+    return sum / static_cast<double>(d_);
+  }
+
+  FeatureMoments feature_moments() override {
+    const std::vector<Bytes> all = step([&] {
+      const FeatureMoments m = local_->feature_moments();
+      std::vector<double> flat(1 + 2 * static_cast<std::size_t>(d_));
+      flat[0] = static_cast<double>(m.count);
+      std::copy(m.mean.begin(), m.mean.end(), flat.begin() + 1);
+      std::copy(m.m2.begin(), m.m2.end(), flat.begin() + 1 + d_);
+      return to_bytes(flat.data(), flat.size());
+    });
+    // Chan et al.'s pairwise update, ranks in order; rank 0's moments are taken as they are,
+    // so one rank gives the local backend's bits.
+    FeatureMoments total;
+    for (std::size_t r = 0; r < all.size(); ++r) {
+      const std::vector<double> f = from_bytes<double>(all[r]);
+      const auto nb = static_cast<std::int64_t>(f[0]);
+      if (r == 0) {
+        total.count = nb;
+        total.mean.assign(f.begin() + 1, f.begin() + 1 + d_);
+        total.m2.assign(f.begin() + 1 + d_, f.end());
+        continue;
+      }
+      const double na = static_cast<double>(total.count), n = na + static_cast<double>(nb);
+      for (std::int64_t j = 0; j < d_; ++j) {
+        const double delta = f[1 + j] - total.mean[j];
+        total.mean[j] += delta * (static_cast<double>(nb) / n);
+        total.m2[j] += f[1 + d_ + j] + delta * delta * (na * static_cast<double>(nb) / n);
+      }
+      total.count += nb;
+    }
+    return total;
+  }
+
+  void set_centroids(const float* centroids, std::int64_t k) override {
+    k_ = k;
+    step([&] {
+      local_->set_centroids(centroids, k);
+      return Bytes{};
+    });
+  }
+
+  AssignStats assign() override {
+    const std::vector<Bytes> all = step([&] {
+      const AssignStats s = local_->assign();
+      const AssignPart part{s.inertia, s.n_changed, s.n_rechecked};
+      return to_bytes(&part, 1);
+    });
+    AssignStats st;
+    for (std::size_t r = 0; r < all.size(); ++r) {
+      const AssignPart part = from_bytes<AssignPart>(all[r])[0];
+      st.inertia = r == 0 ? part.inertia : st.inertia + part.inertia;
+      st.n_changed += part.n_changed;
+      st.n_rechecked += part.n_rechecked;
+    }
+    return st;
+  }
+
+  void accumulate(double* sums, double* cluster_weight) override {
+    const std::size_t kd = static_cast<std::size_t>(k_ * d_);
+    const std::vector<double> total = sum_step(kd + static_cast<std::size_t>(k_), [&](double* out) {
+      local_->accumulate(out, out + kd);
+    });
+    std::copy(total.begin(), total.begin() + static_cast<std::ptrdiff_t>(kd), sums);
+    std::copy(total.begin() + static_cast<std::ptrdiff_t>(kd), total.end(), cluster_weight);
+  }
+
+  void copy_labels(std::int32_t* out) override {
+    step([&] {
+      local_->copy_labels(out);
+      return Bytes{};
+    });
+  }
+
+  void copy_distances(float* out) override {
+    step([&] {
+      local_->copy_distances(out);
+      return Bytes{};
+    });
+  }
+
+  std::vector<std::int64_t> farthest_rows(std::int64_t m) override {
+    // Each rank's top m (largest first, ties to the lower index), then the merge of all of
+    // them under the same order: the global top m.
+    const std::vector<Bytes> all = step([&] {
+      const std::vector<std::int64_t> idx = local_->farthest_rows(m);
+      std::vector<FarRow> out(idx.size());
+      if (!idx.empty()) {
+        // The local backend compares its stored best distances; those are what copy_distances
+        // returns. O(n_local) host memory, only when a cluster went empty.
+        std::vector<float> dist(static_cast<std::size_t>(n_local_));
+        local_->copy_distances(dist.data());
+        for (std::size_t t = 0; t < idx.size(); ++t) out[t] = {idx[t] + offset_, dist[static_cast<std::size_t>(idx[t])]};
+      }
+      return to_bytes(out.data(), out.size());
+    });
+    std::vector<FarRow> merged;
+    for (const Bytes& b : all) {
+      const std::vector<FarRow> part = from_bytes<FarRow>(b);
+      merged.insert(merged.end(), part.begin(), part.end());
+    }
+    const auto take = std::min<std::size_t>(static_cast<std::size_t>(std::max<std::int64_t>(m, 0)), merged.size());
+    std::partial_sort(merged.begin(), merged.begin() + static_cast<std::ptrdiff_t>(take), merged.end(),
+                      [](const FarRow& a, const FarRow& b) {
+                        return a.distance > b.distance || (a.distance == b.distance && a.row < b.row);
+                      });
+    std::vector<std::int64_t> out(take);
+    for (std::size_t t = 0; t < take; ++t) out[t] = merged[t].row;
+    return out;
+  }
+
+  void gather_rows(const std::int64_t* idx, std::int64_t m, float* rows_out, std::int32_t* labels_out,
+                   float* weights_out) override {
+    for (std::int64_t t = 0; t < m; ++t)
+      FLASHKM_ASSERT(idx[t] >= 0 && idx[t] < n_total_, "gather_rows index out of range");
+    // The owner of each requested row gathers it locally; one allgather delivers them all.
+    const std::vector<Bytes> all = step([&] {
+      std::vector<std::int64_t> pos, local_idx;
+      for (std::int64_t t = 0; t < m; ++t)
+        if (idx[t] >= offset_ && idx[t] < offset_ + n_local_) {
+          pos.push_back(t);
+          local_idx.push_back(idx[t] - offset_);
+        }
+      const std::size_t q = pos.size(), d = static_cast<std::size_t>(d_);
+      std::vector<float> rows(q * d), weights(q);
+      std::vector<std::int32_t> labels(q);
+      if (q) local_->gather_rows(local_idx.data(), static_cast<std::int64_t>(q), rows.data(), labels.data(), weights.data());
+      const std::size_t record = sizeof(GatheredHead) + d * sizeof(float);
+      Bytes out(q * record);
+      for (std::size_t t = 0; t < q; ++t) {
+        const GatheredHead head{pos[t], labels[t], weights[t]};
+        std::memcpy(out.data() + t * record, &head, sizeof head);
+        std::memcpy(out.data() + t * record + sizeof head, rows.data() + t * d, d * sizeof(float));
+      }
+      return out;
+    });
+    const std::size_t d = static_cast<std::size_t>(d_), record = sizeof(GatheredHead) + d * sizeof(float);
+    std::int64_t filled = 0;
+    for (const Bytes& b : all) {
+      FLASHKM_ASSERT(b.size() % record == 0, "gather_rows: a rank sent a partial row");
+      for (std::size_t off = 0; off < b.size(); off += record) {
+        GatheredHead head;
+        std::memcpy(&head, b.data() + off, sizeof head);
+        const auto t = static_cast<std::size_t>(head.position);
+        if (rows_out) std::memcpy(rows_out + t * d, b.data() + off + sizeof head, d * sizeof(float));
+        if (labels_out) labels_out[t] = head.label;
+        if (weights_out) weights_out[t] = head.weight;
+        ++filled;
+      }
+    }
+    FLASHKM_ASSERT(filled == m, "gather_rows: a requested row has no owner");
+  }
+
+  double exact_inertia() override {
+    return sum_step(1, [&](double* out) { out[0] = local_->exact_inertia(); })[0];
+  }
+
+  void cluster_weights(double* out) override {
+    const std::vector<double> total =
+        sum_step(static_cast<std::size_t>(k_), [&](double* part) { local_->cluster_weights(part); });
+    std::copy(total.begin(), total.end(), out);
+  }
+
+  // O(N) on every rank: only init 'random' asks for it (its weighted draw needs every key).
+  void copy_weights(float* out) override {
+    const std::vector<Bytes> all = step([&] {
+      std::vector<float> w(static_cast<std::size_t>(n_local_));
+      local_->copy_weights(w.data());
+      return to_bytes(w.data(), w.size());
+    });
+    for (std::size_t r = 0; r < all.size(); ++r)
+      if (!all[r].empty()) std::memcpy(out + offsets_[r], all[r].data(), all[r].size());
+  }
+
+  void all_distances(float* out) override {
+    step([&] {
+      local_->all_distances(out);
+      return Bytes{};
+    });
+  }
+
+  // ---- initialisation support ----
+  // Every call that changes mind records the ranks' potentials (rank_pot_): sample_by_mindist
+  // finds the rank of a target from them without another collective.
+
+  double mindist_fill(float value) override {
+    return potential_step([&] { return local_->mindist_fill(value); });
+  }
+
+  double mindist_update(const float* centroids, std::int64_t m) override {
+    return potential_step([&] { return local_->mindist_update(centroids, m); });
+  }
+
+  void mindist_trial(const float* candidates, std::int64_t m, double* potentials) override {
+    const std::vector<double> total = sum_step(static_cast<std::size_t>(m), [&](double* part) {
+      local_->mindist_trial(candidates, m, part);
+    });
+    std::copy(total.begin(), total.end(), potentials);
+  }
+
+  double mindist_commit(std::int64_t j, const float* candidate) override {
+    return potential_step([&] { return local_->mindist_commit(j, candidate); });
+  }
+
+  std::vector<std::int64_t> sample_by_mindist(const std::vector<double>& targets) override {
+    // The rank of each target by the global prefix over the ranks' potentials (the same loop
+    // as the CPU backend's over its chunks); past the total (rounding) it is the last row.
+    const int p = comm_.size();
+    std::vector<int> owner(targets.size());
+    std::vector<double> local_targets;
+    double before = 0;
+    int r = 0;
+    for (std::size_t t = 0; t < targets.size(); ++t) {
+      while (r < p && before + rank_pot_[static_cast<std::size_t>(r)] <= targets[t])
+        before += rank_pot_[static_cast<std::size_t>(r++)];
+      owner[t] = r;
+      // rank 0 sees its targets unchanged (before == 0): one rank gives the local bits
+      if (r == comm_.rank()) local_targets.push_back(r == 0 ? targets[t] : targets[t] - before);
+    }
+    const std::vector<Bytes> all = step([&] {
+      std::vector<std::int64_t> picks;
+      if (!local_targets.empty()) picks = local_->sample_by_mindist(local_targets);
+      for (auto& i : picks) i += offset_;
+      return to_bytes(picks.data(), picks.size());
+    });
+    std::vector<std::vector<std::int64_t>> picks(all.size());
+    for (std::size_t q = 0; q < all.size(); ++q) picks[q] = from_bytes<std::int64_t>(all[q]);
+    std::vector<std::size_t> next(all.size(), 0);
+    std::vector<std::int64_t> out(targets.size());
+    for (std::size_t t = 0; t < targets.size(); ++t) {
+      if (owner[t] == p) {
+        out[t] = n_total_ - 1;
+        continue;
+      }
+      const auto q = static_cast<std::size_t>(owner[t]);
+      FLASHKM_ASSERT(next[q] < picks[q].size(), "sample_by_mindist: a rank returned too few rows");
+      out[t] = picks[q][next[q]++];
+    }
+    return out;
+  }
+
+  std::vector<std::int64_t> sample_bernoulli(double factor, std::uint64_t seed, std::uint64_t round) override {
+    // The local backend draws by global row index (set_global_row_offset): the union over
+    // ranks, in rank order, is what one backend over all rows would pick, ascending.
+    const std::vector<Bytes> all = step([&] {
+      std::vector<std::int64_t> picks = local_->sample_bernoulli(factor, seed, round);
+      for (auto& i : picks) i += offset_;
+      return to_bytes(picks.data(), picks.size());
+    });
+    std::vector<std::int64_t> out;
+    for (const Bytes& b : all) {
+      const std::vector<std::int64_t> part = from_bytes<std::int64_t>(b);
+      out.insert(out.end(), part.begin(), part.end());
+    }
+    return out;
+  }
+
+  void nearest_weights(const float* centroids, std::int64_t m, double* out) override {
+    const std::vector<double> total = sum_step(static_cast<std::size_t>(m), [&](double* part) {
+      local_->nearest_weights(centroids, m, part);
+    });
+    std::copy(total.begin(), total.end(), out);
+  }
+
+ private:
+  /// The local step f() -> Bytes on this rank, exchanged with every rank's (or its failure).
+  template <class F>
+  std::vector<Bytes> step(F&& f) {
+    return allgather_step(comm_, [&]() -> Bytes { return f(); });
+  }
+
+  /// fill(part) writes this rank's n values; returns their sums over ranks, in rank order
+  /// (rank 0's values taken as they are).
+  template <class F>
+  std::vector<double> sum_step(std::size_t n, F&& fill) {
+    const std::vector<Bytes> all = step([&] {
+      std::vector<double> part(n, 0.0);
+      fill(part.data());
+      return to_bytes(part.data(), n);
+    });
+    std::vector<double> total;
+    for (std::size_t r = 0; r < all.size(); ++r) {
+      const std::vector<double> part = from_bytes<double>(all[r]);
+      FLASHKM_ASSERT(part.size() == n, "distributed backend: ranks sent different lengths");
+      if (r == 0) total = part;
+      else
+        for (std::size_t i = 0; i < n; ++i) total[i] += part[i];
+    }
+    return total;
+  }
+
+  /// A mindist step returning the local potential: records every rank's, returns their sum.
+  template <class F>
+  double potential_step(F&& f) {
+    const std::vector<Bytes> all = step([&] {
+      const double pot = f();
+      return to_bytes(&pot, 1);
+    });
+    rank_pot_.resize(all.size());
+    double total = 0;
+    for (std::size_t r = 0; r < all.size(); ++r) {
+      rank_pot_[r] = from_bytes<double>(all[r])[0];
+      total = r == 0 ? rank_pot_[r] : total + rank_pot_[r];
+    }
+    return total;
+  }
+
+  std::unique_ptr<Backend> local_;
+  Communicator& comm_;
+  std::int64_t n_total_ = 0, n_local_ = 0, offset_ = 0, d_ = 0, k_ = 0;
+  std::vector<std::int64_t> offsets_;           // first global row of each rank, then n_total_
+  std::vector<double> rank_pot_;                // the ranks' sum w*mind after the last mindist call
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_distributed_backend(std::unique_ptr<Backend> local, Communicator& comm) {
+  return std::make_unique<DistributedBackend>(std::move(local), comm);
+}
+
+}  // namespace flashkm::core

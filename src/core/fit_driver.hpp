@@ -1,0 +1,27 @@
+// The parts of fit() shared by the plain and the distributed fit: input checks, the given
+// initial centroids, and everything after the backend has attached X (runs, labels, Model).
+#pragma once
+
+#include <vector>
+
+#include "core/backend.hpp"
+#include "core/checkpoint.hpp"
+#include "flashkm/kmeans.hpp"
+
+namespace flashkm::core {
+
+/// Shape, dtype and pointer checks of a data matrix; `what` names it in messages.
+void check_matrix(const MatrixView& x, const char* what);
+
+/// The caller's initial centroids [K x D] for InitMethod::given: checked finite and, for
+/// cosine, normalised. Empty for the other init methods.
+std::vector<float> given_centroids(const Params& params, const FitArgs& args, std::int64_t d);
+
+/// The fit over a backend that has attached X (backend.rows() rows in all): tol scale,
+/// the n_init runs (the lowest inertia wins), the labels into args.labels (what
+/// backend.copy_labels writes: a distributed backend writes its own shard's rows), the Model.
+/// With a checkpoint, the fit resumes from it (when asked) and saves to it after iterations.
+Model fit_attached(Backend& backend, const Params& params, const FitArgs& args, const std::vector<float>& given,
+                   const Checkpoint* checkpoint = nullptr);
+
+}  // namespace flashkm::core

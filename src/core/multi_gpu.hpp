@@ -1,0 +1,15 @@
+// The multi-GPU fit behind fit() when Params::device_ids lists several GPUs.
+#pragma once
+
+#include "flashkm/kmeans.hpp"
+
+namespace flashkm::core {
+
+/// Rows sharded over params.device_ids (>= 1 id; contiguous ranges, as even as possible),
+/// one host thread per GPU, each running one rank of fit_distributed on its GPU's CUDA
+/// backend over an NCCL communicator; rank 0's model is returned and args.labels filled in
+/// row order. Defined in src/cuda/multi_gpu_fit.cpp; without CUDA or NCCL it throws
+/// device_unavailable (src/cuda_disabled/multi_gpu_disabled.cpp).
+Model fit_multi_gpu(const MatrixView& x, const Params& params, const FitArgs& args);
+
+}  // namespace flashkm::core
