@@ -146,7 +146,7 @@ class CudaBackend final : public core::Backend {
     return labels_.bytes() + dist_.bytes() + xnorm_.bytes() + scratch_.bytes() + cub_temp_.bytes() +
            part_.bytes() + pieces_.bytes() + first_.bytes() + psums_.bytes() + sums_.bytes() +
            cw_.bytes() + mind_.bytes() + tmp_labels_.bytes() + tmp_dist_.bytes() + xop_.bytes() + xown_.bytes() +
-           main_.c32.bytes() + main_.c_op.bytes() + main_.cterm.bytes() + cas_.c_op.bytes() + cas_.cterm.bytes() + aux_.c32.bytes() + aux_.c_op.bytes() +
+           main_.c32.bytes() + main_.c_op.bytes() + main_.cterm.bytes() + cas_.c_op.bytes() + cas_.cterm.bytes() + pcounts_.bytes() + aux_.c32.bytes() + aux_.c_op.bytes() +
            aux_.cterm.bytes() + next_.c32.bytes() + next_.c_op.bytes() + next_.cterm.bytes() + flags_.bytes() +
            keys_alt_.bytes() + vals_alt_.bytes() + row_off_.bytes() + npieces_.bytes() + shift_part_.bytes();
   }
@@ -314,6 +314,14 @@ class CudaBackend final : public core::Backend {
     ensure_scratch();
     AssignParams p = params_for(main_, labels_.get(), dist_.get(), opt_.certify);
     FLASHKM_CUDA_CHECK(cudaMemsetAsync(counters_.get(), 0, kNumCounters * sizeof(unsigned long long), stream_));
+    const bool cascade = opt_.certify && cascade_applies();
+    if (cascade) {
+      // Level 1 lists its flagged rows per problem (region b of the list, count b in
+      // pcounts_) so that level 2's tiles hold one problem's rows.
+      pcounts_.ensure(std::size_t(opt_.batch), "per-problem flagged counts");
+      FLASHKM_CUDA_CHECK(cudaMemsetAsync(pcounts_.get(), 0, opt_.batch * sizeof(unsigned long long), stream_));
+      p.problem_counts = pcounts_.get();
+    }
     run_assign(main_, p);
     // Levels 2 and 3 read the data as given (never the 16-bit operand copy of large-d fp32 data).
     AssignParams pr = p;
@@ -321,14 +329,14 @@ class CudaBackend final : public core::Backend {
     pr.x_dtype = xv_.dtype;
     pr.x_stride = xv_.stride;
     pr.x_batch = n_per_ * xv_.stride;
-    const bool cascade = opt_.certify && cascade_applies();
     if (cascade) {
       // Level 2: the exact-fp32 SIMT kernel over level 1's flagged rows, in place (row_map),
-      // certified with the fp32 bound; its flagged rows go to the second list.
+      // certified with the fp32 bound; its flagged rows go to the second list (one list:
+      // the fp64 re-check takes any problem's row).
       ensure_cascade_set();
       AssignParams p2 = params_for(cas_, labels_.get(), dist_.get(), true);
       p2.row_map = p.flagged;
-      p2.n_dev = counters_.get() + kFlagged;
+      p2.n_dev = pcounts_.get();
       p2.flagged = p.flagged + n_;  // the second half of the per-row scratch
       p2.counters = counters_.get() + kFlagged2;
       launch_simt_assign(p2, stream_);
@@ -671,8 +679,8 @@ class CudaBackend final : public core::Backend {
   }
 
   /// The cascade needs a tensor-core first level (an fp32 first level is already the
-  /// SIMT kernel) and one problem (a tile of mapped rows must share its centroids).
-  bool cascade_applies() const { return main_.op != Operand::fp32 && opt_.batch == 1; }
+  /// SIMT kernel).
+  bool cascade_applies() const { return main_.op != Operand::fp32; }
 
   /// fp32 operands of main_'s centroids for the cascade's second level, rebuilt only after
   /// main_ changed (the build reads main_.c32: no second fp32 copy of the centroids).
@@ -837,7 +845,7 @@ class CudaBackend final : public core::Backend {
   DeviceBuffer<std::int32_t> labels_, tmp_labels_, keys_alt_, vals_alt_, row_off_;
   DeviceBuffer<std::int64_t> scratch_, first_, npieces_;
   DeviceBuffer<unsigned char> cub_temp_, flags_;
-  DeviceBuffer<unsigned long long> counters_;
+  DeviceBuffer<unsigned long long> counters_, pcounts_;
   DeviceBuffer<double> part_, sums_, psums_, sums_dev_, cw_, shift_part_;
   DeviceBuffer<Piece> pieces_;
   // main_: the centroids assign() uses; next_: those update_centroids() computed, prepared

@@ -98,7 +98,12 @@ __device__ __forceinline__ int finish_row(const AssignParams& p, int b, std::int
     // The subtraction itself rounds: allow 2^-22 of the operands' magnitude on top of 2E.
     if (!(gap > 2.0f * e + 0x1p-22f * (fabsf(t.best) + fabsf(t.second)))) {
       const unsigned long long slot = atomicAdd(&p.counters[0], 1ull);
-      p.flagged[slot] = grow;
+      if (p.problem_counts) {
+        const unsigned long long pslot = atomicAdd(&p.problem_counts[b], 1ull);
+        p.flagged[std::int64_t(b) * p.n + static_cast<std::int64_t>(pslot)] = grow;
+      } else {
+        p.flagged[slot] = grow;
+      }
       return 0;
     }
   }
@@ -337,21 +342,23 @@ __global__ void __launch_bounds__(256) simt_assign_kernel(const AssignParams p) 
   // both operands as float4 (2 shared loads per 16 fma instead of 8).
   __shared__ __align__(16) float sX[BK][BM + 4];  // (BK, BM) transposed rows chunk
   __shared__ __align__(16) float sC[BK][BN + 4];  // (BK, BN) transposed centroid chunk
-  __shared__ std::int64_t sRow[BM];  // the data row of each tile row (-1: none)
+  __shared__ std::int64_t sRow[BM];  // the row (within problem b) of each tile row (-1: none)
   const int tid = threadIdx.x;
   const int ty = tid >> 4, tx = tid & 15;
   const std::int64_t row0 = std::int64_t(blockIdx.x) * BM;
-  // Cascade: the grid is sized for the capacity; blocks past the device-side count leave
-  // at once (block-uniform, before any barrier).
-  const std::int64_t n_listed = p.n_dev ? static_cast<std::int64_t>(*p.n_dev) : p.n;
-  const std::int64_t n = n_listed < p.n ? n_listed : p.n;
-  if (row0 >= n) return;
-  if (tid < BM) {
-    const std::int64_t row = row0 + tid;
-    sRow[tid] = row < n ? (p.row_map ? p.row_map[row] : row) : -1;
-  }
-  __syncthreads();
   for (int b = blockIdx.y; b < p.batch; b += gridDim.y) {
+    // Cascade: the grid is sized for the capacity; a block past problem b's device-side
+    // count skips it (block-uniform, so the barriers below stay uniform).
+    const std::int64_t n_listed = p.n_dev ? static_cast<std::int64_t>(p.n_dev[b]) : p.n;
+    const std::int64_t n = n_listed < p.n ? n_listed : p.n;
+    if (row0 >= n) continue;
+    // sRow's last readers (the previous problem's tile loads) are behind a barrier already.
+    if (tid < BM) {
+      const std::int64_t row = row0 + tid;
+      const std::int64_t base = std::int64_t(b) * p.n;
+      sRow[tid] = row < n ? (p.row_map ? p.row_map[base + row] - base : row) : -1;
+    }
+    __syncthreads();
     const XIn* xb = static_cast<const XIn*>(p.x) + std::int64_t(b) * p.x_batch;
     const float* cb = static_cast<const float*>(p.c) + std::int64_t(b) * p.kp * p.dp;
     const float* ctb = p.cterm + std::int64_t(b) * p.kp;
@@ -555,8 +562,7 @@ void launch_flash_assign(const AssignParams& p, Operand op, TileConfig tile, cud
 
 void launch_simt_assign(const AssignParams& p, cudaStream_t s) {
   if (p.n == 0 || p.batch == 0) return;
-  // A mapped row carries its own problem only through b * n: the cascade is for batch 1.
-  FLASHKM_ASSERT(p.row_map == nullptr || p.batch == 1, "simt_assign: row_map needs batch 1");
+  FLASHKM_ASSERT(p.row_map == nullptr || p.n_dev != nullptr, "simt_assign: row_map needs the device-side counts");
   const dim3 grid = grid_for(p.n, 64, p.batch);
   switch (p.x_dtype) {
     case DType::f32: simt_assign_kernel<float><<<grid, 256, 0, s>>>(p); break;

@@ -48,12 +48,17 @@ struct AssignParams {
   float cert_a = 0, cert_c = 0, cert_eta = 0, cert_b = 0;
   std::int64_t* flagged = nullptr;               ///< [B*n] capacity: rows to re-check
   unsigned long long* counters = nullptr;        ///< [0] n_flagged, [1] n_changed
-  // ---- cascade (SIMT kernel only, batch 1): the launch's rows are a list of global rows ----
-  /// Row r of this launch is row row_map[r] of the data (x, |x|^2, labels, dist, flagged
-  /// entries all use the mapped row). nullptr: row r is row r.
+  /// When set, flagged rows of problem b go to flagged[b*n + slot], slot counted in
+  /// problem_counts[b] (and still in counters[0]): the cascade's next level reads one
+  /// problem's rows per tile. nullptr: one list flagged[0, counters[0]).
+  unsigned long long* problem_counts = nullptr;
+  // ---- cascade (SIMT kernel only): the launch's rows are lists of global rows ----
+  /// Row r of problem b in this launch is global row row_map[b*n + r] (x, |x|^2, labels,
+  /// dist, flagged entries all use the mapped row). nullptr: row r is row r. Needs n_dev.
   const std::int64_t* row_map = nullptr;
-  /// When set, the number of rows is min(*n_dev, n), read on the device (the previous
-  /// level's flagged count, so the host need not wait for it); n is then the capacity.
+  /// When set, problem b has min(n_dev[b], n) rows, read on the device (the previous
+  /// level's per-problem flagged count, so the host need not wait for it); n is then the
+  /// capacity per problem.
   const unsigned long long* n_dev = nullptr;
 };
 
@@ -79,7 +84,7 @@ void launch_flash_assign(const AssignParams& p, Operand op, TileConfig tile, cud
 
 /// Exact-fp32 SIMT assign (fp32 FMA chains; certified with u = 0). c is fp32 [kp x dp],
 /// kp a multiple of 64, dp a multiple of 16. With p.row_map it is the cascade's second
-/// level: the rows the tensor-core pass flagged, read in place (batch must be 1).
+/// level: the rows the tensor-core pass flagged (per problem), read in place.
 void launch_simt_assign(const AssignParams& p, cudaStream_t s);
 constexpr int kSimtBN = 64;
 constexpr int kSimtBK = 16;

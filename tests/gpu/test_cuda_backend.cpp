@@ -592,5 +592,24 @@ TEST(CudaBackend, CascadeLevelsBothExercised) {
     EXPECT_EQ(0, std::memcmp(dist[0].data(), dist[1].data(), dist[0].size() * 4));
     EXPECT_EQ(st[0].n_rechecked, st[1].n_rechecked);
     EXPECT_EQ(st[0].n_rechecked_fp64, st[1].n_rechecked_fp64);
+
+    // Batched: two problems (the data twice, the centroids twice); level 1 lists its rows
+    // per problem, level 2 reads one problem per tile. Same labels, twice the counts.
+    std::vector<float> x2(x), c2(c);
+    x2.insert(x2.end(), x.begin(), x.end());
+    c2.insert(c2.end(), c.begin(), c.end());
+    cuda::CudaOptions o;
+    o.precision = p;
+    o.batch = 2;
+    auto bb = cuda::make_cuda_backend(o);
+    bb->attach(MatrixView::of(x2.data(), 2 * n, d), nullptr, Metric::l2);
+    bb->set_centroids(c2.data(), 2 * k);
+    const core::AssignStats sb = bb->assign();
+    std::vector<std::int32_t> lb(2 * n);
+    bb->copy_labels(lb.data());
+    EXPECT_EQ(std::vector<std::int32_t>(lb.begin(), lb.begin() + n), ref.label) << to_string(p) << " problem 0";
+    EXPECT_EQ(std::vector<std::int32_t>(lb.begin() + n, lb.end()), ref.label) << to_string(p) << " problem 1";
+    EXPECT_EQ(sb.n_rechecked, 2 * st[0].n_rechecked) << to_string(p);
+    EXPECT_EQ(sb.n_rechecked_fp64, 2 * st[0].n_rechecked_fp64) << to_string(p);
   }
 }
