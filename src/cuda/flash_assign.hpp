@@ -5,7 +5,9 @@
 // Scores are  s_j = alpha * (x . c_j) + cterm_j  (alpha = -2, cterm = |c|^2 for l2;
 // alpha = -1, cterm = 0 for cosine/inner product), minimised with ties to the lowest j.
 // With certification on, rows whose best/second-best gap is under the rounding bound are
-// not written but appended to a list, and recheck_rows() settles them in fp64.
+// not written but appended to a list; the backend re-runs them through the exact-fp32 SIMT
+// kernel (row_map, its own tighter bound), and launch_recheck() settles what is still
+// flagged in fp64 (the certification cascade, docs/CUDA.md).
 #pragma once
 
 #include <cuda_runtime.h>
