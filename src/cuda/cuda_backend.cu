@@ -741,11 +741,15 @@ class CudaBackend final : public core::Backend {
                            (cs.op == Operand::bf16 && xv_.dtype == DType::bf16);
       const double ux = x_exact ? 0.0 : u;
       const double etax = x_exact ? 0.0 : eta;
-      // Accumulation over dp terms: gamma_dp = dp*t / (1 - dp*t) with t per term: 2^-23 for
-      // tensor cores (truncating accumulation), 2^-24 for the SIMT kernel's IEEE
-      // round-to-nearest fma chain (Higham, Thm 3.1: |fl(x.c) - x.c| <= gamma_dp |x|.|c|).
-      const double t = cs.op == Operand::fp32 ? 0x1p-24 : 0x1p-23;
-      const double acc = double(cs.dp) * t / (1.0 - double(cs.dp) * t);
+      // Accumulation: gamma_m = m*t / (1 - m*t). Tensor cores: m = dp terms at t = 2^-23
+      // (truncating accumulation). SIMT kernel: IEEE round-to-nearest fma chains of kSimtBK
+      // terms per chunk, chunk sums added in order, so each product passes through at most
+      // m = kSimtBK + dp/kSimtBK roundings of t = 2^-24 (Higham, Thm 3.1 and blocked
+      // summation): |fl(x.c) - x.c| <= gamma_m |x|.|c|.
+      const bool simt = cs.op == Operand::fp32;
+      const double t = simt ? 0x1p-24 : 0x1p-23;
+      const double m = simt ? double(kSimtBK + cs.dp / kSimtBK) : double(cs.dp);
+      const double acc = m * t / (1.0 - m * t);
       const double alpha = metric_ == Metric::l2 ? 2.0 : 1.0;
       // |x^.c^ - x.c| <= |x^| dcmax + |dx| cmax, |x^| <= (1+ux)|x| + etax sqrt(D),
       // |dx| <= ux|x| + etax sqrt(D); accumulation: acc |x^| (cmax + dcmax).

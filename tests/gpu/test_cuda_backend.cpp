@@ -219,12 +219,14 @@ TEST(CudaBackend, MeasuredErrorUnderBound) {
         dcmax = std::max(dcmax, std::sqrt(ds));
       }
       // The bound of params_for() without kSafety: fp32 operands are exact (u = 0) and the
-      // SIMT fma chain rounds to nearest (2^-24 per term); tensor cores 2^-23 per term.
+      // SIMT kernel's blocked fma chains round to nearest (16 + dp/16 roundings of 2^-24);
+      // tensor cores dp terms of 2^-23.
       const bool f32 = p == Precision::fp32;
       const double u = p == Precision::fp16 ? 0x1p-11 : p == Precision::bf16 ? 0x1p-8 : 0.0;
       const int dp = f32 ? (d + 15) / 16 * 16 : (d + 63) / 64 * 64;
       const double t = f32 ? 0x1p-24 : 0x1p-23;
-      const double acc = dp * t / (1 - dp * t);
+      const double m = f32 ? 16 + dp / 16 : dp;
+      const double acc = m * t / (1 - m * t);
       double worst = 0, worst_old = 0;
       for (std::int64_t i = 0; i < n; ++i) {
         double xn = 0, e = 0;
