@@ -302,9 +302,9 @@ class CudaBackend final : public core::Backend {
       return;
     }
     next_valid_ = false;
+    ++main_gen_;  // before prepare(): even a failed one has changed main_
     prepare(main_, c, static_cast<int>(k / opt_.batch), op_);
     k_ = main_.k;
-    ++main_gen_;
   }
 
   core::AssignStats assign() override {
