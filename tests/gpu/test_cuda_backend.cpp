@@ -535,9 +535,10 @@ TEST(CudaBackend, BadInputAndOutOfMemory) {
 // The certification cascade on data where every value is a small dyadic rational, so the
 // fp64 reference is exact and labels must equal it everywhere (exact ties: lowest index).
 // Rows: exact midpoints of two centroids (exact ties: no finite-precision level can certify
-// them, they must reach fp64) and midpoints pushed by 1/4 along one coordinate toward the
-// first centroid (gap 2..6: inside the tensor-core bound, far outside the fp32 one, so the
-// fp32 level must settle them).
+// them, they must reach fp64) and midpoints pushed by 1/8 along one coordinate toward the
+// first centroid (gap 1..3: inside the tensor-core bound (2E ~ 6 for fp16, ~ 48 for bf16
+// here), far outside the fp32 one (2E < 0.03), so the fp32 level must settle them). Every
+// value is exact in fp16 and bf16, so every level computes these scores exactly.
 TEST(CudaBackend, CascadeLevelsBothExercised) {
   REQUIRE_GPU();
   const int d = 128, k = 64;
@@ -554,12 +555,12 @@ TEST(CudaBackend, CascadeLevelsBothExercised) {
       ++n_ties;
       continue;
     }
-    // Push along a coordinate where the two differ by 4..12: gap = 2 * (1/4) * |diff|.
+    // Push along a coordinate where the two differ by 4..12: gap = 2 * (1/8) * |diff|.
     for (int q0 = static_cast<int>(rng() % d), s = 0; s < d; ++s) {
       const int q = (q0 + s) % d;
       const float df = c[a * d + q] - c[bb * d + q];
       if (std::fabs(df) >= 4 && std::fabs(df) <= 12) {
-        x[i * d + q] += df > 0 ? 0.25f : -0.25f;
+        x[i * d + q] += df > 0 ? 0.125f : -0.125f;
         break;
       }
     }
