@@ -56,7 +56,7 @@ tail -30 "$OUT/build.log"
 [ $rc_build -eq 0 ] || exit 1
 
 # Tests: the GPU test binary first (verbose: it prints measured error ratios), then ctest.
-./build-cudacheck/tests/gpu/flashkm_test_gpu 2>&1 | tee "$OUT/test_gpu.log" | grep -E "^\[  |device:|precision|near-ties|worst|device update|FAIL|Failure|error" | head -80
+./build-cudacheck/tests/gpu/flashkm_test_gpu 2>&1 | tee "$OUT/test_gpu.log" | grep -E "^\[  |device:|precision|near-ties|cascade|worst|device update|FAIL|Failure|error" | head -100
 rc_test=${PIPESTATUS[0]}
 if [ $CTEST -eq 1 ]; then
   (cd build-cudacheck && ctest --output-on-failure -j8 --timeout 300) > "$OUT/ctest.log" 2>&1

@@ -37,6 +37,9 @@ struct AssignStats {
   double inertia = 0;           ///< sum of w * best distance (fp64 over fixed chunks)
   std::int64_t n_changed = 0;   ///< rows whose label differs from the previous assign()
   std::int64_t n_rechecked = 0; ///< rows re-checked at higher precision (0 on the CPU)
+  /// Of those, rows that reached the last level, fp64 (CUDA cascade: the rest were settled
+  /// by the exact-fp32 level; equals n_rechecked where there is no fp32 level).
+  std::int64_t n_rechecked_fp64 = 0;
 };
 
 class Backend {

@@ -34,7 +34,7 @@ std::vector<T> from_bytes(const Bytes& b) {
 /// What one rank reports of its assign().
 struct AssignPart {
   double inertia;
-  std::int64_t n_changed, n_rechecked;
+  std::int64_t n_changed, n_rechecked, n_rechecked_fp64;
 };
 
 /// A row of gather_rows as it travels: its position in the request, label, weight; the
@@ -137,7 +137,7 @@ class DistributedBackend final : public Backend {
   AssignStats assign() override {
     const std::vector<Bytes> all = step([&] {
       const AssignStats s = local_->assign();
-      const AssignPart part{s.inertia, s.n_changed, s.n_rechecked};
+      const AssignPart part{s.inertia, s.n_changed, s.n_rechecked, s.n_rechecked_fp64};
       return to_bytes(&part, 1);
     });
     AssignStats st;
@@ -146,6 +146,7 @@ class DistributedBackend final : public Backend {
       st.inertia = r == 0 ? part.inertia : st.inertia + part.inertia;
       st.n_changed += part.n_changed;
       st.n_rechecked += part.n_rechecked;
+      st.n_rechecked_fp64 += part.n_rechecked_fp64;
     }
     return st;
   }

@@ -2,9 +2,15 @@
 // kernels.cu; this file owns memory, chooses precision and tiles, and orders the launches.
 //
 // Memory (sized once per fit, never N x K): per row labels, best distance and |x|^2
-// (12 B), a flagged-row list and the sort buffers of accumulate() (16 B, shared), the
-// centroids in fp32 and operand form (twice: the current set and the one update_centroids()
-// prepared for the next iteration), and O(N / 256 + K) piece sums of D + 1 doubles.
+// (12 B), two flagged-row lists (certification cascade) that share 16 B per row with the
+// sort buffers of accumulate(), the centroids in fp32 and operand form (twice: the current
+// set and the one update_centroids() prepared for the next iteration; a third, fp32-operand
+// copy for the cascade's second level), and O(N / 256 + K) piece sums of D + 1 doubles.
+//
+// Certified assign() is a cascade (docs/CUDA.md): tensor cores flag the rows their bound
+// cannot settle; the exact-fp32 SIMT kernel re-runs those rows in place with its own, much
+// tighter bound; only what it cannot settle reaches the fp64 re-check. No host wait between
+// the levels: each reads the previous level's count on the device.
 //
 // A Lloyd iteration costs two host synchronisations: assign() (its statistics) and
 // update_centroids() (K weights, the shift and the new fp32 centroids come back; sums stay).
@@ -51,6 +57,11 @@ namespace flashkm::cuda {
 }
 
 namespace {
+
+// counters_ slots. The cascade's levels count into their own pairs: level 1 (flagged,
+// changed), level 2/3 (flagged by fp32 = rows that went to fp64, changed); kEmpty is the
+// update's empty-cluster count.
+enum : int { kFlagged = 0, kChanged = 1, kEmpty = 2, kFlagged2 = 3, kChanged2 = 4, kNumCounters = 5 };
 
 constexpr std::int64_t kPieceRows = 256;  // rows per piece of a cluster (sort_reduce): short chains, many pieces
 
@@ -100,6 +111,7 @@ struct CentroidSet {
   DeviceBuffer<unsigned char> c_op;   // [B][kp x dp] operands
   DeviceBuffer<float> cterm;          // [B][kp]
   DeviceBuffer<unsigned> cmax_bits;   // [B] max |c| (float bits)
+  DeviceBuffer<unsigned> dcmax_bits;  // [B] max |c - operand(c)| (float bits): the bound's rounding term
   DeviceBuffer<unsigned> overflow;    // [1]
 };
 
@@ -134,7 +146,7 @@ class CudaBackend final : public core::Backend {
     return labels_.bytes() + dist_.bytes() + xnorm_.bytes() + scratch_.bytes() + cub_temp_.bytes() +
            part_.bytes() + pieces_.bytes() + first_.bytes() + psums_.bytes() + sums_.bytes() +
            cw_.bytes() + mind_.bytes() + tmp_labels_.bytes() + tmp_dist_.bytes() + xop_.bytes() + xown_.bytes() +
-           main_.c32.bytes() + main_.c_op.bytes() + main_.cterm.bytes() + aux_.c32.bytes() + aux_.c_op.bytes() +
+           main_.c32.bytes() + main_.c_op.bytes() + main_.cterm.bytes() + cas_.c_op.bytes() + cas_.cterm.bytes() + pcounts_.bytes() + aux_.c32.bytes() + aux_.c_op.bytes() +
            aux_.cterm.bytes() + next_.c32.bytes() + next_.c_op.bytes() + next_.cterm.bytes() + flags_.bytes() +
            keys_alt_.bytes() + vals_alt_.bytes() + row_off_.bytes() + npieces_.bytes() + shift_part_.bytes();
   }
@@ -186,7 +198,7 @@ class CudaBackend final : public core::Backend {
     FLASHKM_CUDA_CHECK(cudaMemsetAsync(labels_.get(), 0xff, n_ * sizeof(std::int32_t), stream_));
     part_.ensure(std::size_t(n_ / kRowChunk + 2), "reduction parts");
     sums_.ensure(4, "reduction results");
-    counters_.ensure(3, "counters");
+    counters_.ensure(kNumCounters, "counters");
 
     // Validate (first bad row), |x|^2, max |x|.
     DeviceBuffer<long long> status(4, "validation status");
@@ -286,9 +298,11 @@ class CudaBackend final : public core::Backend {
       std::swap(main_, next_);
       next_valid_ = false;
       k_ = main_.k;
+      ++main_gen_;
       return;
     }
     next_valid_ = false;
+    ++main_gen_;  // before prepare(): even a failed one has changed main_
     prepare(main_, c, static_cast<int>(k / opt_.batch), op_);
     k_ = main_.k;
   }
@@ -299,27 +313,51 @@ class CudaBackend final : public core::Backend {
     mind_.release();  // initialisation is over
     ensure_scratch();
     AssignParams p = params_for(main_, labels_.get(), dist_.get(), opt_.certify);
-    FLASHKM_CUDA_CHECK(cudaMemsetAsync(counters_.get(), 0, 2 * sizeof(unsigned long long), stream_));
+    FLASHKM_CUDA_CHECK(cudaMemsetAsync(counters_.get(), 0, kNumCounters * sizeof(unsigned long long), stream_));
+    const bool cascade = opt_.certify && cascade_applies();
+    if (cascade) {
+      // Level 1 lists its flagged rows per problem (region b of the list, count b in
+      // pcounts_) so that level 2's tiles hold one problem's rows.
+      pcounts_.ensure(std::size_t(opt_.batch), "per-problem flagged counts");
+      FLASHKM_CUDA_CHECK(cudaMemsetAsync(pcounts_.get(), 0, opt_.batch * sizeof(unsigned long long), stream_));
+      p.problem_counts = pcounts_.get();
+    }
     run_assign(main_, p);
-    // The re-check reads the data as given (never the 16-bit operand copy of large-d fp32 data).
+    // Levels 2 and 3 read the data as given (never the 16-bit operand copy of large-d fp32 data).
     AssignParams pr = p;
     pr.x = xv_.x;
     pr.x_dtype = xv_.dtype;
     pr.x_stride = xv_.stride;
     pr.x_batch = n_per_ * xv_.stride;
+    if (cascade) {
+      // Level 2: the exact-fp32 SIMT kernel over level 1's flagged rows, in place (row_map),
+      // certified with the fp32 bound; its flagged rows go to the second list (one list:
+      // the fp64 re-check takes any problem's row).
+      ensure_cascade_set();
+      AssignParams p2 = params_for(cas_, labels_.get(), dist_.get(), true);
+      p2.row_map = p.flagged;
+      p2.n_dev = pcounts_.get();
+      p2.flagged = p.flagged + n_;  // the second half of the per-row scratch
+      p2.counters = counters_.get() + kFlagged2;
+      launch_simt_assign(p2, stream_);
+      pr.flagged = p2.flagged;
+      pr.counters = p2.counters;
+    }
+    // Level 3 (level 2 when there is no cascade): fp64 against all centroids.
     launch_recheck(pr, main_.c32.get(), stream_);
     launch_weighted_sum(dist_.get(), w_, n_, part_.get(), sums_.get(), stream_);
     struct {
-      unsigned long long c[2];
+      unsigned long long c[kNumCounters];
       double inertia;
     } h{};
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h.c, counters_.get(), 16, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h.c, counters_.get(), sizeof(h.c), cudaMemcpyDeviceToHost, stream_));
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&h.inertia, sums_.get(), 8, cudaMemcpyDeviceToHost, stream_));
     FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
     core::AssignStats st;
     st.inertia = h.inertia;
-    st.n_rechecked = static_cast<std::int64_t>(h.c[0]);
-    st.n_changed = static_cast<std::int64_t>(h.c[1]);
+    st.n_rechecked = static_cast<std::int64_t>(h.c[kFlagged]);
+    st.n_rechecked_fp64 = static_cast<std::int64_t>(cascade ? h.c[kFlagged2] : h.c[kFlagged]);
+    st.n_changed = static_cast<std::int64_t>(h.c[kChanged] + h.c[kChanged2]);
     return st;
   }
 
@@ -346,10 +384,10 @@ class CudaBackend final : public core::Backend {
     sort_reduce(labels_.get(), k_, true);
     size_set(next_, k_, op_);
     shift_part_.ensure(std::size_t(nc), "update shift parts");
-    FLASHKM_CUDA_CHECK(cudaMemsetAsync(counters_.get() + 2, 0, sizeof(unsigned long long), stream_));
+    FLASHKM_CUDA_CHECK(cudaMemsetAsync(counters_.get() + kEmpty, 0, sizeof(unsigned long long), stream_));
     // `current` is main_.c32 on the device (the contract: the centroids set_centroids() got).
     launch_finish_update(sums_dev_.get(), cw_.get(), main_.c32.get(), nc, d_, metric_ == Metric::cosine,
-                         next_.c32.get(), shift_part_.get(), counters_.get() + 2, stream_);
+                         next_.c32.get(), shift_part_.get(), counters_.get() + kEmpty, stream_);
     launch_sum_parts(shift_part_.get(), nc, sums_.get() + 1, stream_);
     build_operands(next_);
     h_next_.ensure(std::size_t(nc) * d_, "pinned staging of the new centroids");
@@ -358,7 +396,7 @@ class CudaBackend final : public core::Backend {
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h_next_.get(), next_.c32.get(), nc * d_ * 4, cudaMemcpyDeviceToHost, stream_));
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h_cw_.get(), cw_.get(), nc * 8, cudaMemcpyDeviceToHost, stream_));
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&h_misc_.get()->shift, sums_.get() + 1, 8, cudaMemcpyDeviceToHost, stream_));
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&h_misc_.get()->n_empty, counters_.get() + 2, 8, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&h_misc_.get()->n_empty, counters_.get() + kEmpty, 8, cudaMemcpyDeviceToHost, stream_));
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&h_misc_.get()->overflow, next_.overflow.get(), 4, cudaMemcpyDeviceToHost, stream_));
     FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
     const UpdateResults r = *h_misc_.get();
@@ -600,7 +638,7 @@ class CudaBackend final : public core::Backend {
   }
 
   /// Shape and allocate a centroid set of k centroids per problem for `op`.
-  void size_set(CentroidSet& cs, int k, Operand op) {
+  void size_set(CentroidSet& cs, int k, Operand op, bool own_c32 = true) {
     const int bn = op == Operand::fp32 ? kSimtBN : tile_bn(tile_);
     cs.k = k;
     cs.op = op;
@@ -608,21 +646,24 @@ class CudaBackend final : public core::Backend {
     cs.dp = static_cast<int>(round_up(d_, op == Operand::fp32 ? kSimtBK : kChunkD));
     const int B = opt_.batch;
     const std::size_t esz = op == Operand::fp32 ? 4 : 2;
-    cs.c32.ensure(std::size_t(B) * k * d_, "centroids");
+    if (own_c32) cs.c32.ensure(std::size_t(B) * k * d_, "centroids");
     cs.c_op.ensure(std::size_t(B) * cs.kp * cs.dp * esz, "centroid operands");
     cs.cterm.ensure(std::size_t(B) * cs.kp, "centroid norms");
     cs.cmax_bits.ensure(std::size_t(B), "centroid max norm");
+    cs.dcmax_bits.ensure(std::size_t(B), "centroid max rounding error");
     cs.overflow.ensure(1, "overflow flag");
   }
 
-  /// Operands, |c|^2 and max |c| from cs.c32 (asynchronous; the overflow flag is left on
-  /// the device for the caller to read).
-  void build_operands(CentroidSet& cs) {
+  /// Operands, |c|^2 and max |c| from c32 (default cs.c32; asynchronous; the overflow flag
+  /// is left on the device for the caller to read).
+  void build_operands(CentroidSet& cs, const float* c32 = nullptr) {
     const int B = opt_.batch;
     FLASHKM_CUDA_CHECK(cudaMemsetAsync(cs.cmax_bits.get(), 0, B * 4, stream_));
+    FLASHKM_CUDA_CHECK(cudaMemsetAsync(cs.dcmax_bits.get(), 0, B * 4, stream_));
     FLASHKM_CUDA_CHECK(cudaMemsetAsync(cs.overflow.get(), 0, 4, stream_));
-    launch_prepare_centroids(cs.c32.get(), B, cs.k, d_, cs.kp, cs.dp, static_cast<int>(cs.op), metric_ == Metric::l2,
-                             cs.c_op.get(), cs.cterm.get(), cs.cmax_bits.get(), cs.overflow.get(), stream_);
+    launch_prepare_centroids(c32 ? c32 : cs.c32.get(), B, cs.k, d_, cs.kp, cs.dp, static_cast<int>(cs.op), metric_ == Metric::l2,
+                             cs.c_op.get(), cs.cterm.get(), cs.cmax_bits.get(), cs.dcmax_bits.get(), cs.overflow.get(),
+                             stream_);
   }
 
   /// Copy centroids (host or device memory) and build the operand set for `op`.
@@ -635,6 +676,19 @@ class CudaBackend final : public core::Backend {
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&ovf, cs.overflow.get(), 4, cudaMemcpyDeviceToHost, stream_));
     FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
     FLASHKM_CHECK(ovf == 0, invalid_argument, "centroids exceed the fp16 range (|c| > 65504); use bf16 or auto");
+  }
+
+  /// The cascade needs a tensor-core first level (an fp32 first level is already the
+  /// SIMT kernel).
+  bool cascade_applies() const { return main_.op != Operand::fp32; }
+
+  /// fp32 operands of main_'s centroids for the cascade's second level, rebuilt only after
+  /// main_ changed (the build reads main_.c32: no second fp32 copy of the centroids).
+  void ensure_cascade_set() {
+    if (cas_gen_ == main_gen_) return;
+    size_set(cas_, main_.k, Operand::fp32, /*own_c32=*/false);
+    build_operands(cas_, main_.c32.get());  // fp32 operands cannot overflow: the flag is not read
+    cas_gen_ = main_gen_;
   }
 
   void ensure_scratch() {
@@ -656,6 +710,7 @@ class CudaBackend final : public core::Backend {
     p.c = cs.c_op.get();
     p.cterm = cs.cterm.get();
     p.cmax = reinterpret_cast<const float*>(cs.cmax_bits.get());
+    p.dcmax = reinterpret_cast<const float*>(cs.dcmax_bits.get());
     p.k = cs.k;
     p.kp = cs.kp;
     p.dp = cs.dp;
@@ -668,9 +723,11 @@ class CudaBackend final : public core::Backend {
     p.counters = counters_.get();
     if (certify) {
       // Bound on |computed score - exact score| for a row x (DESIGN.md section 3; derivation
-      // in docs/CUDA.md): operands rounded with unit roundoff u (relative) and eta
-      // (absolute, fp16 subnormals), fp32 accumulation over dp terms charged 2^-23 per term
-      // (tensor cores truncate), the fp32 |c|^2 and the final fma rounded to 2^-24 each.
+      // in docs/CUDA.md): x rounded to the operand with unit roundoff ux (relative) and etax
+      // (absolute, fp16 subnormals); the centroids' rounding enters as its exact size,
+      // dcmax = max_j |c_j - operand(c_j)| (prepare_centroids; about 0.4 u cmax for fp16,
+      // where the previous bound charged u cmax); fp32 accumulation over dp terms; the fp32
+      // |c|^2 and the final fma rounded to 2^-24 each.
       // kSafety covers the fp32 evaluation of the bound and accumulation orders we did not
       // model; the measured worst-case ratio error/bound is reported by the GPU tests.
       // Measured on the H200 (2026-11-29, tests/gpu MeasuredErrorUnderBound): worst
@@ -684,10 +741,21 @@ class CudaBackend final : public core::Backend {
                            (cs.op == Operand::bf16 && xv_.dtype == DType::bf16);
       const double ux = x_exact ? 0.0 : u;
       const double etax = x_exact ? 0.0 : eta;
-      const double acc = double(cs.dp) * 0x1p-23;
+      // Accumulation: gamma_m = m*t / (1 - m*t). Tensor cores: m = dp terms at t = 2^-23
+      // (truncating accumulation). SIMT kernel: IEEE round-to-nearest fma chains of kSimtBK
+      // terms per chunk, chunk sums added in order, so each product passes through at most
+      // m = kSimtBK + dp/kSimtBK roundings of t = 2^-24 (Higham, Thm 3.1 and blocked
+      // summation): |fl(x.c) - x.c| <= gamma_m |x|.|c|.
+      const bool simt = cs.op == Operand::fp32;
+      const double t = simt ? 0x1p-24 : 0x1p-23;
+      const double m = simt ? double(kSimtBK + cs.dp / kSimtBK) : double(cs.dp);
+      const double acc = m * t / (1.0 - m * t);
       const double alpha = metric_ == Metric::l2 ? 2.0 : 1.0;
-      p.cert_a = static_cast<float>(kSafety * alpha * ((u + ux + u * ux) * (1 + acc) + acc + 0x1p-23));
-      p.cert_eta = static_cast<float>(kSafety * alpha * (eta + etax) * (1 + u) * (1 + acc) * std::sqrt(double(d_)));
+      // |x^.c^ - x.c| <= |x^| dcmax + |dx| cmax, |x^| <= (1+ux)|x| + etax sqrt(D),
+      // |dx| <= ux|x| + etax sqrt(D); accumulation: acc |x^| (cmax + dcmax).
+      p.cert_a = static_cast<float>(kSafety * alpha * (ux * (1 + acc) + acc + 0x1p-23));
+      p.cert_c = static_cast<float>(kSafety * alpha * (1 + ux) * (1 + acc));
+      p.cert_eta = static_cast<float>(kSafety * alpha * etax * (1 + u) * (1 + acc) * std::sqrt(double(d_)));
       p.cert_b = static_cast<float>(metric_ == Metric::l2 ? kSafety * (0x1p-23 + acc * 0.5) : 0.0);
     }
     return p;
@@ -781,13 +849,17 @@ class CudaBackend final : public core::Backend {
   DeviceBuffer<std::int32_t> labels_, tmp_labels_, keys_alt_, vals_alt_, row_off_;
   DeviceBuffer<std::int64_t> scratch_, first_, npieces_;
   DeviceBuffer<unsigned char> cub_temp_, flags_;
-  DeviceBuffer<unsigned long long> counters_;
+  DeviceBuffer<unsigned long long> counters_, pcounts_;
   DeviceBuffer<double> part_, sums_, psums_, sums_dev_, cw_, shift_part_;
   DeviceBuffer<Piece> pieces_;
   // main_: the centroids assign() uses; next_: those update_centroids() computed, prepared
   // and valid (next_valid_) until set_centroids() takes them or other centroids.
   CentroidSet main_, aux_, next_;
   bool next_valid_ = false;
+  // cas_: fp32 operands of main_ for the cascade (no c32 of its own), valid while
+  // cas_gen_ == main_gen_ (main_gen_ counts every change of main_).
+  CentroidSet cas_;
+  std::uint64_t main_gen_ = 0, cas_gen_ = ~std::uint64_t(0);
   struct UpdateResults {
     double shift;
     unsigned long long n_empty;

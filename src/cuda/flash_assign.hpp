@@ -5,7 +5,9 @@
 // Scores are  s_j = alpha * (x . c_j) + cterm_j  (alpha = -2, cterm = |c|^2 for l2;
 // alpha = -1, cterm = 0 for cosine/inner product), minimised with ties to the lowest j.
 // With certification on, rows whose best/second-best gap is under the rounding bound are
-// not written but appended to a list, and recheck_rows() settles them in fp64.
+// not written but appended to a list; the backend re-runs them through the exact-fp32 SIMT
+// kernel (row_map, its own tighter bound), and launch_recheck() settles what is still
+// flagged in fp64 (the certification cascade, docs/CUDA.md).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -34,6 +36,7 @@ struct AssignParams {
   const void* c = nullptr;         ///< fp16/bf16 (tensor path) or fp32 (SIMT path)
   const float* cterm = nullptr;
   const float* cmax = nullptr;     ///< [B] max |c_j| (certification)
+  const float* dcmax = nullptr;    ///< [B] max |c_j - operand(c_j)| (exact rounding error, rounded up)
   int k = 0;
   int kp = 0;                      ///< k rounded up to the tile width
   int dp = 0;                      ///< d rounded up to the chunk width
@@ -42,11 +45,23 @@ struct AssignParams {
   // ---- outputs ----
   std::int32_t* labels = nullptr;  ///< [B*n]; also read: the previous labels (n_changed)
   float* dist = nullptr;           ///< [B*n] best distance by the metric
-  // ---- certification: E(x) = a*|x|*cmax + eta*(|x|+cmax) + b*cmax^2 ----
+  // ---- certification: E(x) = a*|x|*cmax + c*|x|*dcmax + eta*(|x|+cmax+dcmax) + b*cmax^2 ----
   bool certify = false;
-  float cert_a = 0, cert_eta = 0, cert_b = 0;
+  float cert_a = 0, cert_c = 0, cert_eta = 0, cert_b = 0;
   std::int64_t* flagged = nullptr;               ///< [B*n] capacity: rows to re-check
   unsigned long long* counters = nullptr;        ///< [0] n_flagged, [1] n_changed
+  /// When set, flagged rows of problem b go to flagged[b*n + slot], slot counted in
+  /// problem_counts[b] (and still in counters[0]): the cascade's next level reads one
+  /// problem's rows per tile. nullptr: one list flagged[0, counters[0]).
+  unsigned long long* problem_counts = nullptr;
+  // ---- cascade (SIMT kernel only): the launch's rows are lists of global rows ----
+  /// Row r of problem b in this launch is global row row_map[b*n + r] (x, |x|^2, labels,
+  /// dist, flagged entries all use the mapped row). nullptr: row r is row r. Needs n_dev.
+  const std::int64_t* row_map = nullptr;
+  /// When set, problem b has min(n_dev[b], n) rows, read on the device (the previous
+  /// level's per-problem flagged count, so the host need not wait for it); n is then the
+  /// capacity per problem.
+  const unsigned long long* n_dev = nullptr;
 };
 
 /// Tile configuration of the tensor-core kernel (the tuning table's key).
@@ -70,7 +85,8 @@ bool x_streamable(const AssignParams& p, Operand op);
 void launch_flash_assign(const AssignParams& p, Operand op, TileConfig tile, cudaStream_t s);
 
 /// Exact-fp32 SIMT assign (fp32 FMA chains; certified with u = 0). c is fp32 [kp x dp],
-/// kp a multiple of 64, dp a multiple of 16.
+/// kp a multiple of 64, dp a multiple of 16. With p.row_map it is the cascade's second
+/// level: the rows the tensor-core pass flagged (per problem), read in place.
 void launch_simt_assign(const AssignParams& p, cudaStream_t s);
 constexpr int kSimtBN = 64;
 constexpr int kSimtBK = 16;

@@ -32,9 +32,11 @@ void launch_convert_rows(const XView& x, int op, int dp, void* dst, cudaStream_t
 
 /// Centroids fp32 [kt x d] (kt = B*k) -> operand copy [B][kp x dp] (op 0 fp16, 1 bf16, 2 fp32),
 /// cterm [B][kp] (|c|^2 or 0; +inf past k), cmax [B] (max |c| rounded up, as float bits),
-/// overflow flag (|c| > 65504 with fp16).
+/// dcmax [B] (max |c - operand(c)|, the operands' exact rounding error, rounded up; 0 for
+/// fp32), overflow flag (|c| > 65504 with fp16). cmax and dcmax are atomicMax'ed: zero them.
 void launch_prepare_centroids(const float* c32, int batch, int k, int d, int kp, int dp, int op, bool l2,
-                              void* c_op, float* cterm, unsigned* cmax_bits, unsigned* overflow, cudaStream_t s);
+                              void* c_op, float* cterm, unsigned* cmax_bits, unsigned* dcmax_bits,
+                              unsigned* overflow, cudaStream_t s);
 
 /// part[c] = sum over chunk c of w_i * v_i (w null = 1); then out = sum of parts in order.
 void launch_weighted_sum(const float* v, const float* w, std::int64_t n, double* part, double* out, cudaStream_t s);

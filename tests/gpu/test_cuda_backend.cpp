@@ -2,6 +2,7 @@
 // core::Backend. Every test skips with a message when no CUDA device is present.
 #include <gtest/gtest.h>
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -122,8 +123,9 @@ TEST_P(Modes, CertifiedLabelsMatchFloat64) {
   const core::AssignStats st = b->assign();
   std::vector<std::int32_t> lab(n);
   b->copy_labels(lab.data());
-  std::printf("precision %s d=%d: rechecked %lld of %lld rows\n", to_string(prec), d, (long long)st.n_rechecked,
-              (long long)n);
+  std::printf("precision %s d=%d: rechecked %lld of %lld rows, %lld of them in fp64\n", to_string(prec), d,
+              (long long)st.n_rechecked, (long long)n, (long long)st.n_rechecked_fp64);
+  EXPECT_LE(st.n_rechecked_fp64, st.n_rechecked);
   EXPECT_EQ(mismatches_outside_ties(ref, lab, 1e-12), 0);
   EXPECT_EQ(st.n_changed, n);  // first assign: all labels were -1
   std::vector<float> dist(n);
@@ -176,8 +178,9 @@ TEST(CudaBackend, CertifiedOnNearTies) {
     raw->set_centroids(c.data(), k);
     raw->assign();
     raw->copy_labels(lab.data());
-    std::printf("%s near-ties: certified rechecked %lld rows; uncertified differs from fp64 on %lld rows\n",
-                to_string(p), (long long)st.n_rechecked, (long long)mismatches_outside_ties(ref, lab, 0.0));
+    std::printf("%s near-ties: certified rechecked %lld rows (%lld in fp64); uncertified differs from fp64 on %lld rows\n",
+                to_string(p), (long long)st.n_rechecked, (long long)st.n_rechecked_fp64,
+                (long long)mismatches_outside_ties(ref, lab, 0.0));
   }
 }
 
@@ -190,7 +193,8 @@ TEST(CudaBackend, MeasuredErrorUnderBound) {
     const int k = 512;
     std::vector<float> x = blobs(n, d, 50, 0.5f, 11 + d);
     std::vector<float> c(x.begin() + std::int64_t(n - k) * d, x.end());
-    for (Precision p : {Precision::fp16, Precision::bf16}) {
+    // fp32: the exact SIMT kernel, which is also the certification cascade's second level.
+    for (Precision p : {Precision::fp16, Precision::bf16, Precision::fp32}) {
       auto b = gpu(p, false);
       b->attach(MatrixView::of(x.data(), n, d), nullptr, Metric::l2);
       b->set_centroids(c.data(), k);
@@ -199,16 +203,31 @@ TEST(CudaBackend, MeasuredErrorUnderBound) {
       std::vector<float> dist(n);
       b->copy_labels(lab.data());
       b->copy_distances(dist.data());
-      double cmax = 0;
+      // cmax and dcmax = max_j |c_j - operand(c_j)| (the centroids' exact rounding error).
+      double cmax = 0, dcmax = 0;
       for (int j = 0; j < k; ++j) {
-        double s = 0;
-        for (int q = 0; q < d; ++q) s += double(c[j * d + q]) * c[j * d + q];
+        double s = 0, ds = 0;
+        for (int q = 0; q < d; ++q) {
+          const float v = c[j * d + q];
+          s += double(v) * v;
+          const float r = p == Precision::fp16   ? __half2float(__float2half(v))
+                          : p == Precision::bf16 ? __bfloat162float(__float2bfloat16(v))
+                                                 : v;
+          ds += (double(v) - r) * (double(v) - r);
+        }
         cmax = std::max(cmax, std::sqrt(s));
+        dcmax = std::max(dcmax, std::sqrt(ds));
       }
-      const double u = p == Precision::fp16 ? 0x1p-11 : 0x1p-8;
-      const int dp = (d + 63) / 64 * 64;
-      const double acc = dp * 0x1p-23;
-      double worst = 0;
+      // The bound of params_for() without kSafety: fp32 operands are exact (u = 0) and the
+      // SIMT kernel's blocked fma chains round to nearest (16 + dp/16 roundings of 2^-24);
+      // tensor cores dp terms of 2^-23.
+      const bool f32 = p == Precision::fp32;
+      const double u = p == Precision::fp16 ? 0x1p-11 : p == Precision::bf16 ? 0x1p-8 : 0.0;
+      const int dp = f32 ? (d + 15) / 16 * 16 : (d + 63) / 64 * 64;
+      const double t = f32 ? 0x1p-24 : 0x1p-23;
+      const double m = f32 ? 16 + dp / 16 : dp;
+      const double acc = m * t / (1 - m * t);
+      double worst = 0, worst_old = 0;
       for (std::int64_t i = 0; i < n; ++i) {
         double xn = 0, e = 0;
         for (int q = 0; q < d; ++q) {
@@ -218,11 +237,17 @@ TEST(CudaBackend, MeasuredErrorUnderBound) {
           e += df * df;
         }
         const double nx = std::sqrt(xn);
-        const double bound = 2 * ((2 * u + u * u) * (1 + acc) + acc + 0x1p-23) * nx * cmax +
-                             (0x1p-23 + acc / 2) * cmax * cmax + 0x1p-23 * (xn + e);
+        // x is fp32 data: rounded to the operand (ux = u). `old`: the bound before dcmax
+        // (u * cmax for the centroids' rounding), printed for comparison.
+        const double tail = (0x1p-23 + acc / 2) * cmax * cmax + 0x1p-23 * (xn + e);
+        const double bound =
+            2 * ((u * (1 + acc) + acc + 0x1p-23) * nx * cmax + (1 + u) * (1 + acc) * nx * dcmax) + tail;
+        const double old = 2 * ((2 * u + u * u) * (1 + acc) + acc + 0x1p-23) * nx * cmax + tail;
         worst = std::max(worst, std::fabs(double(dist[i]) - e) / bound);
+        worst_old = std::max(worst_old, std::fabs(double(dist[i]) - e) / old);
       }
-      std::printf("d=%d %s: worst |error| / bound = %.4f\n", d, to_string(p), worst);
+      std::printf("d=%d %s: worst |error| / bound = %.4f (dcmax/(u cmax) = %.3f; against the cmax-only bound: %.4f)\n",
+                  d, to_string(p), worst, u > 0 ? dcmax / (u * cmax) : 0.0, worst_old);
       EXPECT_LT(worst, 1.0);
     }
   }
@@ -505,4 +530,89 @@ TEST(CudaBackend, BadInputAndOutOfMemory) {
   b2->set_centroids(x.data(), 4);
   EXPECT_GT(b2->assign().inertia, 0.0);
   EXPECT_THROW(gpu(Precision::tf32, true), Error);
+}
+
+// The certification cascade on data where every value is a small dyadic rational, so the
+// fp64 reference is exact and labels must equal it everywhere (exact ties: lowest index).
+// Rows: exact midpoints of two centroids (exact ties: no finite-precision level can certify
+// them, they must reach fp64) and midpoints pushed by 1/8 along one coordinate toward the
+// first centroid (gap 1..3: inside the tensor-core bound (2E ~ 6 for fp16, ~ 48 for bf16
+// here), far outside the fp32 one (2E < 0.03), so the fp32 level must settle them). Every
+// value is exact in fp16 and bf16, so every level computes these scores exactly.
+TEST(CudaBackend, CascadeLevelsBothExercised) {
+  REQUIRE_GPU();
+  const int d = 128, k = 64;
+  const std::int64_t n = 16384;
+  std::mt19937_64 rng(17);
+  std::vector<float> c(static_cast<std::size_t>(k) * d), x(static_cast<std::size_t>(n) * d);
+  for (auto& v : c) v = static_cast<float>(static_cast<int>(rng() % 17) - 8);
+  std::int64_t n_ties = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const int a = static_cast<int>(rng() % k);
+    const int bb = (a + 1 + static_cast<int>(rng() % (k - 1))) % k;
+    for (int q = 0; q < d; ++q) x[i * d + q] = 0.5f * (c[a * d + q] + c[bb * d + q]);
+    if (i % 4 == 0) {
+      ++n_ties;
+      continue;
+    }
+    // Push along a coordinate where the two differ by 4..12: gap = 2 * (1/8) * |diff|.
+    for (int q0 = static_cast<int>(rng() % d), s = 0; s < d; ++s) {
+      const int q = (q0 + s) % d;
+      const float df = c[a * d + q] - c[bb * d + q];
+      if (std::fabs(df) >= 4 && std::fabs(df) <= 12) {
+        x[i * d + q] += df > 0 ? 0.125f : -0.125f;
+        break;
+      }
+    }
+  }
+  const Ref ref = reference(x, n, d, c, k);
+  std::int64_t exact_ties = 0;
+  for (std::int64_t i = 0; i < n; ++i) exact_ties += ref.second[i] == ref.best[i];
+  for (Precision p : {Precision::fp16, Precision::bf16}) {
+    std::vector<std::vector<std::int32_t>> lab(2, std::vector<std::int32_t>(n));
+    std::vector<std::vector<float>> dist(2, std::vector<float>(n));
+    core::AssignStats st[2];
+    for (int run = 0; run < 2; ++run) {
+      auto b = gpu(p, true);
+      b->attach(MatrixView::of(x.data(), n, d), nullptr, Metric::l2);
+      b->set_centroids(c.data(), k);
+      st[run] = b->assign();
+      b->copy_labels(lab[run].data());
+      b->copy_distances(dist[run].data());
+    }
+    std::printf("%s cascade: %lld constructed ties (%lld exact in fp64), %lld rows re-checked, %lld of them in fp64\n",
+                to_string(p), (long long)n_ties, (long long)exact_ties, (long long)st[0].n_rechecked,
+                (long long)st[0].n_rechecked_fp64);
+    EXPECT_EQ(lab[0], ref.label) << to_string(p);
+    EXPECT_EQ(st[0].n_changed, n);
+    // Both levels exercised: every exact tie reaches fp64; the fp32 level settles the rest
+    // (most of the flagged rows).
+    EXPECT_GE(st[0].n_rechecked_fp64, exact_ties) << to_string(p);
+    EXPECT_GT(st[0].n_rechecked_fp64, 0) << to_string(p);
+    EXPECT_GT(st[0].n_rechecked, 2 * st[0].n_rechecked_fp64) << to_string(p);
+    // Deterministic bitwise run to run (the flagged lists' order is not, the results are).
+    EXPECT_EQ(lab[0], lab[1]);
+    EXPECT_EQ(0, std::memcmp(dist[0].data(), dist[1].data(), dist[0].size() * 4));
+    EXPECT_EQ(st[0].n_rechecked, st[1].n_rechecked);
+    EXPECT_EQ(st[0].n_rechecked_fp64, st[1].n_rechecked_fp64);
+
+    // Batched: two problems (the data twice, the centroids twice); level 1 lists its rows
+    // per problem, level 2 reads one problem per tile. Same labels, twice the counts.
+    std::vector<float> x2(x), c2(c);
+    x2.insert(x2.end(), x.begin(), x.end());
+    c2.insert(c2.end(), c.begin(), c.end());
+    cuda::CudaOptions o;
+    o.precision = p;
+    o.batch = 2;
+    auto bb = cuda::make_cuda_backend(o);
+    bb->attach(MatrixView::of(x2.data(), 2 * n, d), nullptr, Metric::l2);
+    bb->set_centroids(c2.data(), 2 * k);
+    const core::AssignStats sb = bb->assign();
+    std::vector<std::int32_t> lb(2 * n);
+    bb->copy_labels(lb.data());
+    EXPECT_EQ(std::vector<std::int32_t>(lb.begin(), lb.begin() + n), ref.label) << to_string(p) << " problem 0";
+    EXPECT_EQ(std::vector<std::int32_t>(lb.begin() + n, lb.end()), ref.label) << to_string(p) << " problem 1";
+    EXPECT_EQ(sb.n_rechecked, 2 * st[0].n_rechecked) << to_string(p);
+    EXPECT_EQ(sb.n_rechecked_fp64, 2 * st[0].n_rechecked_fp64) << to_string(p);
+  }
 }
