@@ -2,8 +2,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <tuple>
 
+#include "cpu/convert.hpp"
 #include "cpu/kernels.hpp"
 #include "cpu/packed_centroids.hpp"
 #include "support/reference.hpp"
@@ -72,6 +74,26 @@ TEST_P(KernelShapes, Argmin2MatchesFloat64OutsideNearTies) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, KernelShapes,
                          ::testing::Combine(::testing::Values(1, 3, 17, 128, 1000), ::testing::Values(1, 2, 7, 256)));
+
+// The branch-free fp16 conversion against the format's definition, for all 65536 patterns:
+// sign * mant * 2^-24 (subnormal), sign * (1024 + mant) * 2^(exp - 25), inf, NaN payloads.
+TEST(Convert, HalfToFloatExactForEveryBitPattern) {
+  for (std::uint32_t h = 0; h <= 0xFFFFu; ++h) {
+    const std::uint32_t exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu, sign = (h >> 15) & 1u;
+    std::uint32_t want;
+    if (exp == 0x1F) {
+      want = (sign << 31) | 0x7F800000u | (mant << 13);
+    } else {
+      const double mag = exp == 0 ? std::ldexp(double(mant), -24) : std::ldexp(double(1024 + mant), int(exp) - 25);
+      const float f = static_cast<float>(sign ? -mag : mag);
+      std::memcpy(&want, &f, 4);
+    }
+    const float got_f = cpu::half_to_float(static_cast<std::uint16_t>(h));
+    std::uint32_t got;
+    std::memcpy(&got, &got_f, 4);
+    ASSERT_EQ(got, want) << "half bits 0x" << std::hex << h;
+  }
+}
 
 TEST(Kernels, TiesGoToTheLowestIndex) {
   const std::int64_t d = 4, k = 70;
