@@ -12,6 +12,7 @@
 #include "commands.hpp"
 #include "core/communicator.hpp"
 #include "core/distributed_fit.hpp"
+#include "core/multi_gpu.hpp"
 #include "cpu/convert.hpp"
 #include "flashkm/error.hpp"
 #include "flashkm/kmeans.hpp"
@@ -117,10 +118,29 @@ int fit_and_write(const FitOptions& o, core::Communicator* comm) {
   args.init_centroids = init_from_file ? init_centroids.data() : nullptr;
   args.labels = want_labels ? labels.data() : nullptr;
 
+  // A distributed GPU fit: one GPU per rank (the local rank's entry of --gpus, else
+  // --device-id + local rank), the ranks' sums combined over NCCL, bootstrapped over MPI.
+  std::unique_ptr<core::Communicator> fit_comm;
+  if (comm && params.device == Device::cuda) {
+    on_every_rank(comm, [&] {
+      const int local = mpi::local_rank();
+      if (params.device_ids.empty()) {
+        params.device_id += local;
+      } else {
+        FLASHKM_CHECK(local < static_cast<int>(params.device_ids.size()), invalid_argument, "--gpus lists ",
+                      params.device_ids.size(), " GPUs, but this host runs more ranks (local rank ", local,
+                      "); under mpirun --gpus gives one GPU per rank of a host");
+        params.device_id = params.device_ids[static_cast<std::size_t>(local)];
+        params.device_ids.clear();
+      }
+    });
+    fit_comm = core::nccl_communicator_over(*comm, params.device_id);
+  }
   const auto t0 = std::chrono::steady_clock::now();
   Model model;
   try {
-    model = comm ? core::fit_distributed(local.view, params, args, *comm) : fit(data.view, params, args);
+    model = comm ? core::fit_distributed(local.view, params, args, fit_comm ? *fit_comm : *comm)
+                 : fit(data.view, params, args);
   } catch (...) {
     progress.finish();
     throw;

@@ -83,4 +83,29 @@ Model fit_multi_gpu(const MatrixView& x, const Params& params, const FitArgs& ar
   return m;
 }
 
+std::unique_ptr<Communicator> nccl_communicator_over(Communicator& bootstrap, int device) {
+  check_devices({device}, "a distributed GPU fit");
+  // The id is made on rank 0 only (it opens rank 0's bootstrap socket); a failure there must
+  // reach every rank before they wait in the broadcast.
+  cuda::NcclUniqueId id{};
+  std::exception_ptr failure;
+  if (bootstrap.rank() == 0) {
+    try {
+      id = cuda::nccl_unique_id();
+    } catch (...) {
+      failure = std::current_exception();
+    }
+  }
+  agree_or_throw(bootstrap, failure);
+  bootstrap.broadcast(id.data(), id.size(), 0);
+  std::unique_ptr<Communicator> comm;
+  try {
+    comm = cuda::make_nccl_communicator(id, bootstrap.rank(), bootstrap.size(), device);
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  agree_or_throw(bootstrap, failure);
+  return comm;
+}
+
 }  // namespace flashkm::core

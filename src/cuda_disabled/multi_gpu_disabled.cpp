@@ -17,4 +17,16 @@ Model fit_multi_gpu(const MatrixView&, const Params& params, const FitArgs&) {
 #endif
 }
 
+std::unique_ptr<Communicator> nccl_communicator_over(Communicator& bootstrap, int device) {
+  (void)bootstrap;
+  FLASHKM_FAIL(device_unavailable, "a distributed GPU fit (CUDA device ", device,
+               ") needs NCCL, but this flashkm was built without ",
+#ifdef FLASHKM_WITH_CUDA
+               "NCCL (configure with -DFLASHKM_NCCL=ON where nccl.h and libnccl are found)"
+#else
+               "CUDA (configure with -DFLASHKM_CUDA=ON on a machine with nvcc and NCCL)"
+#endif
+  );
+}
+
 }  // namespace flashkm::core

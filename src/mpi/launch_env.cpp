@@ -12,4 +12,10 @@ int launched_size() noexcept {
   return 0;
 }
 
+int local_rank() noexcept {
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMIX_LOCAL_RANK", "SLURM_LOCALID"})
+    if (const char* v = std::getenv(name)) return std::atoi(v);
+  return 0;
+}
+
 }  // namespace flashkm::mpi

@@ -15,6 +15,10 @@ bool built() noexcept;
 /// PMI_SIZE (MPICH, Slurm) or PMIX_SIZE; 0 when not started by an MPI launcher.
 int launched_size() noexcept;
 
+/// This process's rank among the ranks on its own host: OMPI_COMM_WORLD_LOCAL_RANK,
+/// MPI_LOCALRANKID (MPICH), PMIX_LOCAL_RANK or SLURM_LOCALID; 0 when none is set.
+int local_rank() noexcept;
+
 /// MPI for the lifetime of the object: MPI_Init on construction, MPI_Finalize on
 /// destruction; comm() is MPI_COMM_WORLD as a Communicator. Collectives poll non-blocking MPI
 /// calls against collective_timeout_seconds(); on a timeout or a failed MPI call the rank

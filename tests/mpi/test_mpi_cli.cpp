@@ -131,5 +131,24 @@ TEST_F(MpiCli, MoreRanksThanRowsIsAClearError) {
   EXPECT_NE(r.err.find("has 0 rows; every rank needs at least one row"), std::string::npos) << r.err;
 }
 
+// --device cuda under mpirun: one GPU per rank over NCCL. Where no GPU can be used (CI: no
+// CUDA build, no NCCL or no device) it is one clear error from rank 0 and no output, never a
+// silent CPU fit. (The GPU run is in scripts/multigpu_check.sh.)
+TEST_F(MpiCli, GpuFitWithoutAUsableGpuIsOneClearError) {
+  if (device_available(Device::cuda)) GTEST_SKIP() << "a CUDA device is present: covered by scripts/multigpu_check.sh";
+  const auto x = testing::separated_blobs(200, 3, 2, 1.0, 3);
+  io::save_npy(dir_.file("g.npy"), x.data(), {200, 3});
+  const auto before = dir_.entries();
+  const RunResult r = run(2, "fit " + q("g.npy") + " -k 2 --threads 1 --device cuda -o " + q("m.fkm"));
+  EXPECT_NE(r.exit_code, 0);
+  std::size_t lines = 0;
+  for (std::size_t at = r.err.find("flashkm: error: "); at != std::string::npos;
+       at = r.err.find("flashkm: error: ", at + 1))
+    ++lines;
+  EXPECT_EQ(lines, 1u) << r.err;
+  EXPECT_TRUE(r.err.find("CUDA") != std::string::npos || r.err.find("NCCL") != std::string::npos) << r.err;
+  EXPECT_EQ(dir_.entries(), before) << "no output may appear";
+}
+
 }  // namespace
 }  // namespace flashkm
