@@ -118,8 +118,8 @@ int fit_and_write(const FitOptions& o, core::Communicator* comm) {
   args.init_centroids = init_from_file ? init_centroids.data() : nullptr;
   args.labels = want_labels ? labels.data() : nullptr;
 
-  // A distributed GPU fit: one GPU per rank (the local rank's entry of --gpus, else
-  // --device-id + local rank), the ranks' sums combined over NCCL, bootstrapped over MPI.
+  // A distributed GPU fit: one GPU per rank (the local rank's entry of --gpus, else the
+  // GPU numbered by the local rank), the ranks' sums combined over NCCL, bootstrapped over MPI.
   std::unique_ptr<core::Communicator> fit_comm;
   if (comm && params.device == Device::cuda) {
     on_every_rank(comm, [&] {
