@@ -20,12 +20,12 @@ import argparse
 import datetime
 import json
 import os
-import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", ".peers"))
+sys.path.insert(0, HERE)  # gpu_vs_flash_kmeans: the gpu_bench runner
 
 CONFIGS = [  # name, N, K, D (fp32, as the anchor's figures)
     ("largeN_N16M_K4096", 1 << 24, 4096, 128),
@@ -61,15 +61,8 @@ def run_flash_largeN(torch, x_host, k, iters):
 
 
 def run_flashkm(exe, n, k, d, iters, certify, timeout):
-    cmd = [exe, "1", str(n), str(k), str(d), "f32", str(iters), "auto", str(int(certify)), "0", "device"]
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timeout after {timeout} s"}
-    for line in p.stdout.splitlines()[::-1]:
-        if line.startswith("{"):
-            return json.loads(line)
-    return {"error": (p.stderr or p.stdout)[-300:]}
+    from gpu_vs_flash_kmeans import run_flashkm as run_gpu_bench
+    return run_gpu_bench(exe, 1, n, k, d, "f32", iters, "auto", certify, timeout)
 
 
 def fmt(v):

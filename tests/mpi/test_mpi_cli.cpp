@@ -69,6 +69,14 @@ class MpiCli : public ::testing::Test {
   test::TempDir dir_, capture_;
 };
 
+/// How many "flashkm: error: " lines an error output holds (mpirun adds its own banner).
+std::size_t error_lines(const std::string& err) {
+  std::size_t lines = 0;
+  for (std::size_t at = err.find("flashkm: error: "); at != std::string::npos; at = err.find("flashkm: error: ", at + 1))
+    ++lines;
+  return lines;
+}
+
 TEST_F(MpiCli, DistributedFitEqualsSingleProcessFit) {
   const std::int64_t n = 5003, d = 7, k = 9;  // 5003 rows: no rank gets a round share
   const auto x = testing::separated_blobs(n, d, k, 1.0, 17);
@@ -112,10 +120,7 @@ TEST_F(MpiCli, ARankWithNaNFailsEveryRankWithOneLineAndNoOutput) {
   EXPECT_NE(r.exit_code, 0);
   // mpirun adds its own banner; flashkm's part is exactly one line, from rank 0, that names
   // the failed rank and the global row.
-  std::size_t lines = 0;
-  for (std::size_t at = r.err.find("flashkm: error: "); at != std::string::npos;
-       at = r.err.find("flashkm: error: ", at + 1))
-    ++lines;
+  const std::size_t lines = error_lines(r.err);
   EXPECT_EQ(lines, 1u) << r.err;
   EXPECT_NE(r.err.find("flashkm: error: rank 2 of 3: input contains NaN or infinity: first at row 2500, column 1"),
             std::string::npos)
@@ -141,10 +146,7 @@ TEST_F(MpiCli, GpuFitWithoutAUsableGpuIsOneClearError) {
   const auto before = dir_.entries();
   const RunResult r = run(2, "fit " + q("g.npy") + " -k 2 --threads 1 --device cuda -o " + q("m.fkm"));
   EXPECT_NE(r.exit_code, 0);
-  std::size_t lines = 0;
-  for (std::size_t at = r.err.find("flashkm: error: "); at != std::string::npos;
-       at = r.err.find("flashkm: error: ", at + 1))
-    ++lines;
+  const std::size_t lines = error_lines(r.err);
   EXPECT_EQ(lines, 1u) << r.err;
   EXPECT_TRUE(r.err.find("CUDA") != std::string::npos || r.err.find("NCCL") != std::string::npos) << r.err;
   EXPECT_EQ(dir_.entries(), before) << "no output may appear";
