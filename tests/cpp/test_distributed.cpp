@@ -331,6 +331,22 @@ TEST(Distributed, TooFewRowsInAllIsAnError) {
   }
 }
 
+TEST(Distributed, CheckpointsAreRefusedClearly) {
+  const auto x = testing::blobs(300, 2, 3, 5.0, 1.0, 1);
+  Params p;
+  p.n_clusters = 3;
+  p.checkpoint_path = "never-written.ckpt";
+  const auto ranks = fit_ranks(x, 2, p, 2);
+  for (const auto& r : ranks) {
+    ASSERT_TRUE(r.error);
+    ErrorKind kind{};
+    EXPECT_NE(error_of(r.error, &kind).find("checkpoints of distributed and multi-GPU fits are not supported"),
+              std::string::npos)
+        << error_of(r.error);
+    EXPECT_EQ(kind, ErrorKind::invalid_argument);
+  }
+}
+
 TEST(Distributed, RanksWithOtherParametersAreAnError) {
   const auto x = testing::blobs(300, 2, 3, 5.0, 1.0, 1);
   auto comms = core::make_thread_communicators(2);
