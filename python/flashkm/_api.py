@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 
+import os
 import numpy as np
 
 from . import _flashkm as _C
@@ -74,7 +75,8 @@ def _rows(x) -> int:
 
 def fit(X, n_clusters=8, *, init="k-means++", max_iter=300, tol=1e-4, n_init=1, seed=0, metric="l2",
         device="cpu", device_id=0, precision="auto", certify=True, n_threads=0, sample_weight=None,
-        progress=None, device_ids=None) -> FitResult:
+        progress=None, device_ids=None, checkpoint=None, checkpoint_every=1, resume=False,
+        max_memory=0) -> FitResult:
     """Fit k-means to X [N x D]; returns FitResult(model, labels).
 
     init: 'k-means++', 'k-means||', 'random' or centroids [n_clusters x D].
@@ -85,6 +87,11 @@ def fit(X, n_clusters=8, *, init="k-means++", max_iter=300, tol=1e-4, n_init=1, 
     of the same framework.
     device_ids: several CUDA devices (e.g. [0, 1]) to shard the rows over (device 'cuda'):
     one thread per GPU, combined through NCCL; X on the host or on one of the GPUs.
+    checkpoint: a file the fit saves its state to (atomically) every checkpoint_every
+    iterations; with resume=True an interrupted fit continues from it and gives the same
+    model. An existing checkpoint is never overwritten without resume=True (docs/FORMAT.md).
+    max_memory: bytes the CPU backend may keep resident for a memory-mapped X (0: half the
+    RAM); larger mapped data is streamed.
     """
     labels_out = None
     if is_cuda_tensor(X):
@@ -96,7 +103,9 @@ def fit(X, n_clusters=8, *, init="k-means++", max_iter=300, tol=1e-4, n_init=1, 
                            seed=seed, metric=metric, device=device, device_id=device_id, precision=precision,
                            certify=certify, n_threads=n_threads, sample_weight=sample_weight,
                            progress=progress, return_labels=True, labels_out=labels_out,
-                           device_ids=[int(i) for i in (device_ids or [])])
+                           device_ids=[int(i) for i in (device_ids or [])],
+                           checkpoint="" if checkpoint is None else os.fspath(checkpoint),
+                           checkpoint_every=int(checkpoint_every), resume=bool(resume), max_memory=int(max_memory))
     return FitResult(model, labels)
 
 

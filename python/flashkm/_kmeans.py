@@ -100,6 +100,12 @@ class KMeans(_FeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
         CPU threads; 0 = all. Results do not depend on it.
     verbose : bool or int, default=False
         Print one line per Lloyd iteration.
+    checkpoint : str, path or None, default=None
+        A file the fit saves its state to (atomically) after every iteration. An existing
+        file is an error unless resume=True, which continues the interrupted fit from it and
+        gives the same model as an uninterrupted fit (docs/FORMAT.md). One device only.
+    resume : bool, default=False
+        Continue from ``checkpoint`` when that file exists.
 
     Attributes
     ----------
@@ -113,7 +119,7 @@ class KMeans(_FeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
 
     def __init__(self, n_clusters=8, *, init="k-means++", n_init=1, max_iter=300, tol=1e-4,
                  random_state=None, metric="l2", device="cpu", precision="auto", n_threads=0,
-                 verbose=False, devices=None):
+                 verbose=False, devices=None, checkpoint=None, resume=False):
         self.n_clusters = n_clusters
         self.init = init
         self.n_init = n_init
@@ -126,6 +132,8 @@ class KMeans(_FeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
         self.n_threads = n_threads
         self.verbose = verbose
         self.devices = devices
+        self.checkpoint = checkpoint
+        self.resume = resume
 
     # ---- validation ---------------------------------------------------------------------
     def _check_params(self):
@@ -238,7 +246,8 @@ class KMeans(_FeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
                                  tol=float(self.tol), n_init=n_init, seed=seed, metric=self.metric, device=device,
                                  precision=self.precision, n_threads=int(self.n_threads),
                                  sample_weight=sample_weight, progress=self._progress(),
-                                 device_ids=None if self.devices is None else [int(i) for i in self.devices])
+                                 device_ids=None if self.devices is None else [int(i) for i in self.devices],
+                                 checkpoint=self.checkpoint, resume=bool(self.resume))
         self._set_model(model)
         self.labels_ = labels
         return self

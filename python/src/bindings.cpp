@@ -486,7 +486,8 @@ PYBIND11_MODULE(_flashkm, m) {
          std::uint64_t seed, const std::string& metric, const std::string& device, int device_id,
          const std::string& precision, bool certify, int n_threads, const py::object& sample_weight,
          const py::object& progress, bool return_labels, const py::object& labels_out,
-         const std::vector<int>& device_ids) {
+         const std::vector<int>& device_ids, const std::string& checkpoint, int checkpoint_every, bool resume,
+         std::int64_t max_memory) {
         Input in = to_input(x, "X");
         fk::Params p;
         p.n_clusters = n_clusters;
@@ -501,6 +502,10 @@ PYBIND11_MODULE(_flashkm, m) {
         p.precision = fk::parse_precision(precision);
         p.certify = certify;
         p.n_threads = n_threads;
+        p.checkpoint_path = checkpoint;
+        p.checkpoint_every = checkpoint_every;
+        p.resume = resume;
+        p.max_memory = max_memory;
         fk::FitArgs args;
         py::array_t<float, py::array::c_style | py::array::forcecast> init_arr;
         if (py::isinstance<py::str>(init)) {
@@ -542,8 +547,12 @@ PYBIND11_MODULE(_flashkm, m) {
       py::arg("device") = "cpu", py::arg("device_id") = 0, py::arg("precision") = "auto", py::arg("certify") = true,
       py::arg("n_threads") = 0, py::arg("sample_weight") = py::none(), py::arg("progress") = py::none(),
       py::arg("return_labels") = true, py::arg("labels_out") = py::none(), py::arg("device_ids") = std::vector<int>{},
+      py::arg("checkpoint") = "", py::arg("checkpoint_every") = 1, py::arg("resume") = false,
+      py::arg("max_memory") = 0,
       "Fit k-means to X [N x D]. init: 'k-means++', 'k-means||', 'random' or an array [K x D].\n"
       "device_ids: several CUDA devices to shard the rows over (multi-GPU, device 'cuda').\n"
+      "checkpoint: file saved atomically after iterations; resume=True continues from it.\n"
+      "max_memory: bytes the CPU backend may keep resident (0: half the RAM); see docs.\n"
       "progress(run, IterationInfo) -> bool|None is called after every iteration; False stops the fit.\n"
       "Returns (Model, labels or None).");
 
