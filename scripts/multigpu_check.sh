@@ -72,6 +72,9 @@ if [ $BENCH -eq 1 ]; then
   # Whatever is left of a 9-minute budget (the device tool stops a command at 10).
   LEFT=$(( 540 - ($(date +%s) - T0) ))
   [ $LEFT -lt 60 ] && LEFT=60
+  # A hung collective becomes an error row after 60 s (the run goes on to the next row)
+  # rather than eating the budget: no legitimate wait between ranks comes near it here.
+  export FLASHKM_COLLECTIVE_TIMEOUT_S=${FLASHKM_COLLECTIVE_TIMEOUT_S:-60}
   timeout $LEFT ./build-multigpu/tests/gpu/multigpu_scaling --out "$OUT" --iters "$ITERS" 2>&1 | tee "$OUT/bench.log"
   rc_bench=${PIPESTATUS[0]}
   echo "bench rc=$rc_bench ($(( $(date +%s) - T0 )) s)" | tee -a "$OUT/env.log"
