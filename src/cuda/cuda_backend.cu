@@ -406,6 +406,7 @@ class CudaBackend final : public core::Backend {
     FLASHKM_ASSERT(k_ > 0 && k == nc, "finish_update_from_sums() for other centroids than set_centroids() gave");
     FLASHKM_ASSERT(metric == metric_, "finish_update_from_sums() with another metric than attach() gave");
     (void)current;  // it is main_.c32 on the device (the contract: the centroids set_centroids() got)
+    next_valid_ = false;  // next_ and h_next_ are rewritten below
     size_set(next_, k_, op_);
     shift_part_.ensure(std::size_t(nc), "update shift parts");
     FLASHKM_CUDA_CHECK(cudaMemsetAsync(counters_.get() + kEmpty, 0, sizeof(unsigned long long), stream_));
@@ -423,8 +424,8 @@ class CudaBackend final : public core::Backend {
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&h_misc_.get()->overflow, next_.overflow.get(), 4, cudaMemcpyDeviceToHost, stream_));
     FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
     const UpdateResults r = *h_misc_.get();
-    // next_ was written, but it is only used once next_valid_ says so (set false by every
-    // set_centroids()): returning here leaves the backend as it was for the host path.
+    // next_ was written, but it is only used once next_valid_ says so: returning here
+    // leaves the backend as the host path expects it (main_ and the labels untouched).
     if (r.n_empty > 0) return static_cast<std::int64_t>(r.n_empty);
     host_copy(next, h_next_.get(), std::size_t(nc) * d_ * sizeof(float));
     std::memcpy(cluster_weight, h_cw_.get(), std::size_t(nc) * sizeof(double));
