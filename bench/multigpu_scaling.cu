@@ -6,10 +6,18 @@
 // iterations. certify = false: certified mode times the fp64 re-check kernel, not scaling
 // (docs/CUDA.md); the 1-vs-n-GPU agreement is reported from inertia and centroids instead.
 // ms/iter = median of Model::history[i].ms over the iterations after the first (the first
-// pays one-time allocations). Rows: 1 GPU plain fit; 1 GPU through the distributed/NCCL path
-// (its overhead); then n GPUs. Writes multigpu_scaling.json and .md into --out.
+// pays one-time allocations). Rows: 1 GPU plain fit; then through the distributed/NCCL path
+// on 1 GPU (its overhead) and n GPUs, once per update path of --updates: "host" = the host
+// path of the Lloyd update (FLASHKM_DISTRIBUTED_HOST_UPDATE=1 set around the fit: sums to
+// the host, reduced there, centroids divided there), "device" = the device-resident update
+// (sums reduced over NCCL in place, centroids finished on each GPU). All host rows of a
+// config run before its device rows, so that a failure of the newer path cannot cost the
+// reference numbers (the rows are written after each run). Device rows also report how
+// far their centroids are from the host row's on as many GPUs ("bitwise" when equal).
+// Writes multigpu_scaling.json and .md into --out.
 //
 //   multigpu_scaling --out DIR [--iters 6] [--max-gpus 4] [--configs 64M:8192,16M:65536] [--d 128]
+//                    [--updates host,device]
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <nccl.h>
@@ -19,6 +27,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -72,8 +81,9 @@ struct Config {
 
 struct Row {
   Config cfg;
-  std::string path;  // "plain" or "nccl"
+  std::string path;  // "plain", "nccl-host" or "nccl-dev" (the update path)
   int gpus = 0;
+  std::string vs_host = "-";  // nccl-dev rows: "bitwise", or the largest relative centroid difference
   double ms_median = 0, ms_mean = 0, fit_s = 0, inertia = 0, speedup = 0, inertia_rel = 0, centroid_rel = 0;
   int iters = 0;
   std::string error;
@@ -88,7 +98,7 @@ double median(std::vector<double> v) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string out_dir = ".", configs = "64M:8192,16M:65536";
+  std::string out_dir = ".", configs = "64M:8192,16M:65536", updates = "host,device";
   int iters = 6, max_gpus = 4;
   std::int64_t d = 128;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -98,10 +108,17 @@ int main(int argc, char** argv) {
     else if (a == "--max-gpus") max_gpus = std::atoi(v.c_str());
     else if (a == "--configs") configs = v;
     else if (a == "--d") d = std::atoll(v.c_str());
+    else if (a == "--updates") updates = v;
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 1;
     }
+  }
+  const bool run_host = updates.find("host") != std::string::npos;
+  const bool run_device = updates.find("device") != std::string::npos;
+  if (!run_host && !run_device) {
+    std::fprintf(stderr, "--updates lists neither host nor device: %s\n", updates.c_str());
+    return 1;
   }
   std::vector<Config> cfgs;
   for (std::size_t p = 0; p < configs.size();) {
@@ -142,9 +159,11 @@ int main(int argc, char** argv) {
     std::fprintf(md, "# Multi-GPU scaling (%d x %s, NCCL %d)\n\nfit() from the same given init (first K rows), "
                  "%d iterations, tol 0, fp16 standard-normal data on GPU 0, certify off. ms/iter = median over "
                  "iterations 2..%d. speed-up vs the plain 1-GPU fit; rel = |inertia - 1 GPU| / inertia; cent = "
-                 "largest relative centroid difference vs 1 GPU.\n\n"
-                 "| config | path | GPUs | ms/iter | speed-up | fit s | rel inertia | cent |\n"
-                 "|---|---|---|---|---|---|---|---|\n", count, prop.name, nccl_version, iters, iters);
+                 "largest relative centroid difference vs 1 GPU. path: nccl-host = the host update path "
+                 "(FLASHKM_DISTRIBUTED_HOST_UPDATE=1), nccl-dev = the device-resident update; vs host = nccl-dev's "
+                 "centroids against nccl-host's on as many GPUs.\n\n"
+                 "| config | path | GPUs | ms/iter | speed-up | fit s | rel inertia | cent | vs host |\n"
+                 "|---|---|---|---|---|---|---|---|---|\n", count, prop.name, nccl_version, iters, iters);
     for (std::size_t i = 0; i < rows.size(); ++i) {
       const Row& r = rows[i];
       std::string err;
@@ -152,15 +171,16 @@ int main(int argc, char** argv) {
       std::fprintf(j, "  {\"config\": \"%s\", \"n\": %lld, \"k\": %lld, \"d\": %lld, \"path\": \"%s\", \"gpus\": %d, "
                    "\"iterations\": %d, \"ms_per_iter_median\": %.4f, \"ms_per_iter_mean\": %.4f, \"speedup\": %.4f, "
                    "\"fit_s\": %.3f, \"inertia\": %.17g, \"inertia_rel_vs_1gpu\": %.3e, \"centroid_rel_vs_1gpu\": %.3e, "
-                   "\"error\": \"%s\"}%s\n",
+                   "\"vs_host_update\": \"%s\", \"error\": \"%s\"}%s\n",
                    r.cfg.name.c_str(), (long long)r.cfg.n, (long long)r.cfg.k, (long long)d, r.path.c_str(), r.gpus,
                    r.iters, r.ms_median, r.ms_mean, r.speedup, r.fit_s, r.inertia, r.inertia_rel, r.centroid_rel,
-                   err.c_str(), i + 1 < rows.size() ? "," : "");
+                   r.vs_host.c_str(), err.c_str(), i + 1 < rows.size() ? "," : "");
       if (r.error.empty())
-        std::fprintf(md, "| %s | %s | %d | %.1f | %.2f | %.1f | %.1e | %.1e |\n", r.cfg.name.c_str(), r.path.c_str(),
-                     r.gpus, r.ms_median, r.speedup, r.fit_s, r.inertia_rel, r.centroid_rel);
+        std::fprintf(md, "| %s | %s | %d | %.1f | %.2f | %.1f | %.1e | %.1e | %s |\n", r.cfg.name.c_str(),
+                     r.path.c_str(), r.gpus, r.ms_median, r.speedup, r.fit_s, r.inertia_rel, r.centroid_rel,
+                     r.vs_host.c_str());
       else
-        std::fprintf(md, "| %s | %s | %d | error: %s | | | | |\n", r.cfg.name.c_str(), r.path.c_str(), r.gpus,
+        std::fprintf(md, "| %s | %s | %d | error: %s | | | | | |\n", r.cfg.name.c_str(), r.path.c_str(), r.gpus,
                      err.c_str());
     }
     std::fprintf(j, "]}\n");
@@ -185,9 +205,11 @@ int main(int argc, char** argv) {
 
     std::vector<float> base_centroids;
     double base_ms = 0, base_inertia = 0;
-    std::vector<std::pair<std::string, int>> runs = {{"plain", 1}, {"nccl", 1}};
-    for (int g : gpu_counts)
-      if (g > 1) runs.push_back({"nccl", g});
+    std::vector<std::pair<std::string, int>> runs = {{"plain", 1}};
+    for (const char* path : {"nccl-host", "nccl-dev"})
+      if (std::string(path) == "nccl-host" ? run_host : run_device)
+        for (int g : gpu_counts) runs.push_back({path, g});  // also 1 GPU: the NCCL path's overhead
+    std::vector<std::vector<float>> host_centroids(9);  // by GPU count: the nccl-host row's
     for (const auto& [path, g] : runs) {
       Row r;
       r.cfg = cfg;
@@ -210,7 +232,17 @@ int main(int argc, char** argv) {
           p.device_ids.clear();
           m = flashkm::fit(view, p, a);
         } else {
-          m = flashkm::core::fit_multi_gpu(view, p, a);  // also 1 GPU: the NCCL path's overhead
+          // The switch is read when the fit builds its backends; unset again whatever happens.
+          struct HostUpdate {
+            explicit HostUpdate(bool on) : on(on) {
+              if (on) setenv("FLASHKM_DISTRIBUTED_HOST_UPDATE", "1", 1);
+            }
+            ~HostUpdate() {
+              if (on) unsetenv("FLASHKM_DISTRIBUTED_HOST_UPDATE");
+            }
+            bool on;
+          } host_update(path == "nccl-host");
+          m = flashkm::core::fit_multi_gpu(view, p, a);
         }
         r.fit_s = seconds_since(t0);
         std::vector<double> ms;
@@ -231,13 +263,25 @@ int main(int argc, char** argv) {
           const double a0 = base_centroids[i], b0 = m.centroids[i];
           r.centroid_rel = std::max(r.centroid_rel, std::fabs(a0 - b0) / std::max({std::fabs(a0), std::fabs(b0), 1e-3}));
         }
+        if (path == "nccl-host") host_centroids[static_cast<std::size_t>(g)] = m.centroids;
+        const std::vector<float>& hc = host_centroids[static_cast<std::size_t>(g)];
+        if (path == "nccl-dev" && !hc.empty() && hc.size() == m.centroids.size()) {
+          double rel = 0;
+          for (std::size_t i = 0; i < hc.size(); ++i)
+            rel = std::max(rel, std::fabs(double(hc[i]) - m.centroids[i]) /
+                                    std::max({std::fabs(double(hc[i])), std::fabs(double(m.centroids[i])), 1e-3}));
+          char buf[64];
+          std::snprintf(buf, sizeof buf, "max rel %.1e", rel);
+          r.vs_host = std::memcmp(hc.data(), m.centroids.data(), hc.size() * sizeof(float)) == 0 ? "bitwise" : buf;
+        }
       } catch (const std::exception& e) {
         r.fit_s = seconds_since(t0);
         r.error = e.what();
       }
-      std::printf("%-26s %-5s %d GPU  %9.2f ms/iter (mean %9.2f)  x%5.2f  fit %6.1f s  inertia %.10g  rel %.2e  cent %.2e %s\n",
+      std::printf("%-26s %-9s %d GPU  %9.2f ms/iter (mean %9.2f)  x%5.2f  fit %6.1f s  inertia %.10g  rel %.2e  "
+                  "cent %.2e  vs host %s %s\n",
                   cfg.name.c_str(), path.c_str(), g, r.ms_median, r.ms_mean, r.speedup, r.fit_s, r.inertia,
-                  r.inertia_rel, r.centroid_rel, r.error.c_str());
+                  r.inertia_rel, r.centroid_rel, r.vs_host.c_str(), r.error.c_str());
       std::fflush(stdout);
       rows.push_back(r);
       write_results();

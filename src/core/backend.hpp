@@ -33,6 +33,15 @@ struct FeatureMoments {
   std::vector<double> m2;    ///< [D] per-feature sum of squared deviations from the mean
 };
 
+/// Per-cluster sums left on a device by Backend::device_partial_sums (see there). core/ has
+/// no CUDA headers: the stream travels as void* (a cudaStream_t).
+struct DeviceSums {
+  double* sums = nullptr;     ///< [k x D] fp64, device memory of `device`
+  double* weights = nullptr;  ///< [k] fp64, same device
+  int device = -1;            ///< CUDA device ordinal
+  void* stream = nullptr;     ///< the stream the backend orders its work on (cudaStream_t)
+};
+
 struct AssignStats {
   double inertia = 0;           ///< sum of w * best distance (fp64 over fixed chunks)
   std::int64_t n_changed = 0;   ///< rows whose label differs from the previous assign()
@@ -98,6 +107,30 @@ class Backend {
   /// empty cluster.
   virtual std::int64_t update_centroids(std::int64_t k, Metric metric, const float* current, float* next,
                                         double* cluster_weight, double* shift);
+
+  /// The two halves of a device-resident update, for a distributed fit that reduces the
+  /// sums between them without bringing them to the host (DistributedBackend over NCCL):
+  ///
+  /// device_partial_sums: this backend's per-cluster sums and weights under the current
+  /// labels, exactly the values accumulate() would return (same fixed order), left in the
+  /// backend's device buffers; `out` says where. The work is complete when it returns (so
+  /// that a failure surfaces inside the caller's failure-agreement step). The buffers stay
+  /// valid, and may be overwritten in place (the reduction), until the next call into the
+  /// backend other than finish_update_from_sums. Returns false, doing nothing, when the
+  /// backend has no device (the default).
+  virtual bool device_partial_sums(std::int64_t k, DeviceSums* out) {
+    (void)k;
+    (void)out;
+    return false;
+  }
+  /// The rest of update_centroids from the sums device_partial_sums left (by then the
+  /// caller may have replaced them by the sums over all ranks): the same results as
+  /// update_centroids when no cluster is empty. When a cluster is empty it returns their
+  /// count and changes nothing (next, cluster_weight, shift untouched): the caller then runs
+  /// the host path, which repairs them. The default throws Error(internal): only call it
+  /// after device_partial_sums returned true.
+  virtual std::int64_t finish_update_from_sums(std::int64_t k, Metric metric, const float* current, float* next,
+                                               double* cluster_weight, double* shift);
 
   /// Copy out the current labels [N] / best distances [N] (to host memory).
   virtual void copy_labels(std::int32_t* out) = 0;

@@ -146,6 +146,8 @@ class SingleCommunicator final : public Communicator {
     return {std::vector<std::byte>(p, p + bytes)};
   }
   void allreduce_sum(double*, std::size_t) override {}  // the sum over one rank is itself
+  bool device_allreduce_supported(int) const override { return true; }
+  bool allreduce_sum_device(double*, std::size_t, int, void*) override { return true; }  // ditto
   void broadcast(void*, std::size_t, int root) override {
     FLASHKM_CHECK(root == 0, invalid_argument, "broadcast root ", root, " does not exist in a communicator of 1 rank");
   }

@@ -37,6 +37,26 @@ class Communicator {
   /// reduce-scatter / allgather pair that keeps the rank order).
   virtual void allreduce_sum(double* data, std::size_t n);
 
+  /// Whether allreduce_sum_device works on memory of CUDA `device` (false by default:
+  /// host-only communicators). A local fact, asked before the collective: every rank must
+  /// agree (through a step) that all of them can take the device path before any calls it.
+  virtual bool device_allreduce_supported(int device) const {
+    (void)device;
+    return false;
+  }
+  /// allreduce_sum on n doubles in device memory of CUDA `device`, in place, with the same
+  /// bits as allreduce_sum (rank order). `stream` (a cudaStream_t, may be null) is the
+  /// stream whose earlier work produced the data: the reduction is ordered after it. The
+  /// result is complete on return. Collective. Returns false, doing nothing (and without
+  /// communicating), when !device_allreduce_supported(device).
+  virtual bool allreduce_sum_device(double* device_data, std::size_t n, int device, void* stream) {
+    (void)device_data;
+    (void)n;
+    (void)device;
+    (void)stream;
+    return false;
+  }
+
   /// Every rank's bytes to `root` only, indexed by rank; the other ranks receive an empty
   /// vector. For results of size N that only one rank writes out (labels). The default goes
   /// through allgather; implementations may do better.

@@ -3,6 +3,8 @@
 #include "core/distributed_backend.hpp"
 
 #include <algorithm>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -29,6 +31,12 @@ std::vector<T> from_bytes(const Bytes& b) {
   std::vector<T> out(b.size() / sizeof(T));
   if (!out.empty()) std::memcpy(out.data(), b.data(), b.size());
   return out;
+}
+
+/// An environment switch: set and not "0" / empty.
+bool env_flag(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v && std::strcmp(v, "0") != 0;
 }
 
 /// What one rank reports of its assign().
@@ -152,12 +160,30 @@ class DistributedBackend final : public Backend {
   }
 
   void accumulate(double* sums, double* cluster_weight) override {
-    const std::size_t kd = static_cast<std::size_t>(k_ * d_);
-    const std::vector<double> total = sum_step(kd + static_cast<std::size_t>(k_), [&](double* out) {
-      local_->accumulate(out, out + kd);
+    // Local sums straight into the caller's arrays (the host path's, kept between
+    // iterations), agreement on success, then in-place rank-order sums: the same bits as a
+    // sum_step, without its [k x D] temporaries (fresh 64 MB vectors per iteration at
+    // K = 65536, D = 128, several times over).
+    step([&] {
+      local_->accumulate(sums, cluster_weight);
+      return Bytes{};
     });
-    std::copy(total.begin(), total.begin() + static_cast<std::ptrdiff_t>(kd), sums);
-    std::copy(total.begin() + static_cast<std::ptrdiff_t>(kd), total.end(), cluster_weight);
+    comm_.allreduce_sum(sums, static_cast<std::size_t>(k_ * d_));
+    comm_.allreduce_sum(cluster_weight, static_cast<std::size_t>(k_));
+  }
+
+  // The device-resident update (docs/CUDA.md, "Multi-GPU in one host"): when every rank's
+  // backend keeps its sums on a device and the communicator reduces device memory (NCCL),
+  // the [k x D] fp64 sums never visit the host: local sums -> in-place rank-order
+  // allreduce on the device -> every rank finishes the update from the same sums, so every
+  // rank gets the same centroids. Otherwise, and whenever a cluster is empty (every rank
+  // sees the same weights, so they agree), the host path of the base class runs: through
+  // this class's accumulate / farthest_rows / gather_rows, exactly as before.
+  std::int64_t update_centroids(std::int64_t k, Metric metric, const float* current, float* next,
+                                double* cluster_weight, double* shift) override {
+    if (device_update_ != DeviceUpdate::off && device_update(k, metric, current, next, cluster_weight, shift))
+      return 0;
+    return Backend::update_centroids(k, metric, current, next, cluster_weight, shift);
   }
 
   void copy_labels(std::int32_t* out) override {
@@ -358,6 +384,45 @@ class DistributedBackend final : public Backend {
   }
 
  private:
+  /// Whether update_centroids takes the device path. Every rank starts undecided and asks
+  /// in the first update's step, so ranks that differ (an environment switch set on one MPI
+  /// rank only, a backend without a device) agree on the host path instead of diverging.
+  enum class DeviceUpdate { undecided, on, off };
+
+  /// True when the update was done on the device; false (nothing changed) when the host
+  /// path must run: some rank cannot, or a cluster is empty.
+  bool device_update(std::int64_t k, Metric metric, const float* current, float* next, double* cluster_weight,
+                     double* shift) {
+    DeviceSums ds;
+    const std::vector<Bytes> can = step([&] {
+      const std::uint8_t ok = !host_update_forced_ && local_->device_partial_sums(k, &ds) &&
+                              comm_.device_allreduce_supported(ds.device);
+      return to_bytes(&ok, 1);
+    });
+    bool all = true;
+    for (const Bytes& b : can) all = all && from_bytes<std::uint8_t>(b)[0] != 0;
+    // What one rank cannot do it will not do next iteration either: decide once.
+    device_update_ = all ? DeviceUpdate::on : DeviceUpdate::off;
+    if (!all) return false;
+    // Two collectives (sums, then weights; they live in separate device buffers): the
+    // weights are K doubles, one more small all-gather. Each returns true (checked above);
+    // a failure inside throws here, aborts the communicator and the others' wait ends at
+    // cancel() or their deadline, as for every collective.
+    const bool reduced = comm_.allreduce_sum_device(ds.sums, static_cast<std::size_t>(k * d_), ds.device, ds.stream) &&
+                         comm_.allreduce_sum_device(ds.weights, static_cast<std::size_t>(k), ds.device, ds.stream);
+    FLASHKM_ASSERT(reduced, "allreduce_sum_device refused device memory it said it supports");
+    // Identical sums on every rank -> identical results; the step carries each rank's empty
+    // count (and any failure), so the fallback decision is checked to be common.
+    std::int64_t n_empty = 0;
+    const std::vector<Bytes> empties = step([&] {
+      n_empty = local_->finish_update_from_sums(k, metric, current, next, cluster_weight, shift);
+      return to_bytes(&n_empty, 1);
+    });
+    for (const Bytes& b : empties)
+      FLASHKM_ASSERT(from_bytes<std::int64_t>(b)[0] == n_empty, "ranks disagree on the empty clusters of the same sums");
+    return n_empty == 0;
+  }
+
   /// The local step f() -> Bytes on this rank, exchanged with every rank's (or its failure).
   template <class F>
   std::vector<Bytes> step(F&& f) {
@@ -405,6 +470,10 @@ class DistributedBackend final : public Backend {
   std::int64_t n_total_ = 0, n_local_ = 0, offset_ = 0, d_ = 0, k_ = 0;
   std::vector<std::int64_t> offsets_;           // first global row of each rank, then n_total_
   std::vector<double> rank_pot_;                // the ranks' sum w*mind after the last mindist call
+  DeviceUpdate device_update_ = DeviceUpdate::undecided;
+  // FLASHKM_DISTRIBUTED_HOST_UPDATE=1: the host path always (to measure it, or to rule the
+  // device path out). Read once per backend, i.e. per fit.
+  const bool host_update_forced_ = env_flag("FLASHKM_DISTRIBUTED_HOST_UPDATE");
 };
 
 }  // namespace

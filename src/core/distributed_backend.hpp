@@ -15,6 +15,9 @@
 //   cases. Each shard's weights must also not all be zero (the local backend checks that).
 // * A local step that throws on one rank makes every rank throw Error naming the first
 //   failed rank and its message (the failure travels with the step's collective).
+// * update_centroids stays on the devices when every rank's backend has device sums
+//   (device_partial_sums) and the communicator reduces device memory (NCCL): l2 results
+//   equal the host path's bitwise; FLASHKM_DISTRIBUTED_HOST_UPDATE=1 forces the host path.
 // With one rank the results are bitwise identical to the local backend's.
 #pragma once
 

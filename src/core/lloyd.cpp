@@ -80,6 +80,11 @@ std::int64_t Backend::update_centroids(std::int64_t k, Metric metric, const floa
   return n_empty;
 }
 
+std::int64_t Backend::finish_update_from_sums(std::int64_t, Metric, const float*, float*, double*, double*) {
+  FLASHKM_FAIL(internal, "finish_update_from_sums() on the '", name(),
+               "' backend, which keeps no sums on a device (device_partial_sums() returned false)");
+}
+
 LloydResult lloyd(Backend& backend, std::vector<float> centroids, std::int64_t k, const Params& params,
                   double tol_abs, int run, const LloydResume* resume, const IterationHook& hook) {
   using clock = std::chrono::steady_clock;

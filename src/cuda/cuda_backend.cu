@@ -375,17 +375,41 @@ class CudaBackend final : public core::Backend {
   // operands prepared here (into next_), so the next set_centroids() with these values is a
   // byte compare and a swap. With an empty cluster (rare) the host path of the base class
   // runs instead: relocation needs the farthest rows, and it is exactly the CPU's.
+  // The two halves are also the Backend's device_partial_sums / finish_update_from_sums, so
+  // that a distributed fit can reduce the sums over the GPUs in between (NCCL).
   std::int64_t update_centroids(std::int64_t k, Metric metric, const float* current, float* next,
                                 double* cluster_weight, double* shift) override {
     DeviceGuard g(opt_.device_id);
+    update_sums(k, metric);
+    if (finish_update_from_sums(k, metric, current, next, cluster_weight, shift) > 0)
+      return core::Backend::update_centroids(k, metric, current, next, cluster_weight, shift);
+    return 0;
+  }
+
+  bool device_partial_sums(std::int64_t k, core::DeviceSums* out) override {
+    DeviceGuard g(opt_.device_id);
+    update_sums(k, metric_);
+    // Complete before returning: an asynchronous failure of the sort or the sums surfaces
+    // here, inside the caller's failure-agreement step, not in the reduction that follows.
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    out->sums = sums_dev_.get();
+    out->weights = cw_.get();
+    out->device = opt_.device_id;
+    out->stream = stream_;
+    return true;
+  }
+
+  std::int64_t finish_update_from_sums(std::int64_t k, Metric metric, const float* current, float* next,
+                                       double* cluster_weight, double* shift) override {
+    DeviceGuard g(opt_.device_id);
     const std::int64_t nc = std::int64_t(opt_.batch) * k_;
-    FLASHKM_ASSERT(k_ > 0 && k == nc, "update_centroids() for other centroids than set_centroids() gave");
-    FLASHKM_ASSERT(metric == metric_, "update_centroids() with another metric than attach() gave");
-    sort_reduce(labels_.get(), k_, true);
+    FLASHKM_ASSERT(k_ > 0 && k == nc, "finish_update_from_sums() for other centroids than set_centroids() gave");
+    FLASHKM_ASSERT(metric == metric_, "finish_update_from_sums() with another metric than attach() gave");
+    (void)current;  // it is main_.c32 on the device (the contract: the centroids set_centroids() got)
+    next_valid_ = false;  // next_ and h_next_ are rewritten below
     size_set(next_, k_, op_);
     shift_part_.ensure(std::size_t(nc), "update shift parts");
     FLASHKM_CUDA_CHECK(cudaMemsetAsync(counters_.get() + kEmpty, 0, sizeof(unsigned long long), stream_));
-    // `current` is main_.c32 on the device (the contract: the centroids set_centroids() got).
     launch_finish_update(sums_dev_.get(), cw_.get(), main_.c32.get(), nc, d_, metric_ == Metric::cosine,
                          next_.c32.get(), shift_part_.get(), counters_.get() + kEmpty, stream_);
     launch_sum_parts(shift_part_.get(), nc, sums_.get() + 1, stream_);
@@ -400,7 +424,9 @@ class CudaBackend final : public core::Backend {
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&h_misc_.get()->overflow, next_.overflow.get(), 4, cudaMemcpyDeviceToHost, stream_));
     FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
     const UpdateResults r = *h_misc_.get();
-    if (r.n_empty > 0) return core::Backend::update_centroids(k, metric, current, next, cluster_weight, shift);
+    // next_ was written, but it is only used once next_valid_ says so: returning here
+    // leaves the backend as the host path expects it (main_ and the labels untouched).
+    if (r.n_empty > 0) return static_cast<std::int64_t>(r.n_empty);
     host_copy(next, h_next_.get(), std::size_t(nc) * d_ * sizeof(float));
     std::memcpy(cluster_weight, h_cw_.get(), std::size_t(nc) * sizeof(double));
     *shift = r.shift;
@@ -788,6 +814,14 @@ class CudaBackend final : public core::Backend {
   void copy_weights_out(std::int64_t nc, double* out) {
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(out, cw_.get(), nc * 8, cudaMemcpyDeviceToHost, stream_));
     FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  /// The first half of the update: per-cluster sums [B*k x d] and weights of the current
+  /// labels into sums_dev_ / cw_ (asynchronous).
+  void update_sums(std::int64_t k, Metric metric) {
+    FLASHKM_ASSERT(k_ > 0 && k == std::int64_t(opt_.batch) * k_, "update for other centroids than set_centroids() gave");
+    FLASHKM_ASSERT(metric == metric_, "update with another metric than attach() gave");
+    sort_reduce(labels_.get(), k_, true);
   }
 
   /// Stable sort of rows by (problem, label), then per-cluster sums in row order over

@@ -51,6 +51,7 @@ struct NcclCommunicator::State {
   int rank = 0, size = 1, device = 0;
   double timeout_s = 300;
   cudaStream_t stream = nullptr;
+  cudaEvent_t after = nullptr;             // allreduce_sum_device: the caller's stream -> ours
   DeviceBuffer<unsigned char> send, recv;  // this rank's contribution; all contributions
   DeviceBuffer<double> sum;                // allreduce_sum's result
   PinnedBuffer<unsigned char> host;        // staging both ways (stream order separates them)
@@ -149,9 +150,18 @@ struct NcclCommunicator::State {
     if (bytes > 0) std::memcpy(out, host.get(), bytes);
   }
 
-  /// `bytes` of send (equal on all ranks) from every rank into recv [size x bytes].
-  void allgather_equal(std::size_t bytes) {
-    call(ncclAllGather(send.get(), recv.get(), bytes, ncclUint8, comm, stream), "ncclAllGather");
+  /// `bytes` of send (default: the send buffer; equal on all ranks) from every rank into
+  /// recv [size x bytes].
+  void allgather_equal(std::size_t bytes, const void* from = nullptr) {
+    call(ncclAllGather(from ? from : send.get(), recv.get(), bytes, ncclUint8, comm, stream), "ncclAllGather");
+  }
+
+  /// out[i] = sum over ranks of recv's n doubles, in rank order (enqueued on the stream).
+  void sum_received(std::size_t n, double* out) {
+    const int threads = 256;
+    const int blocks = static_cast<int>(std::min<std::size_t>((n + threads - 1) / threads, 4096));
+    sum_in_rank_order<<<blocks, threads, 0, stream>>>(reinterpret_cast<const double*>(recv.get()), size, n, out);
+    FLASHKM_CUDA_LAUNCH_CHECK();
   }
 };
 
@@ -193,6 +203,7 @@ NcclCommunicator::~NcclCommunicator() {
   s_->send.release();
   s_->recv.release();
   s_->sum.release();
+  if (s_->after) cudaEventDestroy(s_->after);
   if (s_->stream) cudaStreamDestroy(s_->stream);
   if (restore) cudaSetDevice(prev);
 }
@@ -236,12 +247,33 @@ void NcclCommunicator::allreduce_sum(double* data, std::size_t n) {
   s.sum.ensure(n, "the NCCL sum buffer");
   s.upload(data, n * sizeof(double));
   s.allgather_equal(n * sizeof(double));
-  const int threads = 256;
-  const int blocks = static_cast<int>(std::min<std::size_t>((n + threads - 1) / threads, 4096));
-  sum_in_rank_order<<<blocks, threads, 0, s.stream>>>(reinterpret_cast<const double*>(s.recv.get()), s.size, n,
-                                                      s.sum.get());
-  FLASHKM_CUDA_LAUNCH_CHECK();
+  s.sum_received(n, s.sum.get());
   s.download(s.sum.get(), n * sizeof(double), data, "allreduce_sum");
+}
+
+bool NcclCommunicator::device_allreduce_supported(int device) const { return device == s_->device; }
+
+bool NcclCommunicator::allreduce_sum_device(double* data, std::size_t n, int device, void* stream) {
+  State& s = *s_;
+  if (!device_allreduce_supported(device)) return false;
+  s.check_usable("allreduce_sum_device");
+  if (n == 0) return true;
+  DeviceGuard g(s.device);
+  // Only the receive buffer: the data is sent from where it is and the sum written back
+  // there (the all-gather has finished reading it by then: same stream).
+  s.recv.ensure(n * sizeof(double) * s.size, "the NCCL receive buffer");
+  if (stream) {
+    // The caller's work on `data` (its stream) before the all-gather, without a host wait.
+    if (!s.after) FLASHKM_CUDA_CHECK(cudaEventCreateWithFlags(&s.after, cudaEventDisableTiming));
+    FLASHKM_CUDA_CHECK(cudaEventRecord(s.after, static_cast<cudaStream_t>(stream)));
+    FLASHKM_CUDA_CHECK(cudaStreamWaitEvent(s.stream, s.after, 0));
+  }
+  s.allgather_equal(n * sizeof(double), data);
+  s.sum_received(n, data);
+  // Waited for on the host, under the deadline: the result is complete on return, so any
+  // later work of the caller (any stream) sees it.
+  s.wait("allreduce_sum_device");
+  return true;
 }
 
 void NcclCommunicator::broadcast(void* data, std::size_t bytes, int root) {

@@ -13,7 +13,9 @@
 // aborted (ncclCommAbort) and the call throws flashkm::Error. An aborted one stays unusable.
 //
 // The payloads are O(K x D) host arrays: they are staged through pinned host memory and
-// device buffers owned here (grown on demand, kept between calls).
+// device buffers owned here (grown on demand, kept between calls). allreduce_sum_device
+// takes device memory of the communicator's GPU instead (the Lloyd sums left there by the
+// CUDA backend) and never touches the host.
 #pragma once
 
 #include <array>
@@ -48,6 +50,11 @@ class NcclCommunicator final : public core::Communicator {
   std::vector<std::vector<std::byte>> allgather(const void* data, std::size_t bytes) override;
   void allreduce_sum(double* data, std::size_t n) override;
   void broadcast(void* data, std::size_t bytes, int root) override;
+  /// Memory of this communicator's device only.
+  bool device_allreduce_supported(int device) const override;
+  /// In place: ncclAllGather straight from `device_data` into the receive buffer, then the
+  /// rank-order sum back into `device_data` (no host staging), after `stream`'s work.
+  bool allreduce_sum_device(double* device_data, std::size_t n, int device, void* stream) override;
 
   /// Another rank failed: make this rank's collective in progress (or its next one) abort
   /// and throw instead of waiting for a peer that will never come. Thread-safe; the

@@ -4,7 +4,9 @@
 // Contract checked (docs/CUDA.md, "Multi-GPU"): one GPU through the distributed path equals
 // the plain fit bitwise; two GPUs equal one GPU within the exact contract (labels equal on
 // well-separated blobs, centroids within 1e-5 relative, inertia within 1e-9 relative) and
-// are bitwise identical run to run.
+// are bitwise identical run to run. The device-resident update (sums reduced over NCCL on
+// the GPUs) equals the host update path (FLASHKM_DISTRIBUTED_HOST_UPDATE=1): bitwise for l2,
+// within 1e-6 relative for cosine (the norm of the sums is a tree sum on the device).
 #include <gtest/gtest.h>
 
 #include <cuda_runtime.h>
@@ -97,6 +99,32 @@ Fit run_distributed(const Params& p, bool given_init) {
   f.model = core::fit_multi_gpu(MatrixView::of(data().x.data(), kN, kD), q, a);
   return f;
 }
+
+/// FLASHKM_DISTRIBUTED_HOST_UPDATE=1 while in scope (read when a fit makes its backends).
+struct HostUpdateSwitch {
+  explicit HostUpdateSwitch(bool on) : on(on) {
+    if (on) setenv("FLASHKM_DISTRIBUTED_HOST_UPDATE", "1", 1);
+  }
+  ~HostUpdateSwitch() {
+    if (on) unsetenv("FLASHKM_DISTRIBUTED_HOST_UPDATE");
+  }
+  bool on;
+};
+
+/// The distributed fit with the given init `c0`, through the host or the device update.
+Fit run_update_path(const Params& p, const std::vector<float>& c0, bool host_update) {
+  const HostUpdateSwitch sw(host_update);
+  Fit f;
+  f.labels.assign(static_cast<std::size_t>(kN), -1);
+  FitArgs a;
+  a.init_centroids = c0.data();
+  a.labels = f.labels.data();
+  f.model = core::fit_multi_gpu(MatrixView::of(data().x.data(), kN, kD), p, a);
+  return f;
+}
+
+/// 2 GPUs when present, else 1 GPU through the NCCL path.
+std::vector<int> update_path_gpus() { return gpu_count() >= 2 ? std::vector<int>{0, 1} : std::vector<int>{0}; }
 
 void expect_bitwise(const Fit& a, const Fit& b) {
   ASSERT_EQ(a.model.centroids.size(), b.model.centroids.size());
@@ -242,6 +270,48 @@ TEST(MultiGpu, BadDeviceLists) {
   EXPECT_EQ(kind_of(cpu), ErrorKind::invalid_argument);
 }
 
+TEST(MultiGpu, DeviceUpdateEqualsHostUpdate) {
+  REQUIRE_GPUS(1);
+  for (Metric metric : {Metric::l2, Metric::cosine}) {
+    SCOPED_TRACE(to_string(metric));
+    Params p = cuda_params(update_path_gpus());
+    p.metric = metric;
+    const Fit host = run_update_path(p, data().c0, true);
+    const Fit dev = run_update_path(p, data().c0, false);
+    expect_bitwise(dev, run_update_path(p, data().c0, false));  // run to run
+    if (metric == Metric::l2) {
+      // The same rank-order sums, the host's division formula: the same bits.
+      expect_bitwise(host, dev);
+      continue;
+    }
+    EXPECT_EQ(host.labels, dev.labels);
+    EXPECT_EQ(host.model.n_iter, dev.model.n_iter);
+    EXPECT_EQ(host.model.cluster_weight, dev.model.cluster_weight);
+    ASSERT_EQ(host.model.centroids.size(), dev.model.centroids.size());
+    double worst = 0;
+    for (std::size_t i = 0; i < host.model.centroids.size(); ++i) {
+      const double a = host.model.centroids[i], b = dev.model.centroids[i];
+      worst = std::max(worst, std::fabs(a - b) / std::max({std::fabs(a), std::fabs(b), 1e-3}));
+    }
+    EXPECT_LE(worst, 1e-6) << "largest relative centroid difference, device vs host update (cosine)";
+  }
+}
+
+// A centroid far from every row: its cluster is empty after the first assignment. Every rank
+// sees that in the reduced weights and the host path repairs it (farthest rows); then the
+// device path takes over. Same bits as the host path throughout (l2).
+TEST(MultiGpu, DeviceUpdateEmptyClusterFallsBackAndMatches) {
+  REQUIRE_GPUS(1);
+  std::vector<float> c0 = data().c0;
+  std::fill(c0.end() - kD, c0.end(), 1e3f);
+  const Params p = cuda_params(update_path_gpus());
+  const Fit host = run_update_path(p, c0, true);
+  const Fit dev = run_update_path(p, c0, false);
+  expect_bitwise(host, dev);
+  // The repair happened: the far centroid was moved onto a row (it cannot come back).
+  EXPECT_NE(dev.model.centroids[(kK - 1) * kD], 1e3f);
+}
+
 // ---- the communicator on its own ------------------------------------------------------
 
 /// Runs f(rank, comm) on one thread per communicator; rethrows the first failure.
@@ -292,6 +362,42 @@ TEST(NcclCommunicator, CollectivesInRankOrder) {
     long long val = r == n - 1 ? 424242 : -1;
     c.broadcast(&val, sizeof val, n - 1);
     EXPECT_EQ(val, 424242);
+  });
+  cuda::destroy_nccl_communicators(comms);
+}
+
+TEST(NcclCommunicator, DeviceAllreduceInPlaceInRankOrder) {
+  REQUIRE_GPUS(1);
+  const int n = std::min(gpu_count(), 4);
+  std::vector<int> ids(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) ids[i] = i;
+  auto comms = cuda::make_nccl_communicators(ids);
+  on_ranks(comms, [n](int r, core::Communicator& c) {
+    const int dev = r;  // ids[r] == r
+    EXPECT_TRUE(c.device_allreduce_supported(dev));
+    EXPECT_FALSE(c.device_allreduce_supported(dev + 100));
+    // Large enough for several blocks of the sum kernel; element 0 shows the rank order.
+    std::vector<double> v(100003);
+    for (std::size_t i = 0; i < v.size(); ++i) v[i] = 0.25 * double(i) + r;
+    v[0] = r == 0 ? 1e16 : 1.0;
+    double* d = nullptr;
+    cudaStream_t st = nullptr;
+    ASSERT_EQ(cudaSuccess, cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    ASSERT_EQ(cudaSuccess, cudaMalloc(&d, v.size() * sizeof(double)));
+    // Written on the caller's stream, not waited for: the reduction must order itself after it.
+    ASSERT_EQ(cudaSuccess, cudaMemcpyAsync(d, v.data(), v.size() * sizeof(double), cudaMemcpyHostToDevice, st));
+    EXPECT_FALSE(c.allreduce_sum_device(d, v.size(), dev + 100, st));  // not its device: refused, no collective
+    EXPECT_TRUE(c.allreduce_sum_device(d, v.size(), dev, st));
+    std::vector<double> got(v.size());
+    ASSERT_EQ(cudaSuccess, cudaMemcpy(got.data(), d, v.size() * sizeof(double), cudaMemcpyDeviceToHost));
+    cudaFree(d);
+    cudaStreamDestroy(st);
+    std::vector<double> host = v;  // the host allreduce_sum on the same values: the same bits
+    c.allreduce_sum(host.data(), host.size());
+    EXPECT_EQ(0, std::memcmp(got.data(), host.data(), v.size() * sizeof(double)));
+    double want0 = 1e16;
+    for (int q = 1; q < n; ++q) want0 += 1.0;
+    EXPECT_EQ(got[0], want0);
   });
   cuda::destroy_nccl_communicators(comms);
 }
