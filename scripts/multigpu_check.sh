@@ -13,7 +13,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/multigpu_out}
 mkdir -p "$OUT"
-BENCH=1; ITERS=6
+BENCH=1; ITERS=6; BUDGET=${MULTIGPU_BUDGET_S:-540}  # seconds for the whole script
 while [ $# -gt 0 ]; do
   case "$1" in --no-bench) BENCH=0 ;; --iters) ITERS=$2; shift ;; esac
   shift
@@ -70,7 +70,7 @@ echo "tests rc: params=$rc_params multigpu=$rc_test ($(( $(date +%s) - T0 )) s)"
 
 if [ $BENCH -eq 1 ]; then
   # Whatever is left of a 9-minute budget (the device tool stops a command at 10).
-  LEFT=$(( 540 - ($(date +%s) - T0) ))
+  LEFT=$(( BUDGET - ($(date +%s) - T0) ))
   [ $LEFT -lt 60 ] && LEFT=60
   # A hung collective becomes an error row after 60 s (the run goes on to the next row)
   # rather than eating the budget: no legitimate wait between ranks comes near it here.
@@ -79,7 +79,7 @@ if [ $BENCH -eq 1 ]; then
   rc_bench=${PIPESTATUS[0]}
   echo "bench rc=$rc_bench ($(( $(date +%s) - T0 )) s)" | tee -a "$OUT/env.log"
   cat "$OUT/multigpu_scaling.md" 2>/dev/null
-  LEFT=$(( 540 - ($(date +%s) - T0) ))
+  LEFT=$(( BUDGET - ($(date +%s) - T0) ))
   if [ $rc_bench -ne 0 ] && [ $rc_bench -ne 124 ] && [ $LEFT -ge 60 ]; then
     echo "== the benchmark died (rc $rc_bench): the host update path alone, $LEFT s left" | tee -a "$OUT/env.log"
     mkdir -p "$OUT/host_only"
