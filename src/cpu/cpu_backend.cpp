@@ -261,16 +261,12 @@ class CpuBackend final : public Backend {
         best_[begin + s.kept[q]] = static_cast<float>(dist);
       }
       if (n_active == 0) return std::int64_t{0};
-      const float* rows_in = xb;
-      std::int64_t ld = ldx;
-      if (n_active < rows) {  // gather the rows that need distances
-        for (std::int64_t a = 0; a < n_active; ++a)
-          std::copy(xb + s.active[a] * ldx, xb + s.active[a] * ldx + d_, s.gathered.data() + a * d_);
-        rows_in = s.gathered.data();
-        ld = d_;
-      }
-      kernels_.argmin2(rows_in, n_active, ld, packed_.view(), s.lanes.data(), s.index.data(), s.best.data(),
-                       s.second.data());
+      if (n_active < rows)  // the rows that need distances, packed straight from the block
+        kernels_.argmin2_rows(xb, s.active.data(), n_active, ldx, packed_.view(), s.lanes.data(), s.index.data(),
+                              s.best.data(), s.second.data());
+      else
+        kernels_.argmin2(xb, rows, ldx, packed_.view(), s.lanes.data(), s.index.data(), s.best.data(),
+                         s.second.data());
       std::int64_t local_changed = 0;
       for (std::int64_t a = 0; a < n_active; ++a) {
         const std::int64_t i = begin + s.active[a];
@@ -658,14 +654,12 @@ class CpuBackend final : public Backend {
           best(static_cast<std::size_t>(b.block_rows_)),
           second(static_cast<std::size_t>(b.block_rows_)),
           active(static_cast<std::size_t>(b.block_rows_)),
-          kept(static_cast<std::size_t>(b.block_rows_)),
-          gathered(static_cast<std::size_t>(b.block_rows_ * b.d_)) {}
+          kept(static_cast<std::size_t>(b.block_rows_)) {}
     std::vector<float> x, lanes;
     std::vector<std::int32_t> index;
     std::vector<float> best, second;
     std::vector<std::int64_t> active;  // rows of the block that need distances
     std::vector<std::int64_t> kept;    // rows whose bounds keep their label
-    std::vector<float> gathered;       // those rows, contiguous
   };
 
   std::int64_t chunks() const { return (n_ + kChunk - 1) / kChunk; }

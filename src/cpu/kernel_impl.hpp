@@ -36,12 +36,14 @@ struct AssignKernel {
   /// are zero), so that the micro-kernel's MR broadcasts per d step come from one pointer
   /// and consecutive addresses: with row pointers instead, MR = 8-12 rows exhaust the
   /// general registers and the compiler spills accumulators (seen in the disassembly).
-  static void pack_a(const float* x, std::int64_t rows, std::int64_t ldx, std::int64_t d, float* out) {
+  /// With row_index, row r of the block is x + row_index[r] * ldx (a gather for free).
+  static void pack_a(const float* x, std::int64_t rows, std::int64_t ldx, std::int64_t d, float* out,
+                     const std::int64_t* row_index = nullptr) {
     for (std::int64_t r0 = 0; r0 < padded(rows); r0 += MR) {
       float* tile = out + r0 * d;
       for (int r = 0; r < MR; ++r) {
         if (r0 + r < rows) {
-          const float* src = x + (r0 + r) * ldx;
+          const float* src = x + (row_index ? row_index[r0 + r] : r0 + r) * ldx;
           for (std::int64_t k = 0; k < d; ++k) tile[k * MR + r] = src[k];
         } else {
           for (std::int64_t k = 0; k < d; ++k) tile[k * MR + r] = 0.0f;
@@ -69,9 +71,15 @@ struct AssignKernel {
 
   static void argmin2(const float* x, std::int64_t rows, std::int64_t ldx, const PanelView& c, float* ws,
                       std::int32_t* best_index, float* best_score, float* second_score) {
+    argmin2_rows(x, nullptr, rows, ldx, c, ws, best_index, best_score, second_score);
+  }
+
+  static void argmin2_rows(const float* x, const std::int64_t* row_index, std::int64_t rows, std::int64_t ldx,
+                           const PanelView& c, float* ws, std::int32_t* best_index, float* best_score,
+                           float* second_score) {
     const std::int64_t rows_padded = padded(rows);
     float* a = ws;  // [rows_padded / MR][d][MR]
-    pack_a(x, rows, ldx, c.d, a);
+    pack_a(x, rows, ldx, c.d, a, row_index);
     ws += rows_padded * c.d;
     // Per-row, per-lane running state: best score, its centroid index, second score.
     float* lane_best = ws;                                                  // [rows_padded][W]
@@ -238,7 +246,7 @@ struct TrialScores {
 
 template <int W, int MR, int NV>
 KernelTable AssignKernel<W, MR, NV>::table(const char* name) {
-  return KernelTable{name, MR, NR, &argmin2, &scores, &workspace_floats, &TrialScores::scores};
+  return KernelTable{name, MR, NR, &argmin2, &scores, &workspace_floats, &TrialScores::scores, &argmin2_rows};
 }
 
 #undef FLASHKM_UNROLL
