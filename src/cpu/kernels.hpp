@@ -41,6 +41,11 @@ struct KernelTable {
   /// candidates cand [8][d] with their bias[8]: out[i*ldo + j] = bias[j] + alpha * x_i.c_j.
   void (*trial_scores)(const float* x, std::int64_t rows, std::int64_t ldx, const float* cand, std::int64_t d,
                        const float* bias, float alpha, float* out, std::int64_t ldo);
+  /// argmin2 of the rows x + row_index[r] * ldx, r in [0, rows): a gathered block without
+  /// the copy (the packing reads the rows where they are).
+  void (*argmin2_rows)(const float* x, const std::int64_t* row_index, std::int64_t rows, std::int64_t ldx,
+                       const PanelView& c, float* workspace, std::int32_t* best_index, float* best_score,
+                       float* second_score);
 };
 
 const KernelTable& kernels_avx512();

@@ -117,6 +117,28 @@ TEST(Kernels, FmaLevelsAgreeBitwise) {
   EXPECT_EQ(a.second, b.second);
 }
 
+TEST(Kernels, Argmin2RowsEqualsArgmin2OfTheGatheredRows) {
+  // The backend's pruned blocks: argmin2_rows reads the rows in place through an index list.
+  const std::int64_t d = 37, k = 70, n = 150;
+  const auto x = testing::uniform(n, d, 8), c = testing::uniform(k, d, 9);
+  std::vector<std::int64_t> pick;
+  for (std::int64_t i = 0; i < n; i += 1 + i % 3) pick.push_back(i);
+  const auto m = static_cast<std::int64_t>(pick.size());
+  std::vector<float> gathered(static_cast<std::size_t>(m * d));
+  for (std::int64_t a = 0; a < m; ++a) std::copy_n(x.begin() + pick[a] * d, d, gathered.begin() + a * d);
+  for (const auto* kt : available_tables()) {
+    cpu::PackedCentroids pc(c.data(), k, d, kt->nr, Metric::l2);
+    std::vector<float> ws(static_cast<std::size_t>(kt->workspace_floats(m, d)));
+    std::vector<std::int32_t> i1(m), i2(m);
+    std::vector<float> b1(m), b2(m), s1(m), s2(m);
+    kt->argmin2(gathered.data(), m, d, pc.view(), ws.data(), i1.data(), b1.data(), s1.data());
+    kt->argmin2_rows(x.data(), pick.data(), m, d, pc.view(), ws.data(), i2.data(), b2.data(), s2.data());
+    EXPECT_EQ(i1, i2) << kt->name;
+    EXPECT_EQ(b1, b2) << kt->name;
+    EXPECT_EQ(s1, s2) << kt->name;
+  }
+}
+
 TEST(Kernels, ScoresMatchArgmin) {
   const std::int64_t d = 19, k = 45, n = 50;
   const auto x = testing::uniform(n, d, 8), c = testing::uniform(k, d, 9);
