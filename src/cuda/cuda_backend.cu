@@ -22,7 +22,6 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <numeric>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -238,29 +237,17 @@ class CudaBackend final : public core::Backend {
     choose_precision(x.dtype);
   }
 
+  // scikit-learn's tol scale from the two-pass moments below: the same per-feature
+  // divisions and the same sequential sum as before they were shared with distributed fits.
   double mean_feature_variance() override {
-    DeviceGuard g(opt_.device_id);
-    const std::int64_t chunks = (n_ + kRowChunk - 1) / kRowChunk;
-    DeviceBuffer<double> part(std::size_t(chunks * d_), "column sums");
-    DeviceBuffer<double> center(std::size_t(d_), "column means");
-    std::vector<double> h(static_cast<std::size_t>(chunks * d_));
-    auto pass = [&](const double* c) {
-      launch_column_sums(xv_, c, part.get(), stream_);
-      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h.data(), part.get(), h.size() * 8, cudaMemcpyDeviceToHost, stream_));
-      FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
-      std::vector<double> tot(static_cast<std::size_t>(d_), 0.0);
-      for (std::int64_t c2 = 0; c2 < chunks; ++c2)
-        for (int j = 0; j < d_; ++j) tot[j] += h[c2 * d_ + j];
-      for (auto& v : tot) v /= double(n_);
-      return tot;
-    };
-    const std::vector<double> mean = pass(nullptr);
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(center.get(), mean.data(), d_ * 8, cudaMemcpyHostToDevice, stream_));
-    const std::vector<double> var = pass(center.get());
-    return std::accumulate(var.begin(), var.end(), 0.0) / double(d_);
+    const core::FeatureMoments m = feature_moments();
+    double sum = 0;
+    for (const double v : m.m2) sum += v / double(m.count);
+    return sum / double(d_);
   }
 
-  // The moments behind mean_feature_variance, for distributed fits (same two passes).
+  // Per-feature count, mean and M2 in two passes (column sums, then squared deviations from
+  // the mean), chunk sums added on the host in chunk order: deterministic.
   core::FeatureMoments feature_moments() override {
     DeviceGuard g(opt_.device_id);
     const std::int64_t chunks = (n_ + kRowChunk - 1) / kRowChunk;
