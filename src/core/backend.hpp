@@ -89,6 +89,12 @@ class Backend {
   /// distance (second = +inf when k == 1). Ties go to the lowest centroid index.
   virtual AssignStats assign() = 0;
 
+  /// assign() when no update follows (the final labels of a fit, predict, score): the same
+  /// labels, distances and statistics, bitwise, but a backend may skip work it does only for
+  /// the next update (the CPU backend's per-stripe sums fused into the pass). A later
+  /// accumulate() stays correct; it just has to compute the sums itself.
+  virtual AssignStats assign_labels() { return assign(); }
+
   /// Per-cluster weighted sums of the rows [k x D] (fp64) and weights [k] under the current
   /// labels. For cosine, rows enter normalised (x / |x|). Summation order is fixed
   /// (rows of a cluster in row order), so results are bitwise reproducible.

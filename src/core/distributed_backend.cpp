@@ -142,9 +142,14 @@ class DistributedBackend final : public Backend {
     });
   }
 
-  AssignStats assign() override {
+  AssignStats assign() override { return combined_assign(false); }
+  AssignStats assign_labels() override { return combined_assign(true); }
+
+  /// The local assign (labels only, or preparing the update), its statistics summed over
+  /// the ranks in rank order.
+  AssignStats combined_assign(bool labels_only) {
     const std::vector<Bytes> all = step([&] {
-      const AssignStats s = local_->assign();
+      const AssignStats s = labels_only ? local_->assign_labels() : local_->assign();
       const AssignPart part{s.inertia, s.n_changed, s.n_rechecked, s.n_rechecked_fp64};
       return to_bytes(&part, 1);
     });

@@ -107,7 +107,7 @@ Model fit_attached(Backend& backend, const Params& params, const FitArgs& args, 
   if (args.labels) {
     if (state.best_run != labels_run) {  // the backend holds another run's labels (or none): reassign
       backend.set_centroids(best.centroids.data(), k);
-      backend.assign();
+      backend.assign_labels();
     }
     backend.copy_labels(args.labels);
   }
@@ -186,7 +186,7 @@ void predict(const Model& model, const MatrixView& x, std::int32_t* labels, floa
   auto backend = backend_for(options);
   backend->attach(x, nullptr, model.metric);
   backend->set_centroids(model.centroids.data(), model.n_clusters);
-  backend->assign();
+  backend->assign_labels();
   if (labels) backend->copy_labels(labels);
   if (distances) backend->copy_distances(distances);
 }
@@ -209,7 +209,7 @@ double score(const Model& model, const MatrixView& x, const float* sample_weight
   auto backend = backend_for(options);
   backend->attach(x, sample_weight, model.metric);
   backend->set_centroids(model.centroids.data(), model.n_clusters);
-  backend->assign();
+  backend->assign_labels();
   return -backend->exact_inertia();
 }
 

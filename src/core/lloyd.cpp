@@ -110,7 +110,7 @@ LloydResult lloyd(Backend& backend, std::vector<float> centroids, std::int64_t k
     FLASHKM_ASSERT(resume->iteration >= 1 && static_cast<int>(resume->history.size()) == resume->iteration,
                    "resume state");
     backend.set_centroids(resume->previous.data(), k);
-    backend.assign();
+    backend.assign_labels();  // the next iteration assigns again before any update
     out.history = resume->history;
     out.n_iter = first = resume->iteration;
     const IterationInfo& last = out.history.back();
@@ -148,7 +148,7 @@ LloydResult lloyd(Backend& backend, std::vector<float> centroids, std::int64_t k
   // Final labels and inertia against the final centroids. When the labels were stable the
   // centroids are the means of those labels, so one more assignment would change nothing.
   backend.set_centroids(centroids.data(), k);
-  if (!labels_stable) backend.assign();
+  if (!labels_stable) backend.assign_labels();
   out.inertia = backend.exact_inertia();
   out.cluster_weight.resize(static_cast<std::size_t>(k));
   backend.cluster_weights(out.cluster_weight.data());

@@ -211,9 +211,18 @@ class CpuBackend final : public Backend {
     for (std::int64_t j = 0; j < k; ++j) max_centroid_norm2_ = std::max(max_centroid_norm2_, double(packed_.view().bias[j]));
   }
 
+  AssignStats assign_labels() override {
+    fuse_update_ = false;  // no update follows: the stripe sums would be thrown away
+    struct Restore {
+      bool& flag;
+      ~Restore() { flag = true; }
+    } restore{fuse_update_};
+    return assign();
+  }
+
   AssignStats assign() override {
     FLASHKM_ASSERT(k_ > 0, "assign() before set_centroids()");
-    const std::int64_t stripes = fused_stripes();
+    const std::int64_t stripes = fuse_update_ ? fused_stripes() : 0;
     std::int64_t changed = 0;
     const bool prune = bounds_usable_;
     auto assign_block = [&](std::int64_t begin, std::int64_t rows, const float* xb, std::int64_t ldx, Scratch& s) {
@@ -880,6 +889,7 @@ class CpuBackend final : public Backend {
   // Per-stripe [K][D + 1] sums of the last assign() (see fused_stripes()).
   std::vector<double> stripe_sums_;
   bool stripe_sums_valid_ = false;
+  bool fuse_update_ = true;  // false inside assign_labels(): no stripe sums
 };
 
 }  // namespace

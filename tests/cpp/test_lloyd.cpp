@@ -347,5 +347,38 @@ TEST(Lloyd, BoundsSkipOnlyRowsWhoseLabelCannotChange) {
   }
 }
 
+TEST(Lloyd, AssignLabelsIsAssignWithoutTheUpdate) {
+  // assign_labels() skips the fused per-stripe sums; labels, distances and statistics are the
+  // same bits as assign()'s, and an accumulate() after it still gives the sums (computed by
+  // itself then, in its own fixed order).
+  const std::int64_t n = 30011, d = 24, k = 37;
+  const auto x = testing::blobs(n, d, k, 4.0, 1.0, 9);
+  const std::vector<float> c(x.begin(), x.begin() + k * d);
+  std::vector<std::int32_t> labels[2];
+  std::vector<float> dist[2];
+  std::vector<double> sums[2], weight[2];
+  core::AssignStats st[2];
+  for (int labels_only = 0; labels_only < 2; ++labels_only) {
+    auto be = core::make_cpu_backend(2);
+    be->attach(MatrixView::of(x.data(), n, d), nullptr, Metric::l2);
+    be->set_centroids(c.data(), k);
+    st[labels_only] = labels_only ? be->assign_labels() : be->assign();
+    labels[labels_only].resize(n);
+    dist[labels_only].resize(n);
+    be->copy_labels(labels[labels_only].data());
+    be->copy_distances(dist[labels_only].data());
+    sums[labels_only].resize(k * d);
+    weight[labels_only].resize(k);
+    be->accumulate(sums[labels_only].data(), weight[labels_only].data());
+  }
+  EXPECT_EQ(labels[0], labels[1]);
+  EXPECT_EQ(dist[0], dist[1]);
+  EXPECT_EQ(st[0].inertia, st[1].inertia);
+  EXPECT_EQ(st[0].n_changed, st[1].n_changed);
+  EXPECT_EQ(weight[0], weight[1]);
+  for (std::int64_t t = 0; t < k * d; ++t)
+    ASSERT_NEAR(sums[1][t], sums[0][t], 1e-12 * std::max(1.0, std::abs(sums[0][t]))) << t;
+}
+
 }  // namespace
 }  // namespace flashkm
