@@ -47,4 +47,7 @@ int run_predict(const PredictOptions& o);
 int run_info(const InfoOptions& o);
 int run_bench(const BenchOptions& o);
 
+/// Report a failure as the one line "flashkm: error: <message>" on stderr; returns exit code 1.
+int print_error(std::string message);
+
 }  // namespace flashkm::cli

@@ -195,8 +195,15 @@ int run_fit(const FitOptions& o) {
   try {
     return fit_and_write(o, comm);
   } catch (const Error& e) {
+    if (!comm) throw;
     // Errors of a distributed fit are agreed: every rank has the same one, rank 0 prints it.
-    if (!comm || comm->rank() == 0) throw;
+    // mpirun ends the whole job as soon as one rank exits non-zero, so no rank leaves before
+    // rank 0 has printed (a barrier, bounded by the collective time limit).
+    if (comm->rank() == 0) print_error(e.what());
+    try {
+      comm->allgather(nullptr, 0);
+    } catch (...) {  // a broken communicator: rank 0 has printed or cannot be waited for
+    }
     return e.kind() == ErrorKind::interrupted ? 130 : 1;
   }
 }

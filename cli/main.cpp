@@ -20,11 +20,6 @@ constexpr int kExitError = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitInterrupted = 130;  // the shell's convention for SIGINT
 
-int print_error(std::string message) {
-  std::replace(message.begin(), message.end(), '\n', ' ');  // always exactly one line
-  std::fprintf(stderr, "flashkm: error: %s\n", message.c_str());
-  return kExitError;
-}
 
 // Enumerations are read as text and converted by the library's own parsers, so that the CLI
 // accepts exactly the names the library prints.
@@ -125,7 +120,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    print_error(e.what());
+    cli::print_error(e.what());
     return kExitUsage;
   }
 
@@ -150,12 +145,19 @@ int main(int argc, char** argv) {
       return cli::run_bench(bench);
     }
   } catch (const Error& e) {
-    print_error(e.what());
+    cli::print_error(e.what());
     return e.kind() == ErrorKind::interrupted ? kExitInterrupted : kExitError;
   } catch (const std::bad_alloc&) {
-    return print_error("out of memory");
+    return cli::print_error("out of memory");
   } catch (const std::exception& e) {
-    return print_error(e.what());
+    return cli::print_error(e.what());
   }
   return kExitUsage;
+}
+
+int flashkm::cli::print_error(std::string message) {
+  std::replace(message.begin(), message.end(), '\n', ' ');  // always exactly one line
+  std::fprintf(stderr, "flashkm: error: %s\n", message.c_str());
+  std::fflush(stderr);
+  return kExitError;
 }
