@@ -20,6 +20,7 @@
 #include "core/random.hpp"
 #include "cuda/cuda_backend.hpp"
 #include "flashkm/error.hpp"
+#include "cuda_check_or_exit.cuh"
 
 namespace {
 
@@ -34,14 +35,6 @@ __global__ void randn_kernel(T* out, std::int64_t n, std::uint64_t seed) {
   else out[i] = z;
 }
 
-#define CK(x)                                                                \
-  do {                                                                       \
-    cudaError_t e_ = (x);                                                    \
-    if (e_ != cudaSuccess) {                                                 \
-      std::fprintf(stderr, "CUDA %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
-      std::exit(2);                                                          \
-    }                                                                        \
-  } while (0)
 
 double now_ms() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();

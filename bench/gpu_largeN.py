@@ -25,7 +25,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", ".peers"))
-sys.path.insert(0, HERE)  # gpu_vs_flash_kmeans: the gpu_bench runner
+sys.path.insert(0, HERE)
+from gpu_vs_flash_kmeans import fmt, run_flashkm as run_gpu_bench  # noqa: E402  the gpu_bench runner, table format
 
 CONFIGS = [  # name, N, K, D (fp32, as the anchor's figures)
     ("largeN_N16M_K4096", 1 << 24, 4096, 128),
@@ -61,12 +62,7 @@ def run_flash_largeN(torch, x_host, k, iters):
 
 
 def run_flashkm(exe, n, k, d, iters, certify, timeout):
-    from gpu_vs_flash_kmeans import run_flashkm as run_gpu_bench
     return run_gpu_bench(exe, 1, n, k, d, "f32", iters, "auto", certify, timeout)
-
-
-def fmt(v):
-    return f"{v:.2f}" if isinstance(v, (int, float)) else "—"
 
 
 def main():

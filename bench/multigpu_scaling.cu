@@ -35,6 +35,7 @@
 #include "core/random.hpp"
 #include "flashkm/error.hpp"
 #include "flashkm/kmeans.hpp"
+#include "cuda_check_or_exit.cuh"
 
 namespace {
 
@@ -53,14 +54,6 @@ __global__ void half_to_float(const __half* in, std::int64_t n, float* out) {
     out[i] = __half2float(in[i]);
 }
 
-#define CK(x)                                                                                   \
-  do {                                                                                          \
-    cudaError_t e_ = (x);                                                                       \
-    if (e_ != cudaSuccess) {                                                                    \
-      std::fprintf(stderr, "CUDA %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__);   \
-      std::exit(2);                                                                             \
-    }                                                                                           \
-  } while (0)
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -35,16 +35,8 @@ export PYTHONUNBUFFERED=1
   cmake --version | head -1
 } 2>&1 | tee "$OUT/env.log"
 
-# GoogleTest: the system's, else built from a carried source tree (.gpudeps/googletest,
-# a copy of /usr/src/googletest; the GPU image has no libgtest-dev and no network).
 t0=$(date +%s)
-PREFIX=""
-if [ ! -f /usr/lib/x86_64-linux-gnu/libgtest.a ] && [ -d .gpudeps/googletest ]; then
-  cmake -S .gpudeps/googletest -B /tmp/gtest-build -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_INSTALL_PREFIX=/tmp/gtest-install -DBUILD_GMOCK=OFF > "$OUT/build.log" 2>&1 &&
-    cmake --build /tmp/gtest-build -j16 --target install >> "$OUT/build.log" 2>&1
-  PREFIX="-DCMAKE_PREFIX_PATH=/tmp/gtest-install"
-fi
+. scripts/gtest_prefix.sh "$OUT/build.log"  # sets PREFIX (GoogleTest)
 cmake -S . -B build-cudacheck -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHKM_CUDA=ON -DFLASHKM_PYTHON=OFF \
   -DFLASHKM_BENCH=OFF -DFLASHKM_TESTS=ON $PREFIX >> "$OUT/build.log" 2>&1 &&
   cmake --build build-cudacheck -j16 --target flashkm_test_gpu gpu_bench >> "$OUT/build.log" 2>&1

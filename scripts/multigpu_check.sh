@@ -31,14 +31,7 @@ T0=$(date +%s)
   cmake --version | head -1
 } 2>&1 | tee "$OUT/env.log"
 
-# GoogleTest: the system's, else built from the carried source tree (as gpu_check.sh).
-PREFIX=""
-if [ ! -f /usr/lib/x86_64-linux-gnu/libgtest.a ] && [ -d .gpudeps/googletest ]; then
-  cmake -S .gpudeps/googletest -B /tmp/gtest-build -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_INSTALL_PREFIX=/tmp/gtest-install -DBUILD_GMOCK=OFF > "$OUT/build.log" 2>&1 &&
-    cmake --build /tmp/gtest-build -j16 --target install >> "$OUT/build.log" 2>&1
-  PREFIX="-DCMAKE_PREFIX_PATH=/tmp/gtest-install"
-fi
+. scripts/gtest_prefix.sh "$OUT/build.log"  # sets PREFIX (GoogleTest)
 # NCCL: beside the CUDA toolkit or in the system; else the copy of the pip package
 # nvidia-nccl-cu13 (which PyTorch uses), wherever its wheel put nccl.h and libnccl.so.2.
 NCCL_ARG=""

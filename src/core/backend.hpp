@@ -33,6 +33,14 @@ struct FeatureMoments {
   std::vector<double> m2;    ///< [D] per-feature sum of squared deviations from the mean
 };
 
+/// Mean over features of the per-feature (unweighted) variance: scikit-learn's scale for
+/// tol. Per-feature divisions, then a sequential sum: the same bits for every backend.
+inline double mean_feature_variance(const FeatureMoments& m) {
+  double sum = 0;
+  for (const double v : m.m2) sum += v / static_cast<double>(m.count);
+  return sum / static_cast<double>(m.m2.size());
+}
+
 /// Per-cluster sums left on a device by Backend::device_partial_sums (see there). core/ has
 /// no CUDA headers: the stream travels as void* (a cudaStream_t).
 struct DeviceSums {
@@ -68,10 +76,8 @@ class Backend {
   virtual std::int64_t rows() const = 0;
   virtual std::int64_t cols() const = 0;
 
-  /// Mean over features of the per-feature (unweighted) variance of x: scikit-learn's
-  /// scale for tol.
-  virtual double mean_feature_variance() = 0;
-  /// The per-feature moments behind mean_feature_variance (variance_j = m2_j / count).
+  /// Per-feature count, mean and M2 of x (unweighted; variance_j = m2_j / count), for
+  /// scikit-learn's tol scale (core::mean_feature_variance) and its distributed combination.
   virtual FeatureMoments feature_moments() = 0;
 
   /// In a distributed fit, the global index of this backend's row 0 (its shard's offset).

@@ -95,13 +95,6 @@ class DistributedBackend final : public Backend {
     });
   }
 
-  double mean_feature_variance() override {
-    const FeatureMoments m = feature_moments();
-    double sum = 0;  // as the CPU backend: sum of per-feature variances, then / D
-    for (double v : m.m2) sum += v / static_cast<double>(m.count);
-    return sum / static_cast<double>(d_);
-  }
-
   FeatureMoments feature_moments() override {
     const std::vector<Bytes> all = step([&] {
       const FeatureMoments m = local_->feature_moments();

@@ -53,7 +53,7 @@ std::vector<float> given_centroids(const Params& params, const FitArgs& args, st
 Model fit_attached(Backend& backend, const Params& params, const FitArgs& args, const std::vector<float>& given,
                    const Checkpoint* checkpoint) {
   const std::int64_t d = backend.cols(), k = params.n_clusters;
-  const double tol_abs = params.tol > 0 ? params.tol * backend.mean_feature_variance() : 0.0;
+  const double tol_abs = params.tol > 0 ? params.tol * mean_feature_variance(backend.feature_moments()) : 0.0;
 
   // A given init is deterministic: more runs would repeat the same fit (scikit-learn warns too).
   const int runs = params.init == InitMethod::given ? 1 : params.n_init;

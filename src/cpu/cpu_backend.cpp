@@ -140,13 +140,6 @@ class CpuBackend final : public Backend {
     FLASHKM_CHECK(total_weight_ > 0, invalid_argument, "sample_weight sums to zero: at least one weight must be > 0");
   }
 
-  double mean_feature_variance() override {
-    const FeatureMoments m = feature_moments();
-    double sum = 0;
-    for (double v : m.m2) sum += v / static_cast<double>(m.count);
-    return sum / static_cast<double>(d_);
-  }
-
   FeatureMoments feature_moments() override {
     const std::int64_t n_chunks = chunks();
     std::vector<double> part(static_cast<std::size_t>(n_chunks * d_));

@@ -237,15 +237,6 @@ class CudaBackend final : public core::Backend {
     choose_precision(x.dtype);
   }
 
-  // scikit-learn's tol scale from the two-pass moments below: the same per-feature
-  // divisions and the same sequential sum as before they were shared with distributed fits.
-  double mean_feature_variance() override {
-    const core::FeatureMoments m = feature_moments();
-    double sum = 0;
-    for (const double v : m.m2) sum += v / double(m.count);
-    return sum / double(d_);
-  }
-
   // Per-feature count, mean and M2 in two passes (column sums, then squared deviations from
   // the mean), chunk sums added on the host in chunk order: deterministic.
   core::FeatureMoments feature_moments() override {

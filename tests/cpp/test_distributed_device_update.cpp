@@ -44,7 +44,6 @@ class FakeDeviceBackend final : public core::Backend {
   void set_global_row_offset(std::int64_t o) override { Backend::set_global_row_offset(o), in_->set_global_row_offset(o); }
   std::int64_t rows() const override { return in_->rows(); }
   std::int64_t cols() const override { return in_->cols(); }
-  double mean_feature_variance() override { return in_->mean_feature_variance(); }
   core::FeatureMoments feature_moments() override { return in_->feature_moments(); }
   void set_centroids(const float* c, std::int64_t k) override { in_->set_centroids(c, k), k_ = k; }
   core::AssignStats assign() override { return in_->assign(); }

@@ -74,8 +74,9 @@ struct Fit {
   std::vector<std::int32_t> labels;
 };
 
-/// fit() with the given init, or (given_init = false) k-means++ from `seed`.
-Fit run(const Params& p, bool given_init = true) {
+/// fit() with the given init, or (given_init = false) k-means++ from `seed`; `distributed`:
+/// the multi-GPU path itself (fit() sends a single id to the plain path).
+Fit run(const Params& p, bool given_init = true, bool distributed = false) {
   Fit f;
   f.labels.assign(static_cast<std::size_t>(kN), -1);
   FitArgs a;
@@ -83,20 +84,8 @@ Fit run(const Params& p, bool given_init = true) {
   a.labels = f.labels.data();
   Params q = p;
   if (!given_init) q.init = InitMethod::kmeanspp;
-  f.model = fit(MatrixView::of(data().x.data(), kN, kD), q, a);
-  return f;
-}
-
-/// The distributed path itself (fit() sends a single id to the plain path).
-Fit run_distributed(const Params& p, bool given_init) {
-  Fit f;
-  f.labels.assign(static_cast<std::size_t>(kN), -1);
-  FitArgs a;
-  a.init_centroids = given_init ? data().c0.data() : nullptr;
-  a.labels = f.labels.data();
-  Params q = p;
-  if (!given_init) q.init = InitMethod::kmeanspp;
-  f.model = core::fit_multi_gpu(MatrixView::of(data().x.data(), kN, kD), q, a);
+  const MatrixView x = MatrixView::of(data().x.data(), kN, kD);
+  f.model = distributed ? core::fit_multi_gpu(x, q, a) : fit(x, q, a);
   return f;
 }
 
@@ -145,7 +134,7 @@ TEST(MultiGpu, OneGpuDistributedEqualsPlainBitwise) {
     plain.seed = 5;
     Params dist = cuda_params({0});
     dist.seed = 5;
-    expect_bitwise(run(plain, given), run_distributed(dist, given));
+    expect_bitwise(run(plain, given), run(dist, given, /*distributed=*/true));
   }
 }
 
