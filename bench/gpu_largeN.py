@@ -13,13 +13,19 @@ faster), flashkm's one-time upload (host -> device at the measured pinned bandwi
 the host-link GB/s that flash-kmeans' iteration time corresponds to. Writes
 <out>/gpu_largeN_<date>.json and .md.
 
-Not covered here: data larger than the GPU's memory (flashkm's streamed GPU path is not
-written yet; docs/CUDA.md).
+--ooc-bench PATH adds the third config of issue 6: N=200M D=128 fp16 in pinned host memory
+(51 GB) under a device-memory budget of 8 GiB that forces streaming (docs/CUDA.md, "Data
+larger than the GPU"), K=4096, uncertified and certified; bench/gpu_ooc_bench.cu measures the
+pinned host-to-device copy rate in the same process and reports, per pass, the achieved GB/s,
+its fraction of that rate, and whether the pass is transfer- or compute-bound (the same
+iterations on 16M rows resident on the device, scaled to N, against the streamed bytes at the
+pinned rate). Written to <out>/gpu_ooc_<date>.{json,md}. --only-ooc skips the two configs above.
 """
 import argparse
 import datetime
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -65,14 +71,71 @@ def run_flashkm(exe, n, k, d, iters, certify, timeout):
     return run_gpu_bench(exe, 1, n, k, d, "f32", iters, "auto", certify, timeout)
 
 
+OOC_CONFIG = ("ooc_N200M_K4096_fp16_8GiB", 200_000_000, 4096, 128, 8 << 30)  # name, N, K, D, device budget
+
+
+def run_ooc(exe, n, k, d, iters, budget, certify, timeout):
+    """bench/gpu_ooc_bench: its one JSON line (stderr, the per-iteration log, is passed through)."""
+    cmd = [exe, str(n), str(k), str(d), "f16", str(iters), str(budget), "1" if certify else "0"]
+    try:
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    for line in reversed(r.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    return {"error": f"rc {r.returncode}, no JSON: {r.stdout[-300:]}"}
+
+
+def write_ooc(args, stamp):
+    name, n, k, d, budget = OOC_CONFIG
+    rows = []
+    for certify in (False,) if args.no_certified else (False, True):
+        r = run_ooc(args.ooc_bench, n, k, d, args.iters, budget, certify, 540)
+        r["name"] = name + ("_certified" if certify else "")
+        rows.append(r)
+        print(json.dumps(r)[:800], flush=True)
+    with open(os.path.join(args.out, f"gpu_ooc_{stamp}.json"), "w") as fh:
+        json.dump(rows, fh, indent=1)
+    lines = [f"# flashkm, data larger than the device budget ({stamp})", "",
+             f"N={n:,} x D={d} fp16 standard normal in host memory ({n * d * 2 / 1e9:.1f} GB), device budget "
+             f"{budget >> 30} GiB (Params::max_memory), K={k} from the first K rows, {args.iters} Lloyd iterations; "
+             "medians over iterations 2..n. A pass = assign + update (one read of the streamed rows).", "",
+             "| run | host memory | pinned H2D GB/s | resident rows | chunk rows | ms/iter | achieved GB/s | of pinned | "
+             "streamed GB/pass | transfer ms at pinned | compute ms (16M resident, scaled) | bound |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['name']} | error: {r['error'][:200]} |")
+            continue
+        lines.append(f"| {r['name']} | {r['host_memory']} | {fmt(r['pinned_h2d_GBps'])} | {r['resident_rows']:,} | "
+                     f"{r['chunk_rows']:,} | {fmt(r['ms_median'])} | {fmt(r['GBps_median'])} | "
+                     f"{100 * r['fraction_of_pinned']:.0f} % | {fmt(r['streamed_GB_per_pass'])} | "
+                     f"{fmt(r['transfer_ms_at_pinned'])} | {fmt(r['compute_ms_est'])} | {r['bound']} |")
+    md = "\n".join(lines) + "\n"
+    with open(os.path.join(args.out, f"gpu_ooc_{stamp}.md"), "w") as fh:
+        fh.write(md)
+    print(md)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--flashkm-bench", required=True, help="bench/gpu_bench binary (data generated on the device)")
+    ap.add_argument("--flashkm-bench", help="bench/gpu_bench binary (data generated on the device)")
+    ap.add_argument("--ooc-bench", help="bench/gpu_ooc_bench binary: also the streamed N=200M config")
+    ap.add_argument("--only-ooc", action="store_true", help="only the streamed config (needs --ooc-bench)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--no-certified", action="store_true")
     ap.add_argument("--pageable", action="store_true", help="give flash-kmeans pageable host memory (not pinned)")
     args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    if args.only_ooc:
+        if not args.ooc_bench:
+            ap.error("--only-ooc needs --ooc-bench")
+        write_ooc(args, datetime.date.today().isoformat())
+        return
+    if not args.flashkm_bench:
+        ap.error("--flashkm-bench is required (unless --only-ooc)")
     import torch
 
     os.makedirs(args.out, exist_ok=True)
@@ -127,6 +190,8 @@ def main():
     with open(os.path.join(args.out, f"gpu_largeN_{stamp}.md"), "w") as fh:
         fh.write(md)
     print(md)
+    if args.ooc_bench:
+        write_ooc(args, stamp)
 
 
 if __name__ == "__main__":

@@ -62,8 +62,9 @@ int main(int argc, char** argv) {
   fit_cmd->add_option("--threads", fit.params.n_threads, "CPU threads (0 = all)")->capture_default_str();
   std::string fit_max_memory, pred_max_memory;
   const char* max_memory_help =
-      "CPU: resident memory budget, e.g. 4G (default: half the RAM); a larger data file is streamed, "
-      "dropping pages once read";
+      "memory budget, e.g. 4G. CPU: resident host memory (default: half the RAM); a larger data file is "
+      "streamed, dropping pages once read. CUDA: device memory (default: the free memory); data that does "
+      "not fit is streamed from host memory in chunks, keeping a prefix of rows on the device";
   fit_cmd->add_option("--max-memory", fit_max_memory, max_memory_help);
   fit_cmd->add_option("-o,--model", fit.model_out, "write the model (flashkm model file)");
   fit_cmd->add_option("--labels", fit.labels_out, "write the labels [N] int32 .npy");

@@ -9,6 +9,11 @@
 #             D=128 shapes, uncertified; JSON lines appended to bench.log.
 #   -- ...: passed on to bench/gpu_vs_flash_kmeans.py (e.g. --no-certified --host-update).
 #   --largeN: also bench/gpu_largeN.py (flash-kmeans kmeans_largeN vs flashkm, N=16M/32M fp32).
+#   --ooc:    data larger than the device budget (issue 6): the streamed GPU tests on their own
+#             (test_streamed.log, also part of the full GPU test run) and bench/gpu_ooc_bench at
+#             N=200M K=4096 D=128 fp16 in pinned host memory under an 8 GiB device budget,
+#             uncertified and certified (gpu_ooc_<date>.{json,md}, ooc.log). With --no-bench
+#             only the main comparison benchmark is skipped.
 #   --python: also build the Python module (pybind11 from the machine's pip install) and run
 #             the Python tests, GPU tensors (torch/cupy) included.
 # The GPU image has neither GoogleTest nor dlpack.h: before the call, on the dev machine,
@@ -18,10 +23,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}
 mkdir -p "$OUT"
-BENCH=1; QUICK=""; PY=0; TILES=0; CTEST=1; LARGEN=0
+BENCH=1; QUICK=""; PY=0; TILES=0; CTEST=1; LARGEN=0; OOC=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --no-bench) BENCH=0 ;; --quick) QUICK="--quick" ;; --python) PY=1 ;; --tile-sweep) TILES=1 ;; --no-ctest) CTEST=0 ;; --largeN) LARGEN=1 ;;
+    --no-bench) BENCH=0 ;; --quick) QUICK="--quick" ;; --python) PY=1 ;; --tile-sweep) TILES=1 ;; --no-ctest) CTEST=0 ;; --largeN) LARGEN=1 ;; --ooc) OOC=1 ;;
     --) shift; break ;;
   esac
   shift
@@ -39,7 +44,7 @@ t0=$(date +%s)
 . scripts/gtest_prefix.sh "$OUT/build.log"  # sets PREFIX (GoogleTest)
 cmake -S . -B build-cudacheck -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHKM_CUDA=ON -DFLASHKM_PYTHON=OFF \
   -DFLASHKM_BENCH=OFF -DFLASHKM_TESTS=ON $PREFIX >> "$OUT/build.log" 2>&1 &&
-  cmake --build build-cudacheck -j16 --target flashkm_test_gpu gpu_bench >> "$OUT/build.log" 2>&1
+  cmake --build build-cudacheck -j16 --target flashkm_test_gpu gpu_bench gpu_ooc_bench >> "$OUT/build.log" 2>&1
 rc_build=$?
 # The rest of the tree (CPU tests, CLI) for ctest; its failure does not stop the GPU checks.
 [ $CTEST -eq 0 ] || cmake --build build-cudacheck -j16 > "$OUT/build_all.log" 2>&1 || echo "full build failed (see build_all.log)"
@@ -50,6 +55,14 @@ tail -30 "$OUT/build.log"
 # Tests: the GPU test binary first (verbose: it prints measured error ratios), then ctest.
 ./build-cudacheck/tests/gpu/flashkm_test_gpu 2>&1 | tee "$OUT/test_gpu.log" | grep -E "^\[  |device:|precision|near-ties|cascade|worst|device update|FAIL|Failure|error" | head -100
 rc_test=${PIPESTATUS[0]}
+if [ $OOC -eq 1 ]; then
+  # The streamed tests alone, verbose (plans, budgets, first differences), then the plan's CPU tests.
+  ./build-cudacheck/tests/gpu/flashkm_test_gpu --gtest_filter='Streamed*:AllInits/*' > "$OUT/test_streamed.log" 2>&1
+  rc_ooc_test=$?
+  [ -x build-cudacheck/tests/flashkm_test_device_stream_plan ] && \
+    ./build-cudacheck/tests/flashkm_test_device_stream_plan >> "$OUT/test_streamed.log" 2>&1
+  echo "streamed GPU tests rc=$rc_ooc_test"; grep -E "^\[  (FAILED|PASSED)|Failure|streaming budget" "$OUT/test_streamed.log" | head -40
+fi
 if [ $CTEST -eq 1 ]; then
   (cd build-cudacheck && ctest --output-on-failure -j8 --timeout 300) > "$OUT/ctest.log" 2>&1
   rc_test=$?
@@ -73,6 +86,10 @@ if [ $BENCH -eq 1 ]; then
 fi
 if [ $LARGEN -eq 1 ]; then
   python3 bench/gpu_largeN.py --flashkm-bench build-cudacheck/tests/gpu/gpu_bench --out "$OUT" 2>&1 | tee "$OUT/largeN.log" | tail -12
+fi
+if [ $OOC -eq 1 ]; then
+  # 51 GB of pinned host memory (the device machine has 128 GiB), generated on the GPU.
+  python3 bench/gpu_largeN.py --only-ooc --ooc-bench build-cudacheck/tests/gpu/gpu_ooc_bench --out "$OUT" 2>&1 | tee "$OUT/ooc.log" | tail -12
 fi
 if [ $TILES -eq 1 ]; then
   # tile: 1 resident 128x128, 2 streamed 128x256, 3 streamed 128x128 (flash_assign.hpp).

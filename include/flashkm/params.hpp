@@ -44,8 +44,12 @@ struct Params {
   int n_threads = 0;               ///< CPU threads; 0 = all available. Results do not depend on it.
   /// CPU: bytes of host memory the fit may keep resident (0 = half the physical memory).
   /// Data in a memory-mapped file (MatrixView::mapped_file) larger than what the per-row
-  /// state leaves of it is streamed: passes drop the pages they are done with. Results do
-  /// not depend on it. An explicit budget below the per-row state is an error.
+  /// state leaves of it is streamed: passes drop the pages they are done with.
+  /// CUDA: bytes of device memory the fit plans for (0 = the device's free memory; also
+  /// capped by FLASHKM_CUDA_MEMORY_BUDGET). Host data that does not fit is streamed: a prefix
+  /// of rows stays on the device, the rest is copied in chunks on every pass (docs/CUDA.md,
+  /// "Data larger than the GPU"). Results do not depend on it (bitwise). An explicit budget
+  /// below the per-row state is an error (out_of_memory, naming the bytes).
   std::int64_t max_memory = 0;
   int n_local_trials = 0;          ///< greedy k-means++ candidates per step; 0 = 2 + floor(ln K)
   int parallel_rounds = 5;         ///< k-means|| rounds

@@ -90,8 +90,9 @@ def fit(X, n_clusters=8, *, init="k-means++", max_iter=300, tol=1e-4, n_init=1, 
     checkpoint: a file the fit saves its state to (atomically) every checkpoint_every
     iterations; with resume=True an interrupted fit continues from it and gives the same
     model. An existing checkpoint is never overwritten without resume=True (docs/FORMAT.md).
-    max_memory: bytes the CPU backend may keep resident for a memory-mapped X (0: half the
-    RAM); larger mapped data is streamed.
+    max_memory: device='cuda': bytes of device memory (0: the free memory); host data that
+        does not fit is streamed in chunks, same results bitwise. CPU: bytes the backend may
+        keep resident for a memory-mapped X (0: half the RAM); larger mapped data is streamed.
     """
     labels_out = None
     if is_cuda_tensor(X):

@@ -552,7 +552,7 @@ PYBIND11_MODULE(_flashkm, m) {
       "Fit k-means to X [N x D]. init: 'k-means++', 'k-means||', 'random' or an array [K x D].\n"
       "device_ids: several CUDA devices to shard the rows over (multi-GPU, device 'cuda').\n"
       "checkpoint: file saved atomically after iterations; resume=True continues from it.\n"
-      "max_memory: bytes the CPU backend may keep resident (0: half the RAM); see docs.\n"
+      "max_memory: CPU: bytes the backend may keep resident (0: half the RAM); CUDA: device bytes (0: the free memory), host data over it is streamed; see docs.\n"
       "progress(run, IterationInfo) -> bool|None is called after every iteration; False stops the fit.\n"
       "Returns (Model, labels or None).");
 

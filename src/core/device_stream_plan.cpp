@@ -58,7 +58,7 @@ DeviceStreamPlan plan_device_stream(const DeviceStreamInput& in) {
                 in.rows, " rows: their per-row state needs ", state, " bytes on the device, streaming the data at least ",
                 min_stream, " bytes more (", in.slots, " chunks of ", G, " rows), and ", p.margin,
                 " bytes (1/16 of the budget) are kept for centroid tables; give at least ",
-                (state + min_stream) * 16 / 15 + 1, " bytes (Params::max_memory / --max-memory)");
+                (state + min_stream) * 16 / 15 + 1, " bytes (", in.budget_source, ")");
   // Chunks: at most max_chunk_bytes of data, and at most 1/(2 (slots + 1)) of what is left,
   // so that most of the budget goes to the resident prefix; whole granules, at least one.
   const std::int64_t target = std::min(in.max_chunk_bytes, left / (2 * (in.slots + 1)));

@@ -20,6 +20,8 @@ struct DeviceStreamInput {
   bool can_stream = false;           ///< the data is in host memory and the backend can stream it
   int slots = 3;                     ///< device buffers that streamed chunks rotate through
   std::int64_t max_chunk_bytes = std::int64_t{64} << 20;  ///< data bytes of one chunk at most
+  /// Where the budget came from, for the error message.
+  const char* budget_source = "Params::max_memory / --max-memory";
 };
 
 struct DeviceStreamPlan {

@@ -14,6 +14,14 @@
 //
 // A Lloyd iteration costs two host synchronisations: assign() (its statistics) and
 // update_centroids() (K weights, the shift and the new fp32 centroids come back; sums stay).
+//
+// Host data larger than the device budget (set_memory_budget, FLASHKM_CUDA_MEMORY_BUDGET,
+// the device's free memory) is streamed (core::DeviceStreamPlan, streamed_rows.hpp): a
+// resident prefix of rows stays on the device, the rest is copied in chunks on every pass,
+// and every op that reads rows runs the same kernels chunk by chunk (for_rows: the resident
+// case is one chunk of all rows). The update's sums are then formed chunk by chunk in the
+// resident update's order (ChunkedClusterSums), fused into assign()'s pass: one pass over
+// the data per Lloyd iteration, the same bits as the resident fit (docs/CUDA.md).
 #include <cub/device/device_radix_sort.cuh>
 #include <cub/device/device_scan.cuh>
 
@@ -22,15 +30,18 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <system_error>
 #include <thread>
 #include <vector>
 
 #include "core/backend.hpp"
+#include "core/device_stream_plan.hpp"
 #include "cuda/cuda_backend.hpp"
 #include "cuda/cuda_check.hpp"
 #include "cuda/flash_assign.hpp"
 #include "cuda/kernels.cuh"
+#include "cuda/streamed_rows.hpp"
 
 namespace flashkm::cuda {
 
@@ -61,8 +72,8 @@ namespace {
 // changed), level 2/3 (flagged by fp32 = rows that went to fp64, changed); kEmpty is the
 // update's empty-cluster count.
 enum : int { kFlagged = 0, kChanged = 1, kEmpty = 2, kFlagged2 = 3, kChanged2 = 4, kNumCounters = 5 };
-
-constexpr std::int64_t kPieceRows = 256;  // rows per piece of a cluster (sort_reduce): short chains, many pieces
+// Streamed assign: each chunk's counters, then its level-1 flagged count (pcounts), per chunk.
+constexpr std::int64_t kChunkSlots = kNumCounters + 1;
 
 std::int64_t round_up(std::int64_t v, std::int64_t m) { return (v + m - 1) / m * m; }
 
@@ -134,6 +145,7 @@ class CudaBackend final : public core::Backend {
     FLASHKM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   }
   ~CudaBackend() override {
+    rows_.reset();  // it waits for the streams that still use its buffers
     if (stream_) cudaStreamDestroy(stream_);
   }
 
@@ -147,8 +159,29 @@ class CudaBackend final : public core::Backend {
            cw_.bytes() + mind_.bytes() + tmp_labels_.bytes() + tmp_dist_.bytes() + xop_.bytes() + xown_.bytes() +
            main_.c32.bytes() + main_.c_op.bytes() + main_.cterm.bytes() + cas_.c_op.bytes() + cas_.cterm.bytes() + pcounts_.bytes() + aux_.c32.bytes() + aux_.c_op.bytes() +
            aux_.cterm.bytes() + next_.c32.bytes() + next_.c_op.bytes() + next_.cterm.bytes() + flags_.bytes() +
-           keys_alt_.bytes() + vals_alt_.bytes() + row_off_.bytes() + npieces_.bytes() + shift_part_.bytes();
+           keys_alt_.bytes() + vals_alt_.bytes() + row_off_.bytes() + npieces_.bytes() + shift_part_.bytes() +
+           csums_.bytes() + chunk_counters_.bytes() + trial_parts_.bytes() + trial_out_.bytes() +
+           (rows_ ? rows_->plan().slots * std::size_t(rows_->plan().chunk_rows * rows_->row_bytes()) *
+                        (rows_->plan().streamed_rows() > 0)
+                  : 0);
   }
+
+  StreamInfo stream_info() const {
+    StreamInfo s;
+    s.streamed = plan_.streamed;
+    s.rows = n_;
+    s.resident_rows = plan_.resident_rows;
+    s.chunk_rows = plan_.chunk_rows;
+    s.chunks = plan_.chunk_count();
+    s.slots = plan_.slots;
+    s.budget = plan_.budget;
+    s.direct = rows_ && rows_->direct();
+    s.bytes_copied = rows_ ? rows_->bytes_copied() : 0;
+    s.passes = rows_ ? rows_->passes() : 0;
+    return s;
+  }
+
+  void set_memory_budget(std::int64_t bytes) override { budget_ = bytes; }
 
   // ---- attach ---------------------------------------------------------------------------
   void attach(const MatrixView& x, const float* weights, Metric metric) override {
@@ -164,11 +197,23 @@ class CudaBackend final : public core::Backend {
     metric_ = metric;
     const std::int64_t stride = x.stride();
     const std::size_t esz = dtype_size(x.dtype);
-    // Data on the device as given, or copied there once (host input), f64 converted to f32.
+    rows_.reset();
+    sums_valid_ = false;
+    x_host_ = x;
+    // Data on the device as given, or copied there once (host input), f64 converted to f32;
+    // host data over the device budget is streamed (plan_.streamed).
+    plan_ = plan_for(x, weights != nullptr);
     if (x.where == Location::cuda) {
       FLASHKM_CHECK(x.device_id == opt_.device_id, invalid_argument, "x lives on CUDA device ", x.device_id,
                     " but the backend runs on device ", opt_.device_id);
       xv_ = XView{x.data, x.dtype, stride, n_, d_, n_per_};
+    } else if (plan_.streamed) {
+      // The resident prefix is copied once (float64 converted on the host); the other rows
+      // stay where they are and are copied chunk by chunk on every pass.
+      rows_ = std::make_unique<RowStream>(x, plan_, stream_);
+      xown_.reset(std::size_t(plan_.resident_rows * rows_->row_bytes()), "the resident rows of streamed data");
+      rows_->upload(0, plan_.resident_rows, xown_.get());
+      xv_ = XView{xown_.get(), rows_->device_dtype(), d_, plan_.resident_rows, d_, plan_.resident_rows};
     } else {
       const std::size_t bytes = std::size_t(n_) * d_ * esz;
       xown_.reset(bytes, "a device copy of the host data");
@@ -176,7 +221,7 @@ class CudaBackend final : public core::Backend {
                                            cudaMemcpyHostToDevice, stream_));
       xv_ = XView{xown_.get(), x.dtype, d_, n_, d_, n_per_};
     }
-    if (x.dtype == DType::f64) {
+    if (x.dtype == DType::f64 && !plan_.streamed) {
       DeviceBuffer<unsigned char> f32(std::size_t(n_) * d_ * 4, "an fp32 copy of float64 data");
       launch_f64_to_f32(static_cast<const double*>(xv_.x), n_, d_, xv_.stride, reinterpret_cast<float*>(f32.get()),
                         stream_);
@@ -199,18 +244,32 @@ class CudaBackend final : public core::Backend {
     sums_.ensure(4, "reduction results");
     counters_.ensure(kNumCounters, "counters");
 
-    // Validate (first bad row), |x|^2, max |x|.
-    DeviceBuffer<long long> status(4, "validation status");
-    const long long init[4] = {std::numeric_limits<long long>::max(), std::numeric_limits<long long>::max(),
-                               std::numeric_limits<long long>::max(), 0};
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(status.get(), init, sizeof(init), cudaMemcpyHostToDevice, stream_));
-    launch_validate(xv_, w_, xnorm_.get(), status.get(), stream_);
-    long long st[4];
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(st, status.get(), sizeof(st), cudaMemcpyDeviceToHost, stream_));
+    // Validate (first bad row), |x|^2, max |x|: one status per chunk of rows (one chunk when
+    // resident), the first bad row of the first chunk that has one.
+    constexpr long long kNone = std::numeric_limits<long long>::max();
+    const std::int64_t chunks = plan_.chunk_count();
+    DeviceBuffer<long long> status(std::size_t(4 * chunks), "validation status");
+    std::vector<long long> hs(static_cast<std::size_t>(4 * chunks));
+    for (std::int64_t c = 0; c < chunks; ++c) {
+      hs[4 * c] = hs[4 * c + 1] = hs[4 * c + 2] = kNone;
+      hs[4 * c + 3] = 0;
+    }
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(status.get(), hs.data(), hs.size() * 8, cudaMemcpyHostToDevice, stream_));
+    for_rows(true, [&](const RowChunk& ch) {
+      launch_validate(ch.x, w_ ? w_ + ch.r0 : nullptr, xnorm_.get() + ch.r0, status.get() + 4 * ch.index, stream_);
+    });
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(hs.data(), status.get(), hs.size() * 8, cudaMemcpyDeviceToHost, stream_));
     FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    long long st[4] = {kNone, kNone, kNone, 0};
+    for (std::int64_t c = 0; c < chunks; ++c) {
+      const std::int64_t r0 = plan_.chunk(c).begin;
+      for (int q = 0; q < 3; ++q)
+        if (st[q] == kNone && hs[4 * c + q] != kNone) st[q] = r0 + hs[4 * c + q];
+      // max |x| as float bits: non-negative floats order as their bits do
+      st[3] = std::max<long long>(st[3], static_cast<long long>(static_cast<std::uint32_t>(hs[4 * c + 3])));
+    }
     if (st[0] != std::numeric_limits<long long>::max()) {
-      std::vector<float> row(static_cast<std::size_t>(d_));
-      for (int j = 0; j < d_; ++j) row[j] = host_element(st[0], j);
+      const std::vector<float> row = host_row(st[0]);
       int j = 0;
       while (j < d_ && std::isfinite(row[j])) ++j;
       // Rows named by their index in the whole data (a distributed fit's shard is offset).
@@ -246,7 +305,9 @@ class CudaBackend final : public core::Backend {
     DeviceBuffer<double> center(std::size_t(d_), "column means");
     std::vector<double> h(static_cast<std::size_t>(chunks * d_));
     auto pass = [&](const double* c) {
-      launch_column_sums(xv_, c, part.get(), stream_);
+      for_rows(true, [&](const RowChunk& ch) {
+        launch_column_sums(ch.x, c, part.get() + (ch.r0 / kRowChunk) * d_, stream_);
+      });
       FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h.data(), part.get(), h.size() * 8, cudaMemcpyDeviceToHost, stream_));
       FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
       std::vector<double> tot(static_cast<std::size_t>(d_), 0.0);
@@ -285,65 +346,115 @@ class CudaBackend final : public core::Backend {
     k_ = main_.k;
   }
 
-  core::AssignStats assign() override {
+  core::AssignStats assign() override { return assign_pass(/*for_update=*/true); }
+  // Streamed data: the same pass without the update's sums (they would be a second read of
+  // every chunk's rows for nothing). Resident: assign() itself, as before.
+  core::AssignStats assign_labels() override { return assign_pass(/*for_update=*/false); }
+
+  core::AssignStats assign_pass(bool for_update) {
     DeviceGuard g(opt_.device_id);
     FLASHKM_ASSERT(k_ > 0, "assign() before set_centroids()");
     mind_.release();  // initialisation is over
-    ensure_scratch();
-    AssignParams p = params_for(main_, labels_.get(), dist_.get(), opt_.certify);
-    FLASHKM_CUDA_CHECK(cudaMemsetAsync(counters_.get(), 0, kNumCounters * sizeof(unsigned long long), stream_));
+    sums_valid_ = false;  // the labels change
     const bool cascade = opt_.certify && cascade_applies();
-    if (cascade) {
-      // Level 1 lists its flagged rows per problem (region b of the list, count b in
-      // pcounts_) so that level 2's tiles hold one problem's rows.
-      pcounts_.ensure(std::size_t(opt_.batch), "per-problem flagged counts");
-      FLASHKM_CUDA_CHECK(cudaMemsetAsync(pcounts_.get(), 0, opt_.batch * sizeof(unsigned long long), stream_));
-      p.problem_counts = pcounts_.get();
+    const bool fuse = for_update && plan_.streamed;
+    std::vector<unsigned long long> h;
+    if (!plan_.streamed) {
+      ensure_scratch();
+      FLASHKM_CUDA_CHECK(cudaMemsetAsync(counters_.get(), 0, kNumCounters * sizeof(unsigned long long), stream_));
+      if (cascade) {
+        // Level 1 lists its flagged rows per problem (region b of the list, count b in
+        // pcounts_) so that level 2's tiles hold one problem's rows.
+        pcounts_.ensure(std::size_t(opt_.batch), "per-problem flagged counts");
+        FLASHKM_CUDA_CHECK(cudaMemsetAsync(pcounts_.get(), 0, opt_.batch * sizeof(unsigned long long), stream_));
+      }
+      for_rows(true, [&](const RowChunk& ch) { assign_rows(ch, counters_.get(), pcounts_.get()); });
+      h.resize(kNumCounters);
+    } else {
+      // Streamed: the O(N) arrays of the initialisations go (the plan counted them, but the
+      // chunks' work is better off without them), each chunk counts into its own slots (its
+      // flagged lists start at 0), and with for_update the chunk's rows, whose labels are
+      // final once its cascade ran, are added to the update's sums before the slot is refilled.
+      tmp_labels_.release();
+      tmp_dist_.release();
+      flags_.release();
+      ensure_scratch();
+      const std::int64_t chunks = plan_.chunk_count();
+      chunk_counters_.ensure(std::size_t(chunks * kChunkSlots), "per-chunk counters");
+      FLASHKM_CUDA_CHECK(cudaMemsetAsync(chunk_counters_.get(), 0, chunks * kChunkSlots * sizeof(unsigned long long), stream_));
+      if (fuse) {
+        sums_dev_.ensure(std::size_t(k_) * d_, "cluster sums");
+        cw_.ensure(std::size_t(k_), "cluster weights");
+        csums_.begin(k_, d_, true, plan_.chunk_rows, stream_);
+      }
+      for_rows(true, [&](const RowChunk& ch) {
+        unsigned long long* c = chunk_counters_.get() + ch.index * kChunkSlots;
+        assign_rows(ch, c, c + kNumCounters);
+        if (fuse)
+          csums_.add(labels_.get() + ch.r0, ch.x, ch.rows, w_ ? w_ + ch.r0 : nullptr, xnorm_.get() + ch.r0,
+                     metric_ == Metric::cosine, reinterpret_cast<std::int32_t*>(scratch_.get()), stream_);
+      });
+      if (fuse) csums_.finish(sums_dev_.get(), cw_.get(), stream_);
+      h.resize(static_cast<std::size_t>(chunks * kChunkSlots));
     }
+    launch_weighted_sum(dist_.get(), w_, n_, part_.get(), sums_.get(), stream_);
+    double inertia = 0;
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h.data(), plan_.streamed ? chunk_counters_.get() : counters_.get(),
+                                       h.size() * sizeof(unsigned long long), cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&inertia, sums_.get(), 8, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    unsigned long long c[kNumCounters] = {};
+    const std::size_t stride = plan_.streamed ? kChunkSlots : kNumCounters;
+    for (std::size_t at = 0; at < h.size(); at += stride)
+      for (int q = 0; q < kNumCounters; ++q) c[q] += h[at + q];  // integer counts: any order
+    sums_valid_ = fuse;
+    core::AssignStats st;
+    st.inertia = inertia;
+    st.n_rechecked = static_cast<std::int64_t>(c[kFlagged]);
+    st.n_rechecked_fp64 = static_cast<std::int64_t>(cascade ? c[kFlagged2] : c[kFlagged]);
+    st.n_changed = static_cast<std::int64_t>(c[kChanged] + c[kChanged2]);
+    return st;
+  }
+
+  /// The certified assign of one chunk of rows (all rows when resident): counters [kNumCounters]
+  /// and pcounts (per-problem flagged counts of level 1) zeroed by the caller. Asynchronous.
+  void assign_rows(const RowChunk& ch, unsigned long long* counters, unsigned long long* pcounts) {
+    const bool cascade = opt_.certify && cascade_applies();
+    if (plan_.streamed && xop_.get() != nullptr && main_.op != Operand::fp32)  // large-d fp32: this chunk's operands
+      launch_convert_rows(ch.x, main_.op == Operand::fp16 ? 0 : 1, main_.dp, xop_.get(), stream_);
+    AssignParams p = params_for(main_, labels_.get() + ch.r0, dist_.get() + ch.r0, opt_.certify, &ch);
+    p.counters = counters;
+    if (cascade) p.problem_counts = pcounts;
     run_assign(main_, p);
     // Levels 2 and 3 read the data as given (never the 16-bit operand copy of large-d fp32 data).
     AssignParams pr = p;
-    pr.x = xv_.x;
-    pr.x_dtype = xv_.dtype;
-    pr.x_stride = xv_.stride;
-    pr.x_batch = n_per_ * xv_.stride;
+    pr.x = ch.x.x;
+    pr.x_dtype = ch.x.dtype;
+    pr.x_stride = ch.x.stride;
+    pr.x_batch = ch.x.n_per * ch.x.stride;
     if (cascade) {
       // Level 2: the exact-fp32 SIMT kernel over level 1's flagged rows, in place (row_map),
       // certified with the fp32 bound; its flagged rows go to the second list (one list:
       // the fp64 re-check takes any problem's row).
       ensure_cascade_set();
-      AssignParams p2 = params_for(cas_, labels_.get(), dist_.get(), true);
+      AssignParams p2 = params_for(cas_, labels_.get() + ch.r0, dist_.get() + ch.r0, true, &ch);
       p2.row_map = p.flagged;
-      p2.n_dev = pcounts_.get();
-      p2.flagged = p.flagged + n_;  // the second half of the per-row scratch
-      p2.counters = counters_.get() + kFlagged2;
+      p2.n_dev = pcounts;
+      p2.flagged = p.flagged + ch.rows;  // the second half of the per-row scratch
+      p2.counters = counters + kFlagged2;
       launch_simt_assign(p2, stream_);
       pr.flagged = p2.flagged;
       pr.counters = p2.counters;
     }
     // Level 3 (level 2 when there is no cascade): fp64 against all centroids.
     launch_recheck(pr, main_.c32.get(), stream_);
-    launch_weighted_sum(dist_.get(), w_, n_, part_.get(), sums_.get(), stream_);
-    struct {
-      unsigned long long c[kNumCounters];
-      double inertia;
-    } h{};
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h.c, counters_.get(), sizeof(h.c), cudaMemcpyDeviceToHost, stream_));
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&h.inertia, sums_.get(), 8, cudaMemcpyDeviceToHost, stream_));
-    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    core::AssignStats st;
-    st.inertia = h.inertia;
-    st.n_rechecked = static_cast<std::int64_t>(h.c[kFlagged]);
-    st.n_rechecked_fp64 = static_cast<std::int64_t>(cascade ? h.c[kFlagged2] : h.c[kFlagged]);
-    st.n_changed = static_cast<std::int64_t>(h.c[kChanged] + h.c[kChanged2]);
-    return st;
   }
 
   void accumulate(double* sums, double* cluster_weight) override {
     DeviceGuard g(opt_.device_id);
     FLASHKM_ASSERT(k_ > 0, "accumulate() before set_centroids()");
     const std::int64_t nc = std::int64_t(opt_.batch) * k_;
-    sort_reduce(labels_.get(), k_, true);
+    cluster_sums(labels_.get(), k_, true);
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(sums, sums_dev_.get(), nc * d_ * 8, cudaMemcpyDeviceToHost, stream_));
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(cluster_weight, cw_.get(), nc * 8, cudaMemcpyDeviceToHost, stream_));
     FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -450,8 +561,20 @@ class CudaBackend final : public core::Backend {
     DeviceBuffer<std::int32_t> lab(std::size_t(m), "gathered labels");
     DeviceBuffer<float> wo(std::size_t(m), "gathered weights");
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(di.get(), idx, m * 8, cudaMemcpyHostToDevice, stream_));
-    launch_gather(xv_, xnorm_.get(), metric_ == Metric::cosine, labels_.get(), w_, di.get(), m, rows.get(), lab.get(),
-                  wo.get(), stream_);
+    if (plan_.streamed && rows_out) {
+      // The rows are read where they are (host memory, exact fp32 conversion) and the kernel
+      // does the rest as for resident rows (cosine normalisation, labels, weights).
+      std::vector<float> hx(static_cast<std::size_t>(m) * d_);
+      rows_->host_rows_f32(idx, m, hx.data());
+      DeviceBuffer<float> xc(std::size_t(m) * d_, "gathered rows of streamed data");
+      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(xc.get(), hx.data(), hx.size() * 4, cudaMemcpyHostToDevice, stream_));
+      launch_gather(XView{xc.get(), DType::f32, d_, m, d_, m}, xnorm_.get(), metric_ == Metric::cosine, labels_.get(),
+                    w_, di.get(), m, rows.get(), lab.get(), wo.get(), stream_, /*x_compact=*/true);
+      FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));  // before xc and hx go
+    } else {
+      launch_gather(xv_, xnorm_.get(), metric_ == Metric::cosine, labels_.get(), w_, di.get(), m, rows.get(),
+                    lab.get(), wo.get(), stream_);
+    }
     if (rows_out) FLASHKM_CUDA_CHECK(cudaMemcpyAsync(rows_out, rows.get(), m * d_ * 4, cudaMemcpyDeviceToHost, stream_));
     if (labels_out) FLASHKM_CUDA_CHECK(cudaMemcpyAsync(labels_out, lab.get(), m * 4, cudaMemcpyDeviceToHost, stream_));
     if (weights_out) FLASHKM_CUDA_CHECK(cudaMemcpyAsync(weights_out, wo.get(), m * 4, cudaMemcpyDeviceToHost, stream_));
@@ -462,7 +585,10 @@ class CudaBackend final : public core::Backend {
     DeviceGuard g(opt_.device_id);
     FLASHKM_ASSERT(k_ > 0, "exact_inertia() before set_centroids()");
     const std::int64_t chunks = (n_ + kRowChunk - 1) / kRowChunk;
-    launch_exact_inertia(xv_, w_, labels_.get(), main_.c32.get(), k_, metric_, part_.get(), stream_);
+    for_rows(true, [&](const RowChunk& ch) {
+      launch_exact_inertia(ch.x, w_ ? w_ + ch.r0 : nullptr, labels_.get() + ch.r0, main_.c32.get(), k_, metric_,
+                           part_.get() + ch.r0 / kRowChunk, stream_);
+    });
     std::vector<double> h(static_cast<std::size_t>(chunks));
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h.data(), part_.get(), chunks * 8, cudaMemcpyDeviceToHost, stream_));
     FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -473,7 +599,7 @@ class CudaBackend final : public core::Backend {
 
   void cluster_weights(double* out) override {
     DeviceGuard g(opt_.device_id);
-    sort_reduce(labels_.get(), k_, false);
+    cluster_sums(labels_.get(), k_, false);
     copy_weights_out(std::int64_t(opt_.batch) * k_, out);
   }
 
@@ -493,17 +619,22 @@ class CudaBackend final : public core::Backend {
     cudaPointerAttributes attr{};
     const bool on_device = cudaPointerGetAttributes(&attr, out) == cudaSuccess && attr.type == cudaMemoryTypeDevice;
     (void)cudaGetLastError();
-    if (on_device) {
-      launch_all_distances(xv_, xnorm_.get(), main_.c32.get(), k_, metric_, 0, n_, out, stream_);
-    } else {
-      const std::int64_t rows = std::max<std::int64_t>(1, (std::int64_t(64) << 20) / (4 * std::int64_t(k_)));
-      DeviceBuffer<float> tmp(std::size_t(std::min(rows, n_)) * k_, "a block of the distance matrix");
-      for (std::int64_t r0 = 0; r0 < n_; r0 += rows) {
-        const std::int64_t r = std::min(rows, n_ - r0);
-        launch_all_distances(xv_, xnorm_.get(), main_.c32.get(), k_, metric_, r0, r, tmp.get(), stream_);
-        FLASHKM_CUDA_CHECK(cudaMemcpyAsync(out + r0 * k_, tmp.get(), r * k_ * 4, cudaMemcpyDeviceToHost, stream_));
+    const std::int64_t rows = std::max<std::int64_t>(1, (std::int64_t(64) << 20) / (4 * std::int64_t(k_)));
+    DeviceBuffer<float> tmp(on_device ? 0 : std::size_t(std::min(rows, plan_.chunk_rows)) * k_,
+                            "a block of the distance matrix");
+    for_rows(true, [&](const RowChunk& ch) {
+      const float* xn = xnorm_.get() + ch.r0;
+      if (on_device) {
+        launch_all_distances(ch.x, xn, main_.c32.get(), k_, metric_, 0, ch.rows, out + ch.r0 * k_, stream_);
+        return;
       }
-    }
+      for (std::int64_t r0 = 0; r0 < ch.rows; r0 += rows) {
+        const std::int64_t r = std::min(rows, ch.rows - r0);
+        launch_all_distances(ch.x, xn, main_.c32.get(), k_, metric_, r0, r, tmp.get(), stream_);
+        FLASHKM_CUDA_CHECK(cudaMemcpyAsync(out + (ch.r0 + r0) * k_, tmp.get(), r * k_ * 4, cudaMemcpyDeviceToHost,
+                                           stream_));
+      }
+    });
     FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
@@ -527,11 +658,37 @@ class CudaBackend final : public core::Backend {
   void mindist_trial(const float* cand, std::int64_t m, double* potentials) override {
     DeviceGuard g(opt_.device_id);
     FLASHKM_ASSERT(mind_.get() != nullptr, "mindist_trial before mindist_fill");
-    for (std::int64_t j = 0; j < m; ++j) {
-      aux_distances(cand + j * d_, 1);
-      launch_min_into(tmp_dist_.get(), mind_.get(), n_, stream_);
-      potentials[j] = weighted_sum(tmp_dist_.get(), w_);
+    if (!plan_.streamed) {
+      for (std::int64_t j = 0; j < m; ++j) {
+        aux_distances(cand + j * d_, 1);
+        launch_min_into(tmp_dist_.get(), mind_.get(), n_, stream_);
+        potentials[j] = weighted_sum(tmp_dist_.get(), w_);
+      }
+      return;
     }
+    // Streamed: every candidate in one pass over the rows (chunks outside, candidates
+    // inside), each candidate's chunk parts of the weighted sum kept apart and summed at the
+    // end: the kernels and reduction of the loop above, so the same bits.
+    const std::int64_t parts = (n_ + kRowChunk - 1) / kRowChunk;
+    trial_sets_.resize(static_cast<std::size_t>(m));
+    for (std::int64_t j = 0; j < m; ++j) prepare(trial_sets_[j], cand + j * d_, 1, Operand::fp32);
+    tmp_labels_.ensure(std::size_t(n_), "temporary labels");
+    tmp_dist_.ensure(std::size_t(n_), "temporary distances");
+    ensure_scratch();
+    trial_parts_.ensure(std::size_t(m * parts), "k-means++ trial parts");
+    trial_out_.ensure(std::size_t(m), "k-means++ trial potentials");
+    for_rows(true, [&](const RowChunk& ch) {
+      for (std::int64_t j = 0; j < m; ++j) {
+        AssignParams p = params_for(trial_sets_[j], tmp_labels_.get() + ch.r0, tmp_dist_.get() + ch.r0, false, &ch);
+        launch_simt_assign(p, stream_);
+        launch_min_into(tmp_dist_.get() + ch.r0, mind_.get() + ch.r0, ch.rows, stream_);
+        launch_weighted_sum_parts(tmp_dist_.get() + ch.r0, w_ ? w_ + ch.r0 : nullptr, ch.rows,
+                                  trial_parts_.get() + j * parts + ch.r0 / kRowChunk, stream_);
+      }
+    });
+    for (std::int64_t j = 0; j < m; ++j) launch_sum_parts(trial_parts_.get() + j * parts, parts, trial_out_.get() + j, stream_);
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(potentials, trial_out_.get(), m * 8, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
   std::vector<std::int64_t> sample_by_mindist(const std::vector<double>& targets) override {
@@ -587,11 +744,83 @@ class CudaBackend final : public core::Backend {
   void nearest_weights(const float* c, std::int64_t m, double* out) override {
     DeviceGuard g(opt_.device_id);
     aux_distances(c, m);
-    sort_reduce(tmp_labels_.get(), static_cast<int>(m), false);
+    cluster_sums(tmp_labels_.get(), static_cast<int>(m), false);
     copy_weights_out(m, out);
   }
 
  private:
+  /// The device memory this backend may plan for: the caller's budget (set_memory_budget),
+  /// what FLASHKM_CUDA_MEMORY_BUDGET leaves, and the device's free memory less 1/32 (at most
+  /// 1 GiB) for the CUDA runtime's own allocations; the smallest of them.
+  std::int64_t device_budget(const char** source) const {
+    std::size_t free_b = 0, total_b = 0;
+    FLASHKM_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    std::int64_t b = static_cast<std::int64_t>(free_b) -
+                     std::min<std::int64_t>(static_cast<std::int64_t>(free_b / 32), std::int64_t(1) << 30);
+    *source = "the device's free memory";
+    if (budget_ > 0 && budget_ < b) {
+      b = budget_;
+      *source = "Params::max_memory / --max-memory";
+    }
+    const std::size_t env = device_budget_left();
+    if (env != static_cast<std::size_t>(-1) && static_cast<std::int64_t>(env) < b) {
+      b = static_cast<std::int64_t>(env);
+      *source = "FLASHKM_CUDA_MEMORY_BUDGET";
+    }
+    return std::max<std::int64_t>(b, 1);
+  }
+
+  /// Resident or streamed (core::plan_device_stream) for data x, from the device bytes each
+  /// mode keeps per row. Device data is never streamed (it is already there), nor batched
+  /// problems.
+  core::DeviceStreamPlan plan_for(const MatrixView& x, bool weighted) const {
+    const DType dev = x.dtype == DType::f64 ? DType::f32 : x.dtype;
+    const bool op_copy = d_ > 256 && dev == DType::f32;  // large-d fp32 may need 16-bit operand rows
+    const double dp = static_cast<double>(round_up(d_, kChunkD));
+    core::DeviceStreamInput in;
+    in.rows = n_;
+    in.x_row_bytes = std::int64_t(d_) * static_cast<std::int64_t>(dtype_size(dev));
+    // labels, distances, |x|^2 (12), weights (4), the initialisations' min distances, trial
+    // labels and distances and sampling flags (13), reduction parts (8 per 2048 rows) and
+    // feature_moments' column parts (8 D per 2048 rows).
+    in.state_row_bytes = 12.0 + (weighted ? 4.0 : 0.0) + 13.0 + 8.0 / kRowChunk + 8.0 * d_ / kRowChunk;
+    // Resident only: the per-row scratch (16: flagged lists / sort keys), the sort's
+    // alternate buffers (8), piece sums of 256-row pieces, a large-d operand copy, and float64
+    // data on the device before its conversion.
+    in.resident_row_bytes = 24.0 + (d_ + 1) * 8.0 / double(kPieceRows) + 16.0 / double(kPieceRows) +
+                            (op_copy ? 2.0 * dp : 0.0) + (x.dtype == DType::f64 ? 8.0 * d_ : 0.0);
+    // Per row of a streamed chunk: the scratch (16), the sort workspace (~8), an operand copy.
+    in.chunk_row_bytes = 24 + (op_copy ? static_cast<std::int64_t>(2 * dp) : 0);
+    in.budget = device_budget(&in.budget_source);
+    in.can_stream = x.where == Location::host && opt_.batch == 1;
+    return core::plan_device_stream(in);
+  }
+
+  /// body(chunk) for every chunk of rows, in order: the resident data as one chunk, or the
+  /// streamed plan's chunks (RowStream::pass). needs_x false: the body reads no rows.
+  template <class Body>
+  void for_rows(bool needs_x, Body&& body) {
+    if (!plan_.streamed) {
+      RowChunk ch;
+      ch.index = 0;
+      ch.r0 = 0;
+      ch.rows = n_;
+      ch.x = xv_;
+      body(static_cast<const RowChunk&>(ch));
+      return;
+    }
+    rows_->pass(xv_, needs_x, body);
+  }
+
+  /// Row i as fp32 (an error message's row): from the host data when streamed.
+  std::vector<float> host_row(std::int64_t i) {
+    std::vector<float> row(static_cast<std::size_t>(d_));
+    if (plan_.streamed) rows_->host_rows_f32(&i, 1, row.data());
+    else
+      for (int j = 0; j < d_; ++j) row[j] = host_element(i, j);
+    return row;
+  }
+
   float host_element(std::int64_t i, int j) {
     const std::size_t esz = dtype_size(xv_.dtype);
     unsigned char buf[8] = {};
@@ -634,6 +863,10 @@ class CudaBackend final : public core::Backend {
       probe.d = d_;
       if (tile_ != TileConfig::resident_128x128 && !x_streamable(probe, op_)) {
         // Streamed (large-D) tiles read x as aligned 16-bit operands: convert once.
+        if (plan_.streamed) {  // one chunk's operands, converted by assign_rows
+          xop_.reset(std::size_t(plan_.chunk_rows) * dp * 2, "a 16-bit operand copy of a chunk of rows (large d)");
+          return;
+        }
         xop_.reset(std::size_t(n_) * dp * 2, "a 16-bit operand copy of the data (large d)");
         launch_convert_rows(xv_, op_ == Operand::fp16 ? 0 : 1, dp, xop_.get(), stream_);
         FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -697,20 +930,28 @@ class CudaBackend final : public core::Backend {
 
   void ensure_scratch() {
     // The flagged list (int64 per row) and accumulate()'s sort buffers share one arena.
-    scratch_.ensure(std::size_t(n_) * 2, "per-row scratch (flagged rows / sort buffers)");
+    // Streamed: per row of a chunk (the chunk's flagged lists, then its sort keys and values).
+    const std::int64_t rows = plan_.streamed ? plan_.chunk_rows : n_;
+    scratch_.ensure(std::size_t(rows) * 2, "per-row scratch (flagged rows / sort buffers)");
   }
 
-  AssignParams params_for(const CentroidSet& cs, std::int32_t* labels, float* dist, bool certify) {
+  /// Kernel parameters over the rows of `ch` (default: all rows; labels and dist must point
+  /// at the chunk's first row). Streamed with an operand copy: the chunk's, converted by
+  /// assign_rows.
+  AssignParams params_for(const CentroidSet& cs, std::int32_t* labels, float* dist, bool certify,
+                          const RowChunk* ch = nullptr) {
     AssignParams p{};
+    const XView& xv = ch ? ch->x : xv_;
+    const std::int64_t n_per = ch ? ch->x.n_per : n_per_;
     const bool use_op_copy = cs.op != Operand::fp32 && xop_.get() != nullptr;
-    p.x = use_op_copy ? static_cast<const void*>(xop_.get()) : xv_.x;
-    p.x_dtype = use_op_copy ? (cs.op == Operand::fp16 ? DType::f16 : DType::bf16) : xv_.dtype;
-    p.x_stride = use_op_copy ? cs.dp : xv_.stride;
-    p.x_batch = n_per_ * p.x_stride;
-    p.n = n_per_;
+    p.x = use_op_copy ? static_cast<const void*>(xop_.get()) : xv.x;
+    p.x_dtype = use_op_copy ? (cs.op == Operand::fp16 ? DType::f16 : DType::bf16) : xv.dtype;
+    p.x_stride = use_op_copy ? cs.dp : xv.stride;
+    p.x_batch = n_per * p.x_stride;
+    p.n = n_per;
     p.d = d_;
     p.batch = opt_.batch;
-    p.xnorm = xnorm_.get();
+    p.xnorm = xnorm_.get() + (ch ? ch->r0 : 0);
     p.c = cs.c_op.get();
     p.cterm = cs.cterm.get();
     p.cmax = reinterpret_cast<const float*>(cs.cmax_bits.get());
@@ -777,8 +1018,10 @@ class CudaBackend final : public core::Backend {
     tmp_dist_.ensure(std::size_t(n_), "temporary distances");
     ensure_scratch();
     prepare(aux_, c, static_cast<int>(m), Operand::fp32);
-    AssignParams p = params_for(aux_, tmp_labels_.get(), tmp_dist_.get(), false);
-    launch_simt_assign(p, stream_);
+    for_rows(true, [&](const RowChunk& ch) {
+      AssignParams p = params_for(aux_, tmp_labels_.get() + ch.r0, tmp_dist_.get() + ch.r0, false, &ch);
+      launch_simt_assign(p, stream_);
+    });
   }
 
   double weighted_sum(const float* v, const float* w) {
@@ -799,7 +1042,26 @@ class CudaBackend final : public core::Backend {
   void update_sums(std::int64_t k, Metric metric) {
     FLASHKM_ASSERT(k_ > 0 && k == std::int64_t(opt_.batch) * k_, "update for other centroids than set_centroids() gave");
     FLASHKM_ASSERT(metric == metric_, "update with another metric than attach() gave");
-    sort_reduce(labels_.get(), k_, true);
+    cluster_sums(labels_.get(), k_, true);
+  }
+
+  /// sums_dev_ [B*k x d] (with_x) and cw_ [B*k] of `labels`: sort_reduce over all rows when
+  /// resident; when streamed, the sums assign() formed in its pass if they are still those of
+  /// these labels, else one pass of ChunkedClusterSums (reading rows only with_x). Asynchronous.
+  void cluster_sums(const std::int32_t* labels, int k, bool with_x) {
+    if (!plan_.streamed) return sort_reduce(labels, k, with_x);
+    if (labels == labels_.get() && sums_valid_ && k == k_) return;  // assign()'s sums (with x: they serve both)
+    sums_valid_ = false;  // cw_ (and with_x sums_dev_) are rewritten below
+    ensure_scratch();
+    sums_dev_.ensure(with_x ? std::size_t(k) * d_ : 1, "cluster sums");
+    cw_.ensure(std::size_t(k), "cluster weights");
+    csums_.begin(k, d_, with_x, plan_.chunk_rows, stream_);
+    for_rows(with_x, [&](const RowChunk& ch) {
+      csums_.add(labels + ch.r0, ch.x, ch.rows, w_ ? w_ + ch.r0 : nullptr, xnorm_.get() + ch.r0,
+                 metric_ == Metric::cosine, reinterpret_cast<std::int32_t*>(scratch_.get()), stream_);
+    });
+    csums_.finish(sums_dev_.get(), cw_.get(), stream_);
+    sums_valid_ = labels == labels_.get() && with_x && k == k_;
   }
 
   /// Stable sort of rows by (problem, label), then per-cluster sums in row order over
@@ -877,6 +1139,16 @@ class CudaBackend final : public core::Backend {
     unsigned long long n_empty;
     unsigned overflow;
   };
+  // Data larger than the device (docs/CUDA.md): the plan, the streamer, the chunked update.
+  std::int64_t budget_ = 0;             // set_memory_budget (0: the device's free memory)
+  core::DeviceStreamPlan plan_;         // resident (one chunk of all rows) or streamed
+  std::unique_ptr<RowStream> rows_;     // when plan_.streamed; xv_ then views the resident prefix
+  MatrixView x_host_{};                 // the data as attached (streamed: read from here)
+  ChunkedClusterSums csums_;
+  bool sums_valid_ = false;             // streamed: sums_dev_ / cw_ are those of labels_ (assign()'s pass)
+  DeviceBuffer<unsigned long long> chunk_counters_;  // [chunks x kChunkSlots]
+  DeviceBuffer<double> trial_parts_, trial_out_;     // streamed mindist_trial
+  std::vector<CentroidSet> trial_sets_;
   PinnedBuffer<float> h_next_;  // the host copy of next_.c32 (set_centroids compares with it)
   PinnedBuffer<double> h_cw_;
   PinnedBuffer<UpdateResults> h_misc_;
@@ -891,6 +1163,11 @@ std::unique_ptr<core::Backend> make_cuda_backend(const CudaOptions& options) {
 std::size_t device_bytes_held(const core::Backend& backend) {
   const auto* b = dynamic_cast<const CudaBackend*>(&backend);
   return b ? b->bytes_held() : 0;
+}
+
+StreamInfo stream_info(const core::Backend& backend) {
+  const auto* b = dynamic_cast<const CudaBackend*>(&backend);
+  return b ? b->stream_info() : StreamInfo{};
 }
 
 }  // namespace flashkm::cuda

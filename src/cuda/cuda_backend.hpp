@@ -25,4 +25,20 @@ std::unique_ptr<core::Backend> make_cuda_backend(const CudaOptions& options);
 /// Bytes of device memory the backend holds beyond the input data (for the benchmark).
 std::size_t device_bytes_held(const core::Backend& backend);
 
+/// How the backend holds its data (docs/CUDA.md, "Data larger than the GPU"): for tests and
+/// the benchmark.
+struct StreamInfo {
+  bool streamed = false;            ///< rows past resident_rows are copied on every pass
+  std::int64_t rows = 0;            ///< N
+  std::int64_t resident_rows = 0;   ///< the prefix kept on the device (N when resident)
+  std::int64_t chunk_rows = 0;      ///< rows per chunk of a pass
+  std::int64_t chunks = 0;          ///< chunks per pass (resident prefix included)
+  int slots = 0;                    ///< device buffers the streamed chunks rotate through
+  std::int64_t budget = 0;          ///< the device budget the plan was made for, bytes
+  bool direct = false;              ///< page-locked input: copied without staging
+  std::int64_t bytes_copied = 0;    ///< host-to-device bytes of data so far (prefix included)
+  std::int64_t passes = 0;          ///< passes over the data so far
+};
+StreamInfo stream_info(const core::Backend& backend);
+
 }  // namespace flashkm::cuda

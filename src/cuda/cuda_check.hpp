@@ -26,6 +26,9 @@ namespace flashkm::cuda {
 /// reserve() throws Error(out_of_memory) naming the bytes when the budget would be passed.
 void reserve_device_bytes(std::size_t bytes, const char* what);
 void release_device_bytes(std::size_t bytes) noexcept;
+/// Bytes the FLASHKM_CUDA_MEMORY_BUDGET leaves (SIZE_MAX when it is not set): the CUDA
+/// backend plans its device memory within it (streaming data that does not fit).
+std::size_t device_budget_left();
 
 }  // namespace flashkm::cuda
 

@@ -229,12 +229,13 @@ __global__ void __launch_bounds__(128) piece_sums_kernel(const T* x, std::int64_
                                                          const float* w, const float* xnorm, bool cosine,
                                                          bool with_x, const std::int32_t* order,
                                                          const Piece* pieces, const std::int64_t* n_pieces,
-                                                         double* part) {
+                                                         double* part, const unsigned char* resume) {
   constexpr int kGroup = 8;
   const std::int64_t p = std::int64_t(blockIdx.x) * blockDim.y + threadIdx.y;
   if (p >= *n_pieces) return;  // no block-wide barrier below
   const Piece pc = pieces[p];
   double* out = part + p * (d + 1);
+  const bool cont = resume != nullptr && resume[p] != 0;  // continue the chains stored in out
   const int c_end = with_x ? d : 0;
   // A thread whose first column chunk is past d still runs the loop once when it must sum
   // the weights (threadIdx.x == 0 always has col0 = 0).
@@ -242,6 +243,14 @@ __global__ void __launch_bounds__(128) piece_sums_kernel(const T* x, std::int64_
     const bool cols = col0 < c_end;
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     double wacc = 0;
+    if (cont) {
+      if (cols) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+          if (col0 + j < d) acc[j] = out[col0 + j];
+      }
+      if (col0 == 0 && threadIdx.x == 0) wacc = out[d];
+    }
     for (std::int64_t q0 = pc.begin; q0 < pc.end; q0 += kGroup) {
       float v[kGroup][8];
       double sc[kGroup], wv[kGroup];
@@ -397,14 +406,16 @@ __global__ void bernoulli_kernel(const float* mind, const float* w, std::int64_t
 }
 
 __global__ void gather_kernel(XView x, const float* xnorm, bool cosine, const std::int32_t* labels, const float* w,
-                              const std::int64_t* idx, std::int64_t m, float* rows, std::int32_t* lab, float* wout) {
+                              const std::int64_t* idx, std::int64_t m, float* rows, std::int32_t* lab, float* wout,
+                              bool x_compact) {
   const std::int64_t t = blockIdx.x;
   if (t >= m) return;
   const std::int64_t i = idx[t];
+  const std::int64_t xi = x_compact ? t : i;
   if (rows) {
     const double inv = cosine ? 1.0 / sqrt(double(xnorm[i])) : 1.0;
     for (int c = threadIdx.x; c < x.d; c += blockDim.x)
-      rows[t * x.d + c] = static_cast<float>(cosine ? load_x(x, i, c) * inv : load_x(x, i, c));
+      rows[t * x.d + c] = static_cast<float>(cosine ? load_x(x, xi, c) * inv : load_x(x, xi, c));
   }
   if (threadIdx.x == 0) {
     if (lab) lab[t] = labels ? labels[i] : -1;
@@ -475,6 +486,11 @@ void launch_weighted_sum(const float* v, const float* w, std::int64_t n, double*
   sum_parts<<<1, 256, 0, s>>>(part, chunks, out);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
+void launch_weighted_sum_parts(const float* v, const float* w, std::int64_t n, double* part, cudaStream_t s) {
+  if (n == 0) return;
+  weighted_sum_chunks<<<blocks_for(n, kRowChunk), 256, 0, s>>>(v, w, n, part);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
 void launch_min_into(float* mind, const float* v, std::int64_t n, cudaStream_t s) {
   min_into_kernel<<<blocks_for(n, 256), 256, 0, s>>>(mind, v, n);
   FLASHKM_CUDA_LAUNCH_CHECK();
@@ -506,7 +522,7 @@ void launch_fill_pieces(const std::int32_t* row_off, const std::int64_t* first, 
 }
 void launch_piece_sums(const XView& x, const float* w, const float* xnorm, bool cosine, bool with_x,
                        const std::int32_t* order, const Piece* pieces, const std::int64_t* n_pieces,
-                       std::int64_t max_pieces, double* part, cudaStream_t s) {
+                       std::int64_t max_pieces, double* part, cudaStream_t s, const unsigned char* resume) {
   if (max_pieces == 0) return;
   // Threads per piece: one per 8 columns (at most 128); pieces per block fill 128 threads.
   const int tpp = with_x ? std::min(128, (x.d + 7) / 8) : 1;
@@ -518,16 +534,16 @@ void launch_piece_sums(const XView& x, const float* w, const float* xnorm, bool 
   switch (x.dtype) {
     case DType::f32:
       piece_sums_kernel<float><<<grid, block, 0, s>>>(static_cast<const float*>(x.x), x.stride, x.d, vec, w, xnorm,
-                                                       cosine, with_x, order, pieces, n_pieces, part);
+                                                       cosine, with_x, order, pieces, n_pieces, part, resume);
       break;
     case DType::f16:
       piece_sums_kernel<__half><<<grid, block, 0, s>>>(static_cast<const __half*>(x.x), x.stride, x.d, vec, w, xnorm,
-                                                        cosine, with_x, order, pieces, n_pieces, part);
+                                                        cosine, with_x, order, pieces, n_pieces, part, resume);
       break;
     case DType::bf16:
       piece_sums_kernel<__nv_bfloat16><<<grid, block, 0, s>>>(static_cast<const __nv_bfloat16*>(x.x), x.stride, x.d,
                                                                vec, w, xnorm, cosine, with_x, order, pieces, n_pieces,
-                                                               part);
+                                                               part, resume);
       break;
     default: FLASHKM_FAIL(internal, "piece sums: the data must be fp32, fp16 or bf16 on the device");
   }
@@ -572,9 +588,10 @@ void launch_bernoulli(const float* mind, const float* w, std::int64_t n, double 
 }
 void launch_gather(const XView& x, const float* xnorm, bool cosine, const std::int32_t* labels, const float* w,
                    const std::int64_t* idx, std::int64_t m, float* rows, std::int32_t* lab, float* wout,
-                   cudaStream_t s) {
+                   cudaStream_t s, bool x_compact) {
   if (m == 0) return;
-  gather_kernel<<<static_cast<unsigned>(m), 128, 0, s>>>(x, xnorm, cosine, labels, w, idx, m, rows, lab, wout);
+  gather_kernel<<<static_cast<unsigned>(m), 128, 0, s>>>(x, xnorm, cosine, labels, w, idx, m, rows, lab, wout,
+                                                         x_compact);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 void launch_all_distances(const XView& x, const float* xnorm, const float* c32, int k, Metric metric, std::int64_t r0,

@@ -12,6 +12,8 @@
 namespace flashkm::cuda {
 
 inline constexpr int kRowChunk = 2048;
+/// Rows per piece of a cluster in the update (sort_reduce): short chains, many pieces.
+inline constexpr std::int64_t kPieceRows = 256;
 
 struct XView {
   const void* x;
@@ -40,6 +42,9 @@ void launch_prepare_centroids(const float* c32, int batch, int k, int d, int kp,
 
 /// part[c] = sum over chunk c of w_i * v_i (w null = 1); then out = sum of parts in order.
 void launch_weighted_sum(const float* v, const float* w, std::int64_t n, double* part, double* out, cudaStream_t s);
+/// The first half of launch_weighted_sum alone (per-chunk parts), for rows processed chunk by
+/// chunk; launch_sum_parts over all the parts then gives the same bits.
+void launch_weighted_sum_parts(const float* v, const float* w, std::int64_t n, double* part, cudaStream_t s);
 /// mind[i] = min(mind[i], v[i]).
 void launch_min_into(float* mind, const float* v, std::int64_t n, cudaStream_t s);
 void launch_fill(float* p, float value, std::int64_t n, cudaStream_t s);
@@ -65,9 +70,12 @@ void launch_fill_pieces(const std::int32_t* row_off, const std::int64_t* first, 
 /// part[p][0..d) = sum in order of scale_i * x_i over the piece's rows, part[p][d] = sum w_i.
 /// with_x false: only the weights. cosine: scale = w / |x|. Launched over max_pieces blocks;
 /// those at or past *n_pieces (device memory: the count is known only on the device) exit.
+/// resume (optional, [max_pieces]): where resume[p] != 0 the chains start from the values in
+/// part[p] instead of 0 (a piece continued from an earlier chunk of rows: the same chain,
+/// so the same bits as one launch over all its rows).
 void launch_piece_sums(const XView& x, const float* w, const float* xnorm, bool cosine, bool with_x,
                        const std::int32_t* order, const Piece* pieces, const std::int64_t* n_pieces,
-                       std::int64_t max_pieces, double* part, cudaStream_t s);
+                       std::int64_t max_pieces, double* part, cudaStream_t s, const unsigned char* resume = nullptr);
 /// sums[c][.] = sum over pieces [first[c], first[c+1]) in order.
 void launch_combine_pieces(const double* part, const std::int64_t* first, std::int64_t n_clusters, int d,
                            bool with_x, double* sums, double* weights, cudaStream_t s);
@@ -91,10 +99,12 @@ void launch_sequential_chunk_sums(const float* mind, const float* w, std::int64_
 /// flags[i] = uniform(seed, round, i) < factor * w_i * mind_i.
 void launch_bernoulli(const float* mind, const float* w, std::int64_t n, double factor, std::uint64_t seed,
                       std::uint64_t round, std::int64_t row0, unsigned char* flags, cudaStream_t s);
-/// Gather rows (fp32; cosine: normalised), labels and weights.
+/// Gather rows (fp32; cosine: normalised), labels and weights. x_compact: x holds the m
+/// requested rows in order (row t of x is row idx[t]; streamed data gathered on the host),
+/// while xnorm, labels and w are still indexed by idx.
 void launch_gather(const XView& x, const float* xnorm, bool cosine, const std::int32_t* labels, const float* w,
                    const std::int64_t* idx, std::int64_t m, float* rows, std::int32_t* lab, float* wout,
-                   cudaStream_t s);
+                   cudaStream_t s, bool x_compact = false);
 /// out[i][j] = dist(x_{r0+i}, c_j) for rows [r0, r0+rows), by the metric.
 void launch_all_distances(const XView& x, const float* xnorm, const float* c32, int k, Metric metric,
                           std::int64_t r0, std::int64_t rows, float* out, cudaStream_t s);

@@ -37,4 +37,11 @@ void reserve_device_bytes(std::size_t bytes, const char* what) {
 
 void release_device_bytes(std::size_t bytes) noexcept { g_reserved.fetch_sub(bytes); }
 
+std::size_t device_budget_left() {
+  const std::size_t budget = budget_bytes();
+  if (budget == 0) return static_cast<std::size_t>(-1);
+  const std::size_t held = g_reserved.load();
+  return held >= budget ? 0 : budget - held;
+}
+
 }  // namespace flashkm::cuda
