@@ -145,7 +145,13 @@ class CudaBackend final : public core::Backend {
     FLASHKM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   }
   ~CudaBackend() override {
-    rows_.reset();  // it waits for the streams that still use its buffers
+    if (rows_) {  // it waits for the streams that still use its buffers (on this backend's device)
+      int prev = 0;
+      const bool got = cudaGetDevice(&prev) == cudaSuccess;
+      cudaSetDevice(opt_.device_id);
+      rows_.reset();
+      if (got) cudaSetDevice(prev);
+    }
     if (stream_) cudaStreamDestroy(stream_);
   }
 
@@ -199,7 +205,6 @@ class CudaBackend final : public core::Backend {
     const std::size_t esz = dtype_size(x.dtype);
     rows_.reset();
     sums_valid_ = false;
-    x_host_ = x;
     // Data on the device as given, or copied there once (host input), f64 converted to f32;
     // host data over the device budget is streamed (plan_.streamed).
     plan_ = plan_for(x, weights != nullptr);
@@ -1143,7 +1148,6 @@ class CudaBackend final : public core::Backend {
   std::int64_t budget_ = 0;             // set_memory_budget (0: the device's free memory)
   core::DeviceStreamPlan plan_;         // resident (one chunk of all rows) or streamed
   std::unique_ptr<RowStream> rows_;     // when plan_.streamed; xv_ then views the resident prefix
-  MatrixView x_host_{};                 // the data as attached (streamed: read from here)
   ChunkedClusterSums csums_;
   bool sums_valid_ = false;             // streamed: sums_dev_ / cw_ are those of labels_ (assign()'s pass)
   DeviceBuffer<unsigned long long> chunk_counters_;  // [chunks x kChunkSlots]
