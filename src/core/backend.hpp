@@ -71,7 +71,8 @@ class Backend {
   virtual void attach(const MatrixView& x, const float* weights, Metric metric) = 0;
   /// Memory budget in bytes for what attach() takes next (0: the backend's default). The CPU
   /// backend streams a mapped data file that does not fit it (docs/ARCHITECTURE.md,
-  /// "Out of core"); backends without such a mode ignore it.
+  /// "Out of core"); the CUDA backend takes it as device bytes and streams host data that
+  /// does not fit (docs/CUDA.md, "Data larger than the GPU"); others ignore it.
   virtual void set_memory_budget(std::int64_t bytes) { (void)bytes; }
   virtual std::int64_t rows() const = 0;
   virtual std::int64_t cols() const = 0;
