@@ -486,6 +486,7 @@ class CudaBackend final : public core::Backend {
     // Complete before returning: an asynchronous failure of the sort or the sums surfaces
     // here, inside the caller's failure-agreement step, not in the reduction that follows.
     FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    sums_valid_ = false;  // the caller may overwrite them (the reduction over ranks, in place)
     out->sums = sums_dev_.get();
     out->weights = cw_.get();
     out->device = opt_.device_id;
