@@ -22,6 +22,8 @@
 #include "cuda/cuda_backend.hpp"
 #include "flashkm/error.hpp"
 #include "flashkm/kmeans.hpp"
+#include "io/matrix.hpp"
+#include "io/npy.hpp"
 
 using namespace flashkm;
 
@@ -262,6 +264,25 @@ TEST(Streamed, Fp16Float64AndStridedInput) {
   const MatrixView xs = MatrixView::of(padded.data(), kN, kD, kD + 8);
   expect_same_fit(run_fit(xs, p, streaming_budget(xs)), run_fit(MatrixView::of(data().data(), kN, kD), p, 0),
                   "strided input");
+}
+
+TEST(Streamed, MappedNpyFile) {
+  REQUIRE_GPU();
+  // What the CLI does: a memory-mapped .npy (pageable, file-backed) streamed through the
+  // pinned staging buffers.
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("flashkm_streamed_" + std::to_string(::getpid()) + ".npy")).string();
+  io::save_npy(path, data().data(), {kN, kD});
+  {
+    const io::LoadedMatrix m = io::load_matrix(path);
+    ASSERT_TRUE(m.view.mapped_file) << "load_matrix should map the .npy";
+    const std::int64_t budget = streaming_budget(m.view);
+    EXPECT_FALSE(plan_of(m.view, budget).direct);
+    Params p = base_params(InitMethod::kmeanspp, Metric::l2);
+    expect_same_fit(run_fit(m.view, p, budget), run_fit(MatrixView::of(data().data(), kN, kD), p, 0),
+                    "mapped .npy vs resident vector");
+  }
+  std::filesystem::remove(path);
 }
 
 TEST(Streamed, EmptyClusterRepairReadsStreamedRows) {
