@@ -84,6 +84,19 @@ def test_numpy_input_on_cuda_device():
 
 
 
+def test_numpy_streamed_under_device_budget_equals_resident():
+    # max_memory with device='cuda' is a device budget: 64 MB of host data under a 12 MB
+    # budget is streamed (resident prefix + chunks); the fit is bitwise the resident one.
+    X, _ = blobs(n=250_000, d=64, k=30, seed=5, spread=3.0)
+    a = flashkm.fit(X, 30, device="cuda", seed=1, max_iter=8, tol=0)
+    b = flashkm.fit(X, 30, device="cuda", seed=1, max_iter=8, tol=0, max_memory=12 << 20)
+    assert np.array_equal(a.labels, b.labels)
+    assert np.array_equal(a.model.centroids, b.model.centroids)
+    assert a.model.inertia == b.model.inertia and a.model.n_iter == b.model.n_iter
+    with pytest.raises(MemoryError, match="bytes"):
+        flashkm.fit(X, 30, device="cuda", max_memory=1 << 20)  # under the per-row state
+
+
 def test_gpu_out_of_memory_is_memory_error(tmp_path):
     # FLASHKM_CUDA_MEMORY_BUDGET caps flashkm's device memory; going over it must be a
     # MemoryError naming the bytes, after which the process works on. In a subprocess with
