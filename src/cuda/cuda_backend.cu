@@ -392,31 +392,12 @@ class CudaBackend final : public core::Backend {
   std::int64_t finish_update_from_sums(std::int64_t k, Metric metric, const float* current, float* next,
                                        double* cluster_weight, double* shift) override {
     DeviceGuard g(opt_.device_id);
-    const std::int64_t nc = std::int64_t(opt_.batch) * k_;
-    FLASHKM_ASSERT(k_ > 0 && k == nc, "finish_update_from_sums() for other centroids than set_centroids() gave");
-    FLASHKM_ASSERT(metric == metric_, "finish_update_from_sums() with another metric than attach() gave");
     (void)current;  // it is main_.c32 on the device (the contract: the centroids set_centroids() got)
-    next_valid_ = false;  // next_ and h_next_ are rewritten below
-    size_set(next_, k_, op_);
-    shift_part_.ensure(std::size_t(nc), "update shift parts");
-    FLASHKM_CUDA_CHECK(cudaMemsetAsync(counters_.get() + kEmpty, 0, sizeof(unsigned long long), stream_));
-    launch_finish_update(sums_dev_.get(), cw_.get(), main_.c32.get(), nc, d_, metric_ == Metric::cosine,
-                         next_.c32.get(), shift_part_.get(), counters_.get() + kEmpty, stream_);
-    launch_sum_parts(shift_part_.get(), nc, sums_.get() + 1, stream_);
-    build_operands(next_);
-    h_next_.ensure(std::size_t(nc) * d_, "pinned staging of the new centroids");
-    h_cw_.ensure(std::size_t(nc), "pinned staging of the cluster weights");
-    h_misc_.ensure(1, "pinned staging of the update results");
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h_next_.get(), next_.c32.get(), nc * d_ * 4, cudaMemcpyDeviceToHost, stream_));
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h_cw_.get(), cw_.get(), nc * 8, cudaMemcpyDeviceToHost, stream_));
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&h_misc_.get()->shift, sums_.get() + 1, 8, cudaMemcpyDeviceToHost, stream_));
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&h_misc_.get()->n_empty, counters_.get() + kEmpty, 8, cudaMemcpyDeviceToHost, stream_));
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&h_misc_.get()->overflow, next_.overflow.get(), 4, cudaMemcpyDeviceToHost, stream_));
-    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    const UpdateResults r = *h_misc_.get();
+    const UpdateResults r = finish_on_device(k, metric, /*centroids_to_host=*/true);
     // next_ was written, but it is only used once next_valid_ says so: returning here
     // leaves the backend as the host path expects it (main_ and the labels untouched).
     if (r.n_empty > 0) return static_cast<std::int64_t>(r.n_empty);
+    const std::int64_t nc = std::int64_t(opt_.batch) * k_;
     host_copy(next, h_next_.get(), std::size_t(nc) * d_ * sizeof(float));
     std::memcpy(cluster_weight, h_cw_.get(), std::size_t(nc) * sizeof(double));
     *shift = r.shift;
@@ -424,6 +405,34 @@ class CudaBackend final : public core::Backend {
     // set_centroids() prepares them again and reports it.
     next_valid_ = r.overflow == 0;
     return 0;
+  }
+
+  // The whole update without the K x D round trip: the new centroids (and their operands)
+  // become main_ on the device, as set_centroids() would have made them; only the weights
+  // and the shift come back. Declines (false, nothing changed) where update_centroids()
+  // has more to do: an empty cluster (host repair) or an operand overflow (set_centroids()
+  // reports it).
+  bool update_centroids_kept(std::int64_t k, Metric metric, double* cluster_weight, double* shift) override {
+    DeviceGuard g(opt_.device_id);
+    update_sums(k, metric);
+    const UpdateResults r = finish_on_device(k, metric, /*centroids_to_host=*/false);
+    if (r.n_empty > 0 || r.overflow != 0) return false;
+    const std::int64_t nc = std::int64_t(opt_.batch) * k_;
+    std::memcpy(cluster_weight, h_cw_.get(), std::size_t(nc) * sizeof(double));
+    *shift = r.shift;
+    std::swap(main_, next_);
+    next_valid_ = false;
+    k_ = main_.k;
+    ++main_gen_;
+    return true;
+  }
+
+  void copy_centroids(float* out) override {
+    DeviceGuard g(opt_.device_id);
+    FLASHKM_ASSERT(k_ > 0, "copy_centroids() before set_centroids()");
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(out, main_.c32.get(), std::size_t(opt_.batch) * k_ * d_ * 4,
+                                       cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
   void copy_labels(std::int32_t* out) override {
@@ -814,6 +823,40 @@ class CudaBackend final : public core::Backend {
     sort_reduce(labels_.get(), k_, true);
   }
 
+  struct UpdateResults {
+    double shift;
+    unsigned long long n_empty;
+    unsigned overflow;
+  };
+  /// The second half of the update on the device: next_ = the means (finish_update) with
+  /// their operands, the shift; the weights, the shift and the flags land in pinned
+  /// staging (h_cw_, h_misc_), and the new centroids in h_next_ when asked. Synchronous.
+  UpdateResults finish_on_device(std::int64_t k, Metric metric, bool centroids_to_host) {
+    const std::int64_t nc = std::int64_t(opt_.batch) * k_;
+    FLASHKM_ASSERT(k_ > 0 && k == nc, "an update for other centroids than set_centroids() gave");
+    FLASHKM_ASSERT(metric == metric_, "an update with another metric than attach() gave");
+    next_valid_ = false;  // next_ and h_next_ are rewritten below
+    size_set(next_, k_, op_);
+    shift_part_.ensure(std::size_t(nc), "update shift parts");
+    FLASHKM_CUDA_CHECK(cudaMemsetAsync(counters_.get() + kEmpty, 0, sizeof(unsigned long long), stream_));
+    launch_finish_update(sums_dev_.get(), cw_.get(), main_.c32.get(), nc, d_, metric_ == Metric::cosine,
+                         next_.c32.get(), shift_part_.get(), counters_.get() + kEmpty, stream_);
+    launch_sum_parts(shift_part_.get(), nc, sums_.get() + 1, stream_);
+    build_operands(next_);
+    h_cw_.ensure(std::size_t(nc), "pinned staging of the cluster weights");
+    h_misc_.ensure(1, "pinned staging of the update results");
+    if (centroids_to_host) {
+      h_next_.ensure(std::size_t(nc) * d_, "pinned staging of the new centroids");
+      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h_next_.get(), next_.c32.get(), nc * d_ * 4, cudaMemcpyDeviceToHost, stream_));
+    }
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h_cw_.get(), cw_.get(), nc * 8, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&h_misc_.get()->shift, sums_.get() + 1, 8, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&h_misc_.get()->n_empty, counters_.get() + kEmpty, 8, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&h_misc_.get()->overflow, next_.overflow.get(), 4, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return *h_misc_.get();
+  }
+
   /// Stable sort of rows by (problem, label), then per-cluster sums in row order over
   /// fixed pieces of piece_rows_for(n, d), combined in order: sums_dev_ [B*k x d] (with_x) and cw_
   /// [B*k] on the device. Bitwise reproducible. Asynchronous: the pieces are cut on the
@@ -885,11 +928,6 @@ class CudaBackend final : public core::Backend {
   // cas_gen_ == main_gen_ (main_gen_ counts every change of main_).
   CentroidSet cas_;
   std::uint64_t main_gen_ = 0, cas_gen_ = ~std::uint64_t(0);
-  struct UpdateResults {
-    double shift;
-    unsigned long long n_empty;
-    unsigned overflow;
-  };
   PinnedBuffer<float> h_next_;  // the host copy of next_.c32 (set_centroids compares with it)
   PinnedBuffer<double> h_cw_;
   PinnedBuffer<UpdateResults> h_misc_;
