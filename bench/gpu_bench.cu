@@ -1,5 +1,5 @@
 // flashkm side of bench/gpu_vs_flash_kmeans.py: Lloyd iterations through the CUDA backend
-// (set_centroids -> assign -> update_centroids), as core::lloyd drives them. update = host
+// (set_centroids -> assign -> update_centroids_kept), as core::lloyd drives them. update = host
 // runs the base class's host path instead (sums to the host, means there: the pre-2026-11-29
 // evening behaviour), for a same-run comparison. Wall-clock time per phase is reported.
 // Data: standard normal on the device (counter-based), fp16 or fp32; init = first K rows
@@ -93,19 +93,30 @@ int main(int argc, char** argv) {
     std::vector<double> w(static_cast<std::size_t>(kt));
     std::int64_t rechecked = 0, rechecked_fp64 = 0;  // cascade: rows flagged by tensor cores / reaching fp64
     double phase_ms[3] = {0, 0, 0};  // set_centroids, assign, update (host wall clock)
+    // As core::lloyd without a hook: the device update keeps the new centroids on the GPU
+    // (update_centroids_kept) and the host copy is fetched only when the backend declines.
+    bool host_current = true;
     auto lloyd = [&](int n_it) {
       for (int it = 0; it < n_it; ++it) {
         const double t0 = now_ms();
-        be->set_centroids(c.data(), kt);
+        if (host_current) be->set_centroids(c.data(), kt);
         const double t1 = now_ms();
         const auto st = be->assign();
         const double t2 = now_ms();
         rechecked += st.n_rechecked;
         rechecked_fp64 += st.n_rechecked_fp64;
         double shift = 0;
-        if (host_update) be->flashkm::core::Backend::update_centroids(kt, flashkm::Metric::l2, c.data(), next.data(), w.data(), &shift);
-        else be->update_centroids(kt, flashkm::Metric::l2, c.data(), next.data(), w.data(), &shift);
-        c.swap(next);
+        if (host_update) {
+          be->flashkm::core::Backend::update_centroids(kt, flashkm::Metric::l2, c.data(), next.data(), w.data(), &shift);
+          c.swap(next);
+        } else if (be->update_centroids_kept(kt, flashkm::Metric::l2, w.data(), &shift)) {
+          host_current = false;
+        } else {
+          if (!host_current) be->copy_centroids(c.data());
+          host_current = true;
+          be->update_centroids(kt, flashkm::Metric::l2, c.data(), next.data(), w.data(), &shift);
+          c.swap(next);
+        }
         const double t3 = now_ms();
         phase_ms[0] += t1 - t0;
         phase_ms[1] += t2 - t1;
@@ -114,6 +125,7 @@ int main(int argc, char** argv) {
     };
     lloyd(2);  // warm-up (module load, workspace)
     c = init;
+    host_current = true;
     rechecked = 0;
     rechecked_fp64 = 0;
     for (double& v : phase_ms) v = 0;

@@ -121,6 +121,24 @@ class Backend {
   virtual std::int64_t update_centroids(std::int64_t k, Metric metric, const float* current, float* next,
                                         double* cluster_weight, double* shift);
 
+  /// update_centroids() that keeps the new centroids in the backend instead of returning
+  /// them. On true they are the backend's current centroids, exactly as if set_centroids()
+  /// had been given update_centroids()'s `next` (same bits), cluster_weight [k] and *shift
+  /// are set, and copy_centroids() reads them. On false nothing has changed and the caller
+  /// runs update_centroids() (the default: a backend without a device; also an empty
+  /// cluster, which the host path repairs). Saves a device backend the K x D trip to the
+  /// host and back every iteration.
+  virtual bool update_centroids_kept(std::int64_t k, Metric metric, double* cluster_weight, double* shift) {
+    (void)k;
+    (void)metric;
+    (void)cluster_weight;
+    (void)shift;
+    return false;
+  }
+  /// The current centroids [k x D] (fp32, host) of a backend that holds them (after
+  /// update_centroids_kept() returned true). The default throws Error(internal).
+  virtual void copy_centroids(float* out);
+
   /// The two halves of a device-resident update, for a distributed fit that reduces the
   /// sums between them without bringing them to the host (DistributedBackend over NCCL):
   ///

@@ -85,6 +85,11 @@ std::int64_t Backend::finish_update_from_sums(std::int64_t, Metric, const float*
                "' backend, which keeps no sums on a device (device_partial_sums() returned false)");
 }
 
+void Backend::copy_centroids(float*) {
+  FLASHKM_FAIL(internal, "copy_centroids() on the '", name(),
+               "' backend, which does not keep centroids (update_centroids_kept() returned false)");
+}
+
 LloydResult lloyd(Backend& backend, std::vector<float> centroids, std::int64_t k, const Params& params,
                   double tol_abs, int run, const LloydResume* resume, const IterationHook& hook) {
   using clock = std::chrono::steady_clock;
@@ -118,14 +123,30 @@ LloydResult lloyd(Backend& backend, std::vector<float> centroids, std::int64_t k
     ++first;
   }
 
+  // A backend that keeps its updated centroids (update_centroids_kept) leaves `centroids`
+  // stale until they are needed on the host: by a hook (each iteration), by a host-path
+  // update, at the end. Without a hook the K x D centroids then stay on the device.
+  bool host_current = true;  // `centroids` holds the backend's current centroids
+  auto fetch = [&] {
+    if (!host_current) backend.copy_centroids(centroids.data());
+    host_current = true;
+  };
   for (int it = first; !done && it <= params.max_iter; ++it) {
     const auto t0 = clock::now();
-    if (hook) before = centroids;
-    backend.set_centroids(centroids.data(), k);
+    if (hook) {
+      fetch();
+      before = centroids;
+    }
+    if (host_current) backend.set_centroids(centroids.data(), k);
     const AssignStats st = backend.assign();
     double shift = 0;
-    backend.update_centroids(k, params.metric, centroids.data(), next.data(), weight.data(), &shift);
-    centroids.swap(next);
+    if (!hook && backend.update_centroids_kept(k, params.metric, weight.data(), &shift)) {
+      host_current = false;
+    } else {
+      fetch();
+      backend.update_centroids(k, params.metric, centroids.data(), next.data(), weight.data(), &shift);
+      centroids.swap(next);
+    }
 
     IterationInfo info;
     info.iteration = it;
@@ -147,7 +168,8 @@ LloydResult lloyd(Backend& backend, std::vector<float> centroids, std::int64_t k
 
   // Final labels and inertia against the final centroids. When the labels were stable the
   // centroids are the means of those labels, so one more assignment would change nothing.
-  backend.set_centroids(centroids.data(), k);
+  if (host_current) backend.set_centroids(centroids.data(), k);
+  else fetch();  // the backend holds them already
   if (!labels_stable) backend.assign_labels();
   out.inertia = backend.exact_inertia();
   out.cluster_weight.resize(static_cast<std::size_t>(k));

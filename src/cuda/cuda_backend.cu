@@ -75,6 +75,20 @@ enum : int { kFlagged = 0, kChanged = 1, kEmpty = 2, kFlagged2 = 3, kChanged2 = 
 // Streamed assign: each chunk's counters, then its level-1 flagged count (pcounts), per chunk.
 constexpr std::int64_t kChunkSlots = kNumCounters + 1;
 
+/// Rows per piece of a cluster (sort_reduce): each piece is one in-order chain per column,
+/// so shorter pieces mean more chains side by side. The piece sums take
+/// (n / rows + clusters) x (d + 1) doubles; rows is the smallest power of two >= 64 that
+/// keeps the first term within 32 MiB. Measured on the H200 (2026-11-29, ncu): at N=1M
+/// D=128 fp16 the 256-row pieces gave 5k pieces, 2.3 warps per scheduler and 323 us
+/// (0.87 TB/s: latency-bound); 64-row pieces give 4x the chains. A function of the shape
+/// only, so the sums stay bitwise reproducible.
+std::int64_t piece_rows_for(std::int64_t n, int d) {
+  constexpr double kPieceBytes = 32.0 * 1024 * 1024;
+  std::int64_t rows = 64;
+  while (rows < 4096 && double(n) / double(rows) * double(d + 1) * 8.0 > kPieceBytes) rows *= 2;
+  return rows;
+}
+
 std::int64_t round_up(std::int64_t v, std::int64_t m) { return (v + m - 1) / m * m; }
 
 /// part(begin, end) over [0, bytes), split across up to 8 host threads when large. One core
@@ -390,7 +404,7 @@ class CudaBackend final : public core::Backend {
       if (fuse) {
         sums_dev_.ensure(std::size_t(k_) * d_, "cluster sums");
         cw_.ensure(std::size_t(k_), "cluster weights");
-        csums_.begin(k_, d_, true, plan_.chunk_rows, stream_);
+        csums_.begin(k_, d_, true, piece_rows_for(n_, d_), plan_.chunk_rows, stream_);
       }
       for_rows(true, [&](const RowChunk& ch) {
         unsigned long long* c = chunk_counters_.get() + ch.index * kChunkSlots;
@@ -497,31 +511,12 @@ class CudaBackend final : public core::Backend {
   std::int64_t finish_update_from_sums(std::int64_t k, Metric metric, const float* current, float* next,
                                        double* cluster_weight, double* shift) override {
     DeviceGuard g(opt_.device_id);
-    const std::int64_t nc = std::int64_t(opt_.batch) * k_;
-    FLASHKM_ASSERT(k_ > 0 && k == nc, "finish_update_from_sums() for other centroids than set_centroids() gave");
-    FLASHKM_ASSERT(metric == metric_, "finish_update_from_sums() with another metric than attach() gave");
     (void)current;  // it is main_.c32 on the device (the contract: the centroids set_centroids() got)
-    next_valid_ = false;  // next_ and h_next_ are rewritten below
-    size_set(next_, k_, op_);
-    shift_part_.ensure(std::size_t(nc), "update shift parts");
-    FLASHKM_CUDA_CHECK(cudaMemsetAsync(counters_.get() + kEmpty, 0, sizeof(unsigned long long), stream_));
-    launch_finish_update(sums_dev_.get(), cw_.get(), main_.c32.get(), nc, d_, metric_ == Metric::cosine,
-                         next_.c32.get(), shift_part_.get(), counters_.get() + kEmpty, stream_);
-    launch_sum_parts(shift_part_.get(), nc, sums_.get() + 1, stream_);
-    build_operands(next_);
-    h_next_.ensure(std::size_t(nc) * d_, "pinned staging of the new centroids");
-    h_cw_.ensure(std::size_t(nc), "pinned staging of the cluster weights");
-    h_misc_.ensure(1, "pinned staging of the update results");
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h_next_.get(), next_.c32.get(), nc * d_ * 4, cudaMemcpyDeviceToHost, stream_));
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h_cw_.get(), cw_.get(), nc * 8, cudaMemcpyDeviceToHost, stream_));
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&h_misc_.get()->shift, sums_.get() + 1, 8, cudaMemcpyDeviceToHost, stream_));
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&h_misc_.get()->n_empty, counters_.get() + kEmpty, 8, cudaMemcpyDeviceToHost, stream_));
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&h_misc_.get()->overflow, next_.overflow.get(), 4, cudaMemcpyDeviceToHost, stream_));
-    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    const UpdateResults r = *h_misc_.get();
+    const UpdateResults r = finish_on_device(k, metric, /*centroids_to_host=*/true);
     // next_ was written, but it is only used once next_valid_ says so: returning here
     // leaves the backend as the host path expects it (main_ and the labels untouched).
     if (r.n_empty > 0) return static_cast<std::int64_t>(r.n_empty);
+    const std::int64_t nc = std::int64_t(opt_.batch) * k_;
     host_copy(next, h_next_.get(), std::size_t(nc) * d_ * sizeof(float));
     std::memcpy(cluster_weight, h_cw_.get(), std::size_t(nc) * sizeof(double));
     *shift = r.shift;
@@ -529,6 +524,34 @@ class CudaBackend final : public core::Backend {
     // set_centroids() prepares them again and reports it.
     next_valid_ = r.overflow == 0;
     return 0;
+  }
+
+  // The whole update without the K x D round trip: the new centroids (and their operands)
+  // become main_ on the device, as set_centroids() would have made them; only the weights
+  // and the shift come back. Declines (false, nothing changed) where update_centroids()
+  // has more to do: an empty cluster (host repair) or an operand overflow (set_centroids()
+  // reports it).
+  bool update_centroids_kept(std::int64_t k, Metric metric, double* cluster_weight, double* shift) override {
+    DeviceGuard g(opt_.device_id);
+    update_sums(k, metric);
+    const UpdateResults r = finish_on_device(k, metric, /*centroids_to_host=*/false);
+    if (r.n_empty > 0 || r.overflow != 0) return false;
+    const std::int64_t nc = std::int64_t(opt_.batch) * k_;
+    std::memcpy(cluster_weight, h_cw_.get(), std::size_t(nc) * sizeof(double));
+    *shift = r.shift;
+    std::swap(main_, next_);
+    next_valid_ = false;
+    k_ = main_.k;
+    ++main_gen_;
+    return true;
+  }
+
+  void copy_centroids(float* out) override {
+    DeviceGuard g(opt_.device_id);
+    FLASHKM_ASSERT(k_ > 0, "copy_centroids() before set_centroids()");
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(out, main_.c32.get(), std::size_t(opt_.batch) * k_ * d_ * 4,
+                                       cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
   void copy_labels(std::int32_t* out) override {
@@ -793,7 +816,8 @@ class CudaBackend final : public core::Backend {
     // Resident only: the per-row scratch (16: flagged lists / sort keys), the sort's
     // alternate buffers (8), piece sums of 256-row pieces, a large-d operand copy, and float64
     // data on the device before its conversion.
-    in.resident_row_bytes = 24.0 + (d_ + 1) * 8.0 / double(kPieceRows) + 16.0 / double(kPieceRows) +
+    const double piece_rows = static_cast<double>(piece_rows_for(n_, d_));
+    in.resident_row_bytes = 24.0 + (d_ + 1) * 8.0 / piece_rows + 16.0 / piece_rows +
                             (op_copy ? 2.0 * dp : 0.0) + (x.dtype == DType::f64 ? 8.0 * d_ : 0.0);
     // Per row of a streamed chunk: the scratch (16), the sort workspace (~8), an operand copy.
     in.chunk_row_bytes = 24 + (op_copy ? static_cast<std::int64_t>(2 * dp) : 0);
@@ -1061,7 +1085,7 @@ class CudaBackend final : public core::Backend {
     ensure_scratch();
     sums_dev_.ensure(with_x ? std::size_t(k) * d_ : 1, "cluster sums");
     cw_.ensure(std::size_t(k), "cluster weights");
-    csums_.begin(k, d_, with_x, plan_.chunk_rows, stream_);
+    csums_.begin(k, d_, with_x, piece_rows_for(n_, d_), plan_.chunk_rows, stream_);
     for_rows(with_x, [&](const RowChunk& ch) {
       csums_.add(labels + ch.r0, ch.x, ch.rows, w_ ? w_ + ch.r0 : nullptr, xnorm_.get() + ch.r0,
                  metric_ == Metric::cosine, reinterpret_cast<std::int32_t*>(scratch_.get()), stream_);
@@ -1070,8 +1094,42 @@ class CudaBackend final : public core::Backend {
     sums_valid_ = labels == labels_.get() && with_x && k == k_;
   }
 
+  struct UpdateResults {
+    double shift;
+    unsigned long long n_empty;
+    unsigned overflow;
+  };
+  /// The second half of the update on the device: next_ = the means (finish_update) with
+  /// their operands, the shift; the weights, the shift and the flags land in pinned
+  /// staging (h_cw_, h_misc_), and the new centroids in h_next_ when asked. Synchronous.
+  UpdateResults finish_on_device(std::int64_t k, Metric metric, bool centroids_to_host) {
+    const std::int64_t nc = std::int64_t(opt_.batch) * k_;
+    FLASHKM_ASSERT(k_ > 0 && k == nc, "an update for other centroids than set_centroids() gave");
+    FLASHKM_ASSERT(metric == metric_, "an update with another metric than attach() gave");
+    next_valid_ = false;  // next_ and h_next_ are rewritten below
+    size_set(next_, k_, op_);
+    shift_part_.ensure(std::size_t(nc), "update shift parts");
+    FLASHKM_CUDA_CHECK(cudaMemsetAsync(counters_.get() + kEmpty, 0, sizeof(unsigned long long), stream_));
+    launch_finish_update(sums_dev_.get(), cw_.get(), main_.c32.get(), nc, d_, metric_ == Metric::cosine,
+                         next_.c32.get(), shift_part_.get(), counters_.get() + kEmpty, stream_);
+    launch_sum_parts(shift_part_.get(), nc, sums_.get() + 1, stream_);
+    build_operands(next_);
+    h_cw_.ensure(std::size_t(nc), "pinned staging of the cluster weights");
+    h_misc_.ensure(1, "pinned staging of the update results");
+    if (centroids_to_host) {
+      h_next_.ensure(std::size_t(nc) * d_, "pinned staging of the new centroids");
+      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h_next_.get(), next_.c32.get(), nc * d_ * 4, cudaMemcpyDeviceToHost, stream_));
+    }
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h_cw_.get(), cw_.get(), nc * 8, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&h_misc_.get()->shift, sums_.get() + 1, 8, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&h_misc_.get()->n_empty, counters_.get() + kEmpty, 8, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&h_misc_.get()->overflow, next_.overflow.get(), 4, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return *h_misc_.get();
+  }
+
   /// Stable sort of rows by (problem, label), then per-cluster sums in row order over
-  /// fixed pieces of kPieceRows, combined in order: sums_dev_ [B*k x d] (with_x) and cw_
+  /// fixed pieces of piece_rows_for(n, d), combined in order: sums_dev_ [B*k x d] (with_x) and cw_
   /// [B*k] on the device. Bitwise reproducible. Asynchronous: the pieces are cut on the
   /// device from the cluster counts (scans), so nothing waits for the host.
   void sort_reduce(const std::int32_t* labels, int k, bool with_x) {
@@ -1096,16 +1154,17 @@ class CudaBackend final : public core::Backend {
     FLASHKM_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(cub_temp_.get(), t_sort, dk, dv, static_cast<int>(n_), 0, bits, stream_));
     // Cluster extents from the sorted keys (no histogram atomics), then pieces per cluster.
     launch_cluster_offsets(dk.Current(), n_, nc, row_off_.get(), stream_);
-    launch_piece_counts(row_off_.get(), nc, static_cast<int>(kPieceRows), npieces_.get(), stream_);
+    const std::int64_t piece_rows = piece_rows_for(n_, d_);
+    launch_piece_counts(row_off_.get(), nc, static_cast<int>(piece_rows), npieces_.get(), stream_);
     FLASHKM_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(cub_temp_.get(), t_scan, npieces_.get(), first_.get(), nc + 1, stream_));
     FLASHKM_CUDA_LAUNCH_CHECK();
     // ceil(c / R) <= c / R + 1 per cluster: at most n / R + nc pieces in all.
-    const std::int64_t max_pieces = n_ / kPieceRows + nc;
+    const std::int64_t max_pieces = n_ / piece_rows + nc;
     pieces_.ensure(std::size_t(max_pieces), "update pieces");
     psums_.ensure(std::size_t(max_pieces) * (d_ + 1), "update piece sums");
     sums_dev_.ensure(with_x ? std::size_t(nc) * d_ : 1, "cluster sums");
     cw_.ensure(std::size_t(nc), "cluster weights");
-    launch_fill_pieces(row_off_.get(), first_.get(), nc, static_cast<int>(kPieceRows), pieces_.get(), stream_);
+    launch_fill_pieces(row_off_.get(), first_.get(), nc, static_cast<int>(piece_rows), pieces_.get(), stream_);
     launch_piece_sums(xv_, w_, xnorm_.get(), metric_ == Metric::cosine, with_x, dv.Current(), pieces_.get(),
                       first_.get() + nc, max_pieces, psums_.get(), stream_);
     launch_combine_pieces(psums_.get(), first_.get(), nc, d_, with_x, sums_dev_.get(), cw_.get(), stream_);
@@ -1140,11 +1199,6 @@ class CudaBackend final : public core::Backend {
   // cas_gen_ == main_gen_ (main_gen_ counts every change of main_).
   CentroidSet cas_;
   std::uint64_t main_gen_ = 0, cas_gen_ = ~std::uint64_t(0);
-  struct UpdateResults {
-    double shift;
-    unsigned long long n_empty;
-    unsigned overflow;
-  };
   // Data larger than the device (docs/CUDA.md): the plan, the streamer, the chunked update.
   std::int64_t budget_ = 0;             // set_memory_budget (0: the device's free memory)
   core::DeviceStreamPlan plan_;         // resident (one chunk of all rows) or streamed

@@ -12,8 +12,6 @@
 namespace flashkm::cuda {
 
 inline constexpr int kRowChunk = 2048;
-/// Rows per piece of a cluster in the update (sort_reduce): short chains, many pieces.
-inline constexpr std::int64_t kPieceRows = 256;
 
 struct XView {
   const void* x;

@@ -18,8 +18,7 @@
 namespace flashkm::cuda {
 namespace {
 
-static_assert(core::kStreamRowGranule % kRowChunk == 0 && kRowChunk % kPieceRows == 0,
-              "chunk boundaries must fall on reduction chunks and update pieces");
+static_assert(core::kStreamRowGranule % kRowChunk == 0, "chunk boundaries must fall on reduction chunks");
 
 unsigned blocks_for(std::int64_t n, int per) {
   const std::int64_t b = (n + per - 1) / per;
@@ -279,13 +278,16 @@ void RowStream::release(const core::DeviceStreamPlan::Chunk& c) {
 }
 
 // ---- ChunkedClusterSums -----------------------------------------------------------------------
-void ChunkedClusterSums::begin(std::int64_t nc, int d, bool with_x, std::int64_t max_rows, cudaStream_t s) {
+void ChunkedClusterSums::begin(std::int64_t nc, int d, bool with_x, std::int64_t piece_rows, std::int64_t max_rows,
+                               cudaStream_t s) {
+  FLASHKM_ASSERT(piece_rows >= 1 && piece_rows < (std::int64_t(1) << 30), "piece rows");
   nc_ = nc;
+  R_ = piece_rows;
   d_ = with_x ? d : 0;
   d1_ = d_ + 1;
   with_x_ = with_x;
   // Segments of a chunk: cluster c's cnt rows span at most (cnt - 1) / R + 2 pieces.
-  cap_ = max_rows / kPieceRows + 2 * std::min(nc, max_rows) + 1;
+  cap_ = max_rows / R_ + 2 * std::min(nc, max_rows) + 1;
   total_.ensure(std::size_t(nc * d1_), "chunked update totals");
   open_.ensure(std::size_t(nc * d1_), "chunked update open pieces");
   base_.ensure(std::size_t(nc), "chunked update cluster counts");
@@ -303,7 +305,7 @@ void ChunkedClusterSums::begin(std::int64_t nc, int d, bool with_x, std::int64_t
 void ChunkedClusterSums::add(const std::int32_t* labels, const XView& x, std::int64_t rows, const float* w,
                              const float* xnorm, bool cosine, std::int32_t* scratch, cudaStream_t s) {
   if (rows == 0) return;
-  FLASHKM_ASSERT(rows / kPieceRows + 2 * std::min(nc_, rows) + 1 <= cap_,
+  FLASHKM_ASSERT(rows / R_ + 2 * std::min(nc_, rows) + 1 <= cap_,
                  "chunk larger than ChunkedClusterSums::begin was told");
   std::int32_t* keys = scratch;
   std::int32_t* vals = scratch + rows;
@@ -319,7 +321,7 @@ void ChunkedClusterSums::add(const std::int32_t* labels, const XView& x, std::in
   cub_temp_.ensure(std::max(t_sort, t_scan), "chunk sort / scan workspace");
   FLASHKM_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(cub_temp_.get(), t_sort, dk, dv, static_cast<int>(rows), 0, bits, s));
   launch_cluster_offsets(dk.Current(), rows, nc_, row_off_.get(), s);
-  constexpr int R = static_cast<int>(kPieceRows);
+  const int R = static_cast<int>(R_);
   seg_counts_kernel<<<blocks_for(nc_ + 1, 256), 256, 0, s>>>(row_off_.get(), base_.get(), nc_, R, nseg_.get());
   FLASHKM_CUDA_LAUNCH_CHECK();
   FLASHKM_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(cub_temp_.get(), t_scan, nseg_.get(), seg_first_.get(), nc_ + 1, s));
@@ -341,7 +343,7 @@ void ChunkedClusterSums::add(const std::int32_t* labels, const XView& x, std::in
 
 void ChunkedClusterSums::finish(double* sums, double* weights, cudaStream_t s) {
   finish_sums_kernel<<<static_cast<unsigned>(nc_), 128, 0, s>>>(total_.get(), open_.get(), base_.get(),
-                                                                 static_cast<int>(kPieceRows), d1_, with_x_, sums,
+                                                                 static_cast<int>(R_), d1_, with_x_, sums,
                                                                  weights);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }

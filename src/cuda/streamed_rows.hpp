@@ -12,8 +12,8 @@
 // resident path's device conversion gives), goes through a ring of two pinned staging
 // buffers that host threads fill while the device copies the previous one.
 //
-// ChunkedClusterSums forms what the resident update (sort by label, pieces of kPieceRows
-// consecutive rows of a cluster, each summed in row order, pieces added in order) forms,
+// ChunkedClusterSums forms what the resident update (sort by label, pieces of R consecutive
+// rows of a cluster, each summed in row order, pieces added in order) forms,
 // one chunk at a time: a piece cut by a chunk boundary continues its chains in the next
 // chunk (launch_piece_sums' resume), completed pieces are added in order into per-cluster
 // totals, and the open piece of each cluster is added last. Every fp64 addition happens in
@@ -109,9 +109,10 @@ class RowStream {
 /// The resident update's per-cluster sums, formed chunk by chunk (see the file comment).
 class ChunkedClusterSums {
  public:
-  /// Start the sums of nc clusters over rows of d features (with_x false: weights only),
-  /// chunks of at most max_rows rows. Asynchronous on s.
-  void begin(std::int64_t nc, int d, bool with_x, std::int64_t max_rows, cudaStream_t s);
+  /// Start the sums of nc clusters over rows of d features (with_x false: weights only) in
+  /// pieces of piece_rows rows of a cluster (the resident update's piece_rows_for(N, d): the
+  /// same pieces, so the same bits), chunks of at most max_rows rows. Asynchronous on s.
+  void begin(std::int64_t nc, int d, bool with_x, std::int64_t piece_rows, std::int64_t max_rows, cudaStream_t s);
   /// Add the next chunk's rows (all chunks in row order): labels [rows] in [0, nc), x the
   /// chunk's rows (ignored when !with_x), w and xnorm offset to the chunk (w may be null).
   /// scratch: at least 4 * rows int32 of device memory the chunk may overwrite.
@@ -125,7 +126,7 @@ class ChunkedClusterSums {
   }
 
  private:
-  std::int64_t nc_ = 0, cap_ = 0;
+  std::int64_t nc_ = 0, cap_ = 0, R_ = 1;
   int d_ = 0, d1_ = 1;  // layout width: d + 1 with x, 1 for weights only
   bool with_x_ = true;
   DeviceBuffer<double> total_, open_, psums_;

@@ -20,6 +20,7 @@
 #include "core/distributed_backend.hpp"
 #include "core/lloyd.hpp"
 #include "flashkm/error.hpp"
+#include "support/forwarding_backend.hpp"
 #include "support/reference.hpp"
 
 namespace flashkm {
@@ -34,39 +35,14 @@ struct Counters {
 /// The CPU backend, plus device_partial_sums / finish_update_from_sums over host vectors
 /// that stand for device buffers. finish_update_from_sums is the host path's arithmetic, so
 /// results must equal the host path bitwise (l2 and cosine alike).
-class FakeDeviceBackend final : public core::Backend {
+class FakeDeviceBackend final : public test::ForwardingBackend {
  public:
   FakeDeviceBackend(Counters& c, bool supported, bool fail_sums)
-      : in_(core::make_cpu_backend(1)), c_(c), supported_(supported), fail_sums_(fail_sums) {}
+      : ForwardingBackend(core::make_cpu_backend(1)), c_(c), supported_(supported), fail_sums_(fail_sums) {}
 
   const char* name() const override { return "fake-device"; }
-  void attach(const MatrixView& x, const float* w, Metric m) override { in_->attach(x, w, m), metric_ = m; }
-  void set_global_row_offset(std::int64_t o) override { Backend::set_global_row_offset(o), in_->set_global_row_offset(o); }
-  std::int64_t rows() const override { return in_->rows(); }
-  std::int64_t cols() const override { return in_->cols(); }
-  core::FeatureMoments feature_moments() override { return in_->feature_moments(); }
-  void set_centroids(const float* c, std::int64_t k) override { in_->set_centroids(c, k), k_ = k; }
-  core::AssignStats assign() override { return in_->assign(); }
-  void accumulate(double* s, double* w) override { in_->accumulate(s, w); }
-  void copy_labels(std::int32_t* out) override { in_->copy_labels(out); }
-  void copy_distances(float* out) override { in_->copy_distances(out); }
-  std::vector<std::int64_t> farthest_rows(std::int64_t m) override { return in_->farthest_rows(m); }
-  void gather_rows(const std::int64_t* idx, std::int64_t m, float* r, std::int32_t* l, float* w) override {
-    in_->gather_rows(idx, m, r, l, w);
-  }
-  double exact_inertia() override { return in_->exact_inertia(); }
-  void cluster_weights(double* out) override { in_->cluster_weights(out); }
-  void copy_weights(float* out) override { in_->copy_weights(out); }
-  void all_distances(float* out) override { in_->all_distances(out); }
-  double mindist_fill(float v) override { return in_->mindist_fill(v); }
-  double mindist_update(const float* c, std::int64_t m) override { return in_->mindist_update(c, m); }
-  void mindist_trial(const float* c, std::int64_t m, double* p) override { in_->mindist_trial(c, m, p); }
-  double mindist_commit(std::int64_t j, const float* c) override { return in_->mindist_commit(j, c); }
-  std::vector<std::int64_t> sample_by_mindist(const std::vector<double>& t) override { return in_->sample_by_mindist(t); }
-  std::vector<std::int64_t> sample_bernoulli(double f, std::uint64_t s, std::uint64_t r) override {
-    return in_->sample_bernoulli(f, s, r);
-  }
-  void nearest_weights(const float* c, std::int64_t m, double* out) override { in_->nearest_weights(c, m, out); }
+  void attach(const MatrixView& x, const float* w, Metric m) override { inner().attach(x, w, m), metric_ = m; }
+  void set_centroids(const float* c, std::int64_t k) override { inner().set_centroids(c, k), k_ = k; }
 
   bool device_partial_sums(std::int64_t k, core::DeviceSums* out) override {
     if (!supported_) return false;
@@ -74,7 +50,7 @@ class FakeDeviceBackend final : public core::Backend {
     ++c_.partial_sums;
     sums_.assign(static_cast<std::size_t>(k * cols()), -1.0);  // overwritten by accumulate
     weight_.assign(static_cast<std::size_t>(k), -1.0);
-    in_->accumulate(sums_.data(), weight_.data());
+    inner().accumulate(sums_.data(), weight_.data());
     *out = {sums_.data(), weight_.data(), kFakeDevice, nullptr};
     return true;
   }
@@ -104,7 +80,6 @@ class FakeDeviceBackend final : public core::Backend {
   }
 
  private:
-  std::unique_ptr<core::Backend> in_;
   Counters& c_;
   bool supported_, fail_sums_;
   Metric metric_ = Metric::l2;

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "flashkm/flashkm.hpp"
+#include "support/io_fixtures.hpp"
 #include "support/reference.hpp"
 
 namespace flashkm {
@@ -69,6 +70,36 @@ TEST_F(FitCuda, DefaultFitIsDeterministic) {
     p.init = how;
     const Model m = fit(MatrixView::of(x.data(), n, d), p);
     EXPECT_TRUE(std::isfinite(m.inertia)) << to_string(how);
+  }
+}
+
+// Without a hook the driver lets the CUDA backend keep its updated centroids on the device
+// (update_centroids_kept); a checkpoint installs a hook, which takes the centroids to the
+// host every iteration (update_centroids, then set_centroids). Same bits either way.
+TEST_F(FitCuda, CentroidsKeptOnTheDeviceEqualTheHostRoundTrip) {
+  const std::int64_t n = 40003, d = 40, k = 50;
+  const auto x = testing::uniform(n, d, 44);  // many iterations with changing labels
+  for (Precision prec : {Precision::fp16, Precision::fp32}) {
+    SCOPED_TRACE(to_string(prec));
+    test::TempDir dir;
+    Params p;
+    p.n_clusters = k;
+    p.seed = 3;
+    p.max_iter = 15;
+    p.tol = 0;
+    p.device = Device::cuda;
+    p.precision = prec;
+    std::vector<std::int32_t> la(static_cast<std::size_t>(n)), lb(static_cast<std::size_t>(n));
+    FitArgs args;
+    args.labels = la.data();
+    const Model kept = fit(MatrixView::of(x.data(), n, d), p, args);
+    p.checkpoint_path = dir.file("ck.fkc");
+    args.labels = lb.data();
+    const Model host = fit(MatrixView::of(x.data(), n, d), p, args);
+    EXPECT_EQ(kept.n_iter, host.n_iter);
+    EXPECT_EQ(kept.centroids, host.centroids);
+    EXPECT_EQ(kept.inertia, host.inertia);
+    EXPECT_EQ(la, lb);
   }
 }
 

@@ -218,6 +218,61 @@ TEST(OutOfCore, MappedFileOverBudgetStreamsWithTheSameResults) {
   }
 }
 
+// An interrupted out-of-core fit resumes from its checkpoint (issue 6, faults): a mapped file
+// over the budget, stopped after iteration 3, resumed, gives the uninterrupted streamed fit.
+// (l2: the resumed run starts with fresh Hamerly bounds, so the per-iteration inertia after
+// the resume point may differ in its last bits; docs/ARCHITECTURE.md. The rest is bitwise.)
+TEST(OutOfCore, InterruptedStreamedFitResumesFromItsCheckpoint) {
+  const std::int64_t n = 150000, d = 32;
+  const auto x = testing::uniform(n, d, 21);  // labels keep changing: all 8 iterations run
+  test::TempDir dir;
+  const std::string path = dir.file("x.npy");
+  {
+    std::ostringstream dict;
+    dict << "{'descr': '<f4', 'fortran_order': False, 'shape': (" << n << ", " << d << "), }";
+    test::write_bytes(path, test::make_npy(dict.str(), x.data(), x.size() * 4));
+  }
+  for (const Metric metric : {Metric::l2, Metric::cosine}) {
+    SCOPED_TRACE(to_string(metric));
+    Params p = params(metric);
+    p.tol = 0;
+    p.max_memory = n * 24 + (std::int64_t{7} << 20);  // 7 MiB of windows for a 19.2 MB file: streamed
+    const io::LoadedMatrix m = io::load_npy(path);
+    ASSERT_TRUE(m.view.mapped_file);
+    const Result straight = fit_and_predict(m.view, p);
+    ASSERT_GE(straight.model.n_iter, 5);
+    p.checkpoint_path = dir.file(std::string("fit_") + to_string(metric) + ".ckpt");
+    Params stop = p;
+    stop.progress = [](int, const IterationInfo& info) { return info.iteration < 3; };
+    try {
+      fit_and_predict(m.view, stop);
+      FAIL() << "expected an interruption after iteration 3";
+    } catch (const Error& e) {
+      ASSERT_EQ(e.kind(), ErrorKind::interrupted) << e.what();
+    }
+    ASSERT_TRUE(test::file_exists(p.checkpoint_path));
+    p.resume = true;
+    int first_reported = 0;
+    p.progress = [&](int, const IterationInfo& info) {
+      if (first_reported == 0) first_reported = info.iteration;
+      return true;
+    };
+    const Result resumed = fit_and_predict(m.view, p);
+    EXPECT_EQ(first_reported, 4) << "resumed after the last completed iteration, not from the start";
+    EXPECT_EQ(std::memcmp(resumed.model.centroids.data(), straight.model.centroids.data(),
+                          straight.model.centroids.size() * 4), 0);
+    EXPECT_EQ(std::memcmp(&resumed.model.inertia, &straight.model.inertia, 8), 0);
+    EXPECT_EQ(resumed.model.n_iter, straight.model.n_iter);
+    EXPECT_EQ(resumed.labels, straight.labels);
+    EXPECT_EQ(resumed.predicted, straight.predicted);
+    ASSERT_EQ(resumed.model.history.size(), straight.model.history.size());
+    for (std::size_t i = 0; i < straight.model.history.size(); ++i) {
+      EXPECT_EQ(resumed.model.history[i].shift, straight.model.history[i].shift) << i;
+      if (metric != Metric::l2) EXPECT_EQ(resumed.model.history[i].inertia, straight.model.history[i].inertia) << i;
+    }
+  }
+}
+
 TEST(OutOfCore, BudgetBelowThePerRowStateIsAnError) {
   const std::int64_t n = 50000, d = 4;
   const auto x = testing::uniform(n, d, 1);

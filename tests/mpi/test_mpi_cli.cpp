@@ -1,11 +1,21 @@
-// `mpirun -np P flashkm fit`: the distributed CLI fit equals the single-process fit, and a
-// failing rank ends every rank with one error line and no output. Built only with MPI; the
+// `mpirun -np P flashkm fit`: the distributed CLI fit equals the single-process fit, a
+// failing rank ends every rank with one error line and no output, and a stopped rank ends the
+// job after the collective time limit. Built only with MPI; the
 // paths of the flashkm binary and of the launcher are compiled in (tests/CMakeLists.txt).
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
+#include <chrono>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <thread>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -134,6 +144,103 @@ TEST_F(MpiCli, MoreRanksThanRowsIsAClearError) {
   const RunResult r = run(3, "fit " + q("tiny.npy") + " -k 1 --threads 1");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("has 0 rows; every rank needs at least one row"), std::string::npos) << r.err;
+}
+
+/// The processes running `exe` whose command line mentions `marker`, with their CPU time in
+/// clock ticks (user + system, /proc/PID/stat fields 14 and 15).
+std::vector<std::pair<pid_t, long>> processes_of(const std::string& exe, const std::string& marker) {
+  namespace fs = std::filesystem;
+  std::vector<std::pair<pid_t, long>> out;
+  std::error_code ec;
+  const fs::path want = fs::weakly_canonical(exe, ec);
+  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
+    std::error_code e2;
+    if (fs::read_symlink(entry.path() / "exe", e2) != want || e2) continue;
+    std::ifstream cmd(entry.path() / "cmdline", std::ios::binary);
+    const std::string line((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
+    if (line.find(marker) == std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    const std::size_t close = text.rfind(')');  // the name field may hold spaces
+    if (close == std::string::npos) continue;
+    std::istringstream rest(text.substr(close + 2));
+    std::string field;
+    long utime = 0, stime = 0;
+    for (int f = 3; f <= 15 && rest >> field; ++f) {
+      if (f == 14) utime = std::stol(field);
+      if (f == 15) stime = std::stol(field);
+    }
+    out.emplace_back(static_cast<pid_t>(std::stol(name)), utime + stime);
+  }
+  return out;
+}
+
+// A rank that stops calling collectives (here: SIGSTOP, as a hung node would) must not hang
+// the job: the other rank's collective times out after FLASHKM_COLLECTIVE_TIMEOUT_S, it
+// prints one error line naming the limit and the whole job ends with a non-zero status.
+TEST_F(MpiCli, AStoppedRankEndsTheJobAfterTheCollectiveTimeLimit) {
+  // Uniform 2-D noise with many clusters: Lloyd needs thousands of iterations here, so the
+  // ranks are still computing when one of them is stopped.
+  const std::int64_t n = 200000, d = 2, k = 1000;
+  std::mt19937 gen(5);
+  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+  std::vector<float> x(static_cast<std::size_t>(n * d));
+  for (auto& v : x) v = uniform(gen);
+  io::save_npy(dir_.file("noise.npy"), x.data(), {n, d});
+  const std::string out = capture_.file("stdout"), err = capture_.file("stderr");
+  const std::string cmd = "FLASHKM_COLLECTIVE_TIMEOUT_S=2 OMPI_MCA_btl_vader_single_copy_mechanism=none exec '" +
+                          mpirun_ + "' --oversubscribe --allow-run-as-root -np 2 '" + cli_ + "' fit " +
+                          q("noise.npy") + " -k 1000 --init random --tol 0 --max-iter 1000000 --threads 1 -o " +
+                          q("m.fkm") + " >'" + out + "' 2>'" + err + "'";
+  const pid_t launcher = fork();
+  ASSERT_GE(launcher, 0);
+  if (launcher == 0) {
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  using clock = std::chrono::steady_clock;
+  const long hz = sysconf(_SC_CLK_TCK);
+  // Wait until both ranks have computed for a while (0.3 s of CPU each), then stop one.
+  pid_t stopped = 0;
+  int status = 0;
+  bool exited = false;
+  for (const auto start = clock::now(); clock::now() - start < std::chrono::seconds(60);) {
+    if (waitpid(launcher, &status, WNOHANG) == launcher) {
+      exited = true;
+      break;
+    }
+    const auto ranks = processes_of(cli_, dir_.file("noise.npy"));
+    if (ranks.size() == 2 && ranks[0].second >= hz * 3 / 10 && ranks[1].second >= hz * 3 / 10) {
+      stopped = ranks[1].first;
+      ASSERT_EQ(kill(stopped, SIGSTOP), 0);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_FALSE(exited) << "the job ended before a rank could be stopped (status " << status << ")";
+  ASSERT_NE(stopped, 0) << "the two ranks were not seen computing within 60 s";
+  const auto stopped_at = clock::now();
+  while (!exited && clock::now() - stopped_at < std::chrono::seconds(120)) {
+    if (waitpid(launcher, &status, WNOHANG) == launcher) exited = true;
+    else std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const double waited = std::chrono::duration<double>(clock::now() - stopped_at).count();
+  if (!exited) {  // the hang this test exists to catch: clean up, then fail
+    kill(launcher, SIGKILL);
+    waitpid(launcher, &status, 0);
+  }
+  kill(stopped, SIGKILL);  // mpirun normally has; never leave a stopped process behind
+  kill(stopped, SIGCONT);
+  ASSERT_TRUE(exited) << "the job still ran 120 s after a rank was stopped";
+  EXPECT_LT(waited, 60.0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << "status " << status;
+  const auto e = test::read_bytes(err);
+  const std::string text(e.begin(), e.end());
+  EXPECT_NE(text.find("timed out after 2 s"), std::string::npos) << text;
+  EXPECT_NE(text.find("FLASHKM_COLLECTIVE_TIMEOUT_S"), std::string::npos) << text;
+  EXPECT_FALSE(test::file_exists(dir_.file("m.fkm"))) << "no model may be written";
 }
 
 // --device cuda under mpirun: one GPU per rank over NCCL. Where no GPU can be used (CI: no

@@ -3,7 +3,7 @@
 The CUDA kernels cannot run in CI; this checks, in plain Python floats (IEEE doubles, so the
 same roundings), that the segment counts, the resume/complete flags, the seeding of open
 pieces and the fold order written there reproduce the resident update's sums bitwise: each
-cluster's rows in row order cut into pieces of 256, each piece one add chain, pieces added
+cluster's rows in row order cut into pieces of R (piece_rows_for: 64 to 4096), each piece one add chain, pieces added
 in order. Every statement below mirrors a kernel of that file (names kept). The GPU tests
 (tests/gpu/test_streamed.cpp) check the code itself against the resident fit.
 """
@@ -11,8 +11,7 @@ import random
 
 import pytest
 
-R = 256
-def resident(labels, vals, nc):
+def resident(labels, vals, nc, R):
     order = sorted(range(len(labels)), key=lambda i: (labels[i], i))
     sums = [0.0] * nc
     for c in range(nc):
@@ -25,7 +24,7 @@ def resident(labels, vals, nc):
             acc += chain
         sums[c] = acc
     return sums
-def chunked(labels, vals, nc, bounds):
+def chunked(labels, vals, nc, bounds, R):
     total = [0.0] * nc; opn = [0.0] * nc; base = [0] * nc
     for (r0, r1) in bounds:
         loc = list(range(r0, r1))
@@ -79,4 +78,5 @@ def test_chunked_sums_equal_resident_bitwise(seed):
         ch = rng.choice([granule, 2 * granule, 3 * granule])
         bounds = [(a, min(a + ch, prefix)) for a in range(0, prefix, ch)] + \
                  [(a, min(a + ch, n)) for a in range(prefix, n, ch)]
-        assert chunked(labels, vals, nc, bounds) == resident(labels, vals, nc)
+        R = rng.choice([64, 128, 256, 4096, 3, 1000])  # the resident piece rows (any size works)
+        assert chunked(labels, vals, nc, bounds, R) == resident(labels, vals, nc, R)
