@@ -1,6 +1,6 @@
 // Data larger than the device budget (issue 6, item 6, third config): Lloyd iterations of
 // the CUDA backend on host data under a device budget that forces streaming, as core::lloyd
-// drives them (set_centroids -> assign -> update_centroids). Prints one JSON object.
+// drives them (set_centroids -> assign -> update_centroids_kept). Prints one JSON object.
 //
 //   gpu_ooc_bench N K D f16|f32 iters budget_bytes certify(0|1) [compare_rows]
 //
@@ -101,14 +101,21 @@ Run lloyd(const flashkm::MatrixView& x, const std::vector<float>& init, int K, i
   r.attach_ms = now_ms() - t;
   std::vector<float> c = init, next(c.size());
   std::vector<double> w(static_cast<std::size_t>(K));
+  bool host_current = true;  // as core::lloyd: centroids kept on the device when the update allows
   for (int it = 0; it < iters; ++it) {
     const std::int64_t b0 = flashkm::cuda::stream_info(*be).bytes_copied;
     t = now_ms();
-    be->set_centroids(c.data(), K);
+    if (host_current) be->set_centroids(c.data(), K);
     const auto st = be->assign();
     double shift = 0;
-    be->update_centroids(K, flashkm::Metric::l2, c.data(), next.data(), w.data(), &shift);
-    c.swap(next);
+    if (be->update_centroids_kept(K, flashkm::Metric::l2, w.data(), &shift)) {
+      host_current = false;
+    } else {
+      if (!host_current) be->copy_centroids(c.data());
+      be->update_centroids(K, flashkm::Metric::l2, c.data(), next.data(), w.data(), &shift);
+      c.swap(next);
+      host_current = true;
+    }
     const double ms = now_ms() - t;
     const std::int64_t bytes = flashkm::cuda::stream_info(*be).bytes_copied - b0;
     r.ms.push_back(ms);
