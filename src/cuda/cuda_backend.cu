@@ -814,13 +814,15 @@ class CudaBackend final : public core::Backend {
     // feature_moments' column parts (8 D per 2048 rows).
     in.state_row_bytes = 12.0 + (weighted ? 4.0 : 0.0) + 13.0 + 8.0 / kRowChunk + 8.0 * d_ / kRowChunk;
     // Resident only: the per-row scratch (16: flagged lists / sort keys), the sort's
-    // alternate buffers (8), piece sums of 256-row pieces, a large-d operand copy, and float64
-    // data on the device before its conversion.
+    // alternate buffers (8), the update's piece sums and pieces, a large-d operand copy, and
+    // float64 data on the device before its conversion.
     const double piece_rows = static_cast<double>(piece_rows_for(n_, d_));
     in.resident_row_bytes = 24.0 + (d_ + 1) * 8.0 / piece_rows + 16.0 / piece_rows +
                             (op_copy ? 2.0 * dp : 0.0) + (x.dtype == DType::f64 ? 8.0 * d_ : 0.0);
-    // Per row of a streamed chunk: the scratch (16), the sort workspace (~8), an operand copy.
-    in.chunk_row_bytes = 24 + (op_copy ? static_cast<std::int64_t>(2 * dp) : 0);
+    // Per row of a streamed chunk: the scratch (16), the sort workspace (~8), the chunked
+    // update's segment sums (D + 1 doubles per piece), an operand copy.
+    in.chunk_row_bytes = 24 + static_cast<std::int64_t>(std::ceil((d_ + 1) * 8.0 / piece_rows)) +
+                         (op_copy ? static_cast<std::int64_t>(2 * dp) : 0);
     in.budget = device_budget(&in.budget_source);
     in.can_stream = x.where == Location::host && opt_.batch == 1;
     return core::plan_device_stream(in);
