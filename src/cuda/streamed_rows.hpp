@@ -79,8 +79,14 @@ class RowStream {
       ch.x = XView{nullptr, dtype_, d_, c.rows, d_, c.rows};
       if (c.resident && needs_x) ch.x.x = static_cast<const char*>(resident.x) + c.begin * row_bytes_;
       else if (needs_x) ch.x.x = stage(c);
-      body(static_cast<const RowChunk&>(ch));
-      if (!c.resident && needs_x) release(c);
+      const bool staged = !c.resident && needs_x;
+      try {
+        body(static_cast<const RowChunk&>(ch));
+      } catch (...) {
+        if (staged) release(c);  // what the body enqueued still guards the slot
+        throw;
+      }
+      if (staged) release(c);
     }
     if (needs_x) ++passes_;
   }
