@@ -306,6 +306,18 @@ TEST(Streamed, RunToRunBitwise) {
   expect_same_fit(run_fit(x, p, budget), run_fit(x, p, budget), "streamed twice, n_init 2");
 }
 
+TEST(Streamed, DefaultTolUsesStreamedFeatureMoments) {
+  REQUIRE_GPU();
+  // tol > 0 scales by the mean feature variance: feature_moments' two passes, chunked.
+  const MatrixView x = MatrixView::of(data().data(), kN, kD);
+  Params p = base_params(InitMethod::kmeans_parallel, Metric::l2);
+  p.tol = 1e-4;
+  p.max_iter = 300;
+  const FitOut s = run_fit(x, p, streaming_budget(x)), r = run_fit(x, p, 0);
+  expect_same_fit(s, r, "default tol");
+  EXPECT_TRUE(s.model.converged);
+}
+
 TEST(Streamed, PredictTransformScore) {
   REQUIRE_GPU();
   const MatrixView x = MatrixView::of(data().data(), kN, kD);
