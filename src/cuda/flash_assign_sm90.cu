@@ -5,16 +5,13 @@
 //
 // Persistent grid (one block per SM walks the (problem, rows tile) list, block_tile()).
 // Per thread block (Sm90Traits): 3 warpgroups.
-//   WG0 (producer, 56 registers):
-//     warp 0, one thread: streams centroid tiles [128 x dp] through a kStages-deep ring of
-//       shared-memory stages with the bulk tensor copy (TMA, 128-byte swizzle); `full`
-//       mbarrier per stage (transaction bytes), `empty` per stage (one arrival per
-//       consumer warp). It runs ahead into the next rows tile's centroid tiles.
-//     warps 1-3: load the next rows tile [kBM x dp] (any input dtype, converted to the
-//       operand type) into one of kXBufs swizzled buffers while the consumers work on the
-//       current one (`xfull` / `xempty` mbarriers).
-//   WG1, WG2 (consumers, 224 registers): each owns kMB*64 rows of the rows tile. Per
-//       centroid tile: wait `full`, issue dp/16 x kMB wgmma m64n128k16 (A and B from
+//   WG0 (producer, 40 registers): one thread streams centroid tiles [128 x dp] through a
+//       kStages-deep ring of shared-memory stages with the bulk tensor copy (TMA, 128-byte
+//       swizzle); `full` mbarrier per stage (transaction bytes), `empty` per stage (one
+//       arrival per consumer warp). It runs ahead into the next rows tile's centroids.
+//   WG1, WG2 (consumers, 232 registers): load the rows tile [kBM x dp] (any input dtype,
+//       converted to the operand type) into swizzled shared memory, then each owns kMB*64
+//       rows of it. Per centroid tile: wait `full`, issue dp/16 x kMB wgmma m64n128k16 (A and B from
 //       shared memory), wait, release the stage, fold the [kMB*64 x 128] fp32 scores into
 //       per-row (best, tile-local index, second). Uncertified launches run the consumers
 //       in ping-pong (named barriers: they take turns issuing their wgmmas, so one's fold
@@ -47,7 +44,7 @@ using namespace detail;
 // ------------------------------------------------------------------------------------
 // Traits
 // ------------------------------------------------------------------------------------
-template <class T_, int MB_, int STAGES_, int XBUFS_>
+template <class T_, int MB_, int STAGES_>
 struct Sm90Traits {
   using T = T_;
   static constexpr int kMB = MB_;           // m64 row blocks per consumer warpgroup
@@ -55,20 +52,17 @@ struct Sm90Traits {
   static constexpr int kBM = 64 * kMB * kConsumers;  // rows per tile
   static constexpr int kBN = 128;           // centroids per tile (wgmma N)
   static constexpr int kStages = STAGES_;   // centroid stages
-  static constexpr int kXBufs = XBUFS_;     // rows-tile buffers (2: the next tile loads under this one)
   static constexpr int kThreads = 128 * (1 + kConsumers);
-  static constexpr int kLoaderThreads = 96;  // producer warps 1-3
   static constexpr int kChunk = 64;         // D chunk: 64 b16 = one 128-byte swizzled row
-  // 56 for the rows loader's batched loads (40 spilled ~0.8 KB per thread), 224 for the
-  // consumers' 128 accumulators + 32 cterm values + the top-2 state.
-  static constexpr int kProducerRegs = 56, kConsumerRegs = 224;
+  // Consumers: 128 accumulators + 32 cterm values + the top-2 state + the rows loads.
+  static constexpr int kProducerRegs = 40, kConsumerRegs = 232;
   static_assert(kProducerRegs * 128 + kConsumerRegs * 128 * kConsumers <= 65536, "register file");
   static_assert(kBN == 128 && kChunk == kChunkD, "tile shape assumed by the wgmma wrapper and the swizzle");
-  /// Shared memory: alignment slack, barriers (1 KB), rows-tile buffers, centroid stages.
-  /// dp <= 128: 2 KB + 2 x 64 KB + 3 x 32 KB = 226 KB; dp <= 256: 2 KB + 64 KB + 2 x 64 KB.
+  /// Shared memory: alignment slack, barriers (1 KB), rows tile, centroid stages.
+  /// dp <= 128: 2 KB + 64 KB + 4 x 32 KB = 194 KB; dp <= 256: 2 KB + 64 KB + 2 x 64 KB.
   static std::size_t smem_bytes(int dp) {
     const std::size_t n_dc = std::size_t(dp) / kChunk;
-    return 1024 + 1024 + std::size_t(kXBufs) * n_dc * kBM * 128 + std::size_t(kStages) * n_dc * kBN * 128;
+    return 1024 + 1024 + n_dc * kBM * 128 + std::size_t(kStages) * n_dc * kBN * 128;
   }
 };
 
@@ -157,17 +151,18 @@ __device__ __forceinline__ uint4 load_chunk(const AssignParams& p, std::int64_t 
 
 /// Rows tile [kBM x dp] of problem t.b into sX (dp/64 chunks of [kBM x 64], 128-byte
 /// swizzle: 16-byte chunk q of row r at q ^ (r % 8)), converted to T; zero past n and d.
-/// Called by the kLoaderThreads producer threads; loads are issued in batches of 4 per
-/// thread before their stores (one memory latency per batch, not per chunk).
+/// Called by the 256 consumer threads; loads are issued in batches of 8 per thread before
+/// their stores (one memory latency per batch, not per chunk).
 template <class Tr, int kDc>
 __device__ __forceinline__ void load_rows_tile(const AssignParams& p, const RowTile& t, typename Tr::T* sX, int ltid,
                                                XPath path) {
   using T = typename Tr::T;
   constexpr int kCpr = kDc * 8;  // 16-byte chunks per row
   constexpr int kTotal = Tr::kBM * kCpr;
-  constexpr int kThreads = Tr::kLoaderThreads;
-  constexpr int kBatch = 4;  // 8 spills at 56 registers
+  constexpr int kThreads = 128 * Tr::kConsumers;
+  constexpr int kBatch = 8;
   const std::int64_t base = std::int64_t(t.b) * p.x_batch;
+#pragma unroll
   for (int i0 = ltid; i0 < kTotal; i0 += kBatch * kThreads) {
     uint4 v[kBatch];
 #pragma unroll
@@ -198,7 +193,6 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 #if defined(FLASHKM_SM90A_ENABLED)
   using T = typename Tr::T;
   constexpr int kBM = Tr::kBM, kBN = Tr::kBN, kMB = Tr::kMB, kStages = Tr::kStages, kChunk = Tr::kChunk;
-  constexpr int kXBufs = Tr::kXBufs;
   // Ping-pong costs the certified fold more than it gains: measured on the H200 at N1M
   // K8192 D128 fp16, certified 424 TFLOP/s with it, 443 without; uncertified 576 with,
   // 554 without (bench/results/wgmma_probe_2026-11-29-h200-v2*).
@@ -209,11 +203,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   unsigned char* smem = smem_raw + ((1024 - (arch::smem_u32(smem_raw) & 1023)) & 1023);
   std::uint64_t* full = reinterpret_cast<std::uint64_t*>(smem);  // [kStages] centroid tile landed
   std::uint64_t* empty = full + kStages;                          // [kStages] consumers done with it
-  std::uint64_t* xfull = empty + kStages;                         // [kXBufs] rows tile stored
-  std::uint64_t* xempty = xfull + kXBufs;                         // [kXBufs] consumers done with it
-  T* sX = reinterpret_cast<T*>(smem + 1024);                      // (kXBufs, n_dc, kBM, 64) swizzled
-  T* sC = sX + std::size_t(kXBufs) * n_dc * kBM * kChunk;         // (kStages, n_dc, kBN, 64) swizzled
-  constexpr int kXElems = n_dc * kBM * kChunk;
+  T* sX = reinterpret_cast<T*>(smem + 1024);                      // (n_dc, kBM, 64) swizzled
+  T* sC = sX + std::size_t(n_dc) * kBM * kChunk;                  // (kStages, n_dc, kBN, 64) swizzled
   constexpr int kStageElems = n_dc * kBN * kChunk;
   const int n_j = p.kp / kBN;
   const int wg = threadIdx.x / 128;
@@ -223,11 +214,6 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     for (int s = 0; s < kStages; ++s) {
       arch::mbar_init(&full[s], 1);
       arch::mbar_init(&empty[s], 4 * Tr::kConsumers);
-    }
-#pragma unroll
-    for (int s = 0; s < kXBufs; ++s) {
-      arch::mbar_init(&xfull[s], Tr::kLoaderThreads);
-      arch::mbar_init(&xempty[s], 4 * Tr::kConsumers);
     }
     arch::fence_barrier_init();
   }
@@ -253,21 +239,6 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
             arch::SM90_TMA_LOAD_2D(dst + c * kBN * kChunk, &tmap_c, &full[stage], c * kChunk, t.b * p.kp + j * kBN);
         }
       }
-    } else if (threadIdx.x >= 32) {
-      // ---- PRODUCER, rows: the next rows tile into the free buffer ---------------------
-      const int ltid = threadIdx.x - 32;
-      const XPath path = x_path(p);
-      int xi = 0;
-      RowTile t;
-      for (int i = 0; block_tile<kBM>(p, i, t); ++i) {
-        if (t.row0 >= t.n) continue;
-        const int buf = xi % kXBufs;
-        arch::mbar_wait(&xempty[buf], ((xi / kXBufs) & 1) ^ 1);
-        load_rows_tile<Tr, kDc>(p, t, sX + std::size_t(buf) * kXElems, ltid, path);
-        arch::fence_proxy_async_smem();  // generic-proxy stores -> wgmma (async proxy) reads
-        arch::mbar_arrive(&xfull[buf]);
-        ++xi;
-      }
     }
   } else {
     // ---- CONSUMERS ----------------------------------------------------------------------
@@ -277,12 +248,17 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
     const float alpha = p.alpha;
     if (kPingPong && cw == 1) arch::named_barrier_arrive(2, 256);  // consumer 0 issues first
-    int it = 0, xi = 0;
+    const XPath path = x_path(p);
+    int it = 0;
     RowTile t;
     for (int i = 0; block_tile<kBM>(p, i, t); ++i) {
       if (t.row0 >= t.n) continue;
-      const int buf = xi % kXBufs;
-      arch::mbar_wait(&xfull[buf], (xi / kXBufs) & 1);
+      // Both consumers must be past their last wgmma on the previous rows tile before it is
+      // overwritten (each waited for its own groups before its finish).
+      arch::named_barrier_sync(1, 128 * Tr::kConsumers);
+      load_rows_tile<Tr, kDc>(p, t, sX, threadIdx.x - 128, path);
+      arch::fence_proxy_async_smem();  // generic-proxy stores -> wgmma (async proxy) reads
+      arch::named_barrier_sync(1, 128 * Tr::kConsumers);
       float best[2 * kMB], second[2 * kMB], bstart[2 * kMB];
       int lidx[2 * kMB], jbest[2 * kMB];
 #pragma unroll
@@ -293,7 +269,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       }
       const float* ctb = p.cterm + std::int64_t(t.b) * p.kp + 2 * tq;
       const std::uint64_t desc_a =
-          arch::gmma_desc_sw128(sX + std::size_t(buf) * kXElems + std::size_t(cw) * kMB * 64 * kChunk);
+          arch::gmma_desc_sw128(sX + std::size_t(cw) * kMB * 64 * kChunk);
       float acc[kMB][64];  // (MB, 64): rows mb*64 + wq*16 + g (+8), cols 8n + 2tq (+1)
 
       // ---- MAIN LOOP over centroid tiles ------------------------------------------------
@@ -328,10 +304,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         for (int mb = 0; mb < kMB; ++mb)
 #pragma unroll
           for (int r = 0; r < 64; ++r) arch::fence_operand(acc[mb][r]);
-        if (lane == 0) {
-          arch::mbar_arrive(&empty[stage]);
-          if (j == n_j - 1) arch::mbar_arrive(&xempty[buf]);  // last wgmma on this rows tile
-        }
+        if (lane == 0) arch::mbar_arrive(&empty[stage]);
 
         // ---- EPILOGUE of tile j: s = alpha*acc + cterm, folded per row ----------------
 #pragma unroll
@@ -355,7 +328,6 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
           bstart[r] = best[r];
         }
       }
-      ++xi;
 
       // ---- FINISH: merge over the quad, certify, write ---------------------------------
       int changed = 0;
@@ -385,12 +357,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 // ------------------------------------------------------------------------------------
 // Host side
 // ------------------------------------------------------------------------------------
-// dp <= 128: rows tile 256 x dp, two rows buffers, 3 centroid stages (226 KB);
-// dp <= 256: rows tile 128 x dp, one rows buffer, 2 centroid stages (194 KB).
-using Sm90H128 = Sm90Traits<__half, 2, 3, 2>;
-using Sm90H256 = Sm90Traits<__half, 1, 2, 1>;
-using Sm90B128 = Sm90Traits<__nv_bfloat16, 2, 3, 2>;
-using Sm90B256 = Sm90Traits<__nv_bfloat16, 1, 2, 1>;
+// dp <= 128: rows tile 256 x dp, 4 centroid stages (194 KB); dp <= 256: rows tile
+// 128 x dp, 2 centroid stages (194 KB). (v3 of 2026-11-29 loaded the next rows tile with
+// the producer's spare warps into a second buffer beside 3 stages: measured slower,
+// 512 vs 576 TFLOP/s at K8192 and 227 vs 330 at K1024.)
+using Sm90H128 = Sm90Traits<__half, 2, 4>;
+using Sm90H256 = Sm90Traits<__half, 1, 2>;
+using Sm90B128 = Sm90Traits<__nv_bfloat16, 2, 4>;
+using Sm90B256 = Sm90Traits<__nv_bfloat16, 1, 2>;
 
 /// cuTensorMapEncodeTiled through the runtime's driver entry point (no -lcuda).
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
