@@ -11,9 +11,9 @@
 //       arrival per consumer warp). It runs ahead into the next rows tile's centroids.
 //   WG1, WG2 (consumers, 232 registers): load the rows tile [kBM x dp] (any input dtype,
 //       converted to the operand type) into swizzled shared memory, then each owns kMB*64
-//       rows of it. Per centroid tile: wait `full`, issue dp/16 x kMB wgmma m64n128k16 (A and B from
-//       shared memory), wait, release the stage, fold the [kMB*64 x 128] fp32 scores into
-//       per-row (best, tile-local index, second). Uncertified launches run the consumers
+//       rows of it. Per centroid tile: wait `full`, issue dp/16 x kMB wgmma m64n128k16
+//       (A and B from shared memory), wait, release the stage, fold the [kMB*64 x 128]
+//       fp32 scores into per-row (best, tile-local index, second). Uncertified launches run the consumers
 //       in ping-pong (named barriers: they take turns issuing their wgmmas, so one's fold
 //       runs under the other's MMA, FlashAttention-3's inter-warpgroup overlap);
 //       certified launches fold more per score and run faster without it (measured).
@@ -49,16 +49,16 @@ struct Sm90Traits {
   using T = T_;
   static constexpr int kMB = MB_;           // m64 row blocks per consumer warpgroup
   static constexpr int kConsumers = 2;      // consumer warpgroups
-  static constexpr int kBM = 64 * kMB * kConsumers;  // rows per tile
+  static constexpr int kBM = 64 * kMB * kConsumers;  // rows per block
   static constexpr int kBN = 128;           // centroids per tile (wgmma N)
-  static constexpr int kStages = STAGES_;   // centroid stages
+  static constexpr int kStages = STAGES_;
   static constexpr int kThreads = 128 * (1 + kConsumers);
   static constexpr int kChunk = 64;         // D chunk: 64 b16 = one 128-byte swizzled row
   // Consumers: 128 accumulators + 32 cterm values + the top-2 state + the rows loads.
   static constexpr int kProducerRegs = 40, kConsumerRegs = 232;
   static_assert(kProducerRegs * 128 + kConsumerRegs * 128 * kConsumers <= 65536, "register file");
   static_assert(kBN == 128 && kChunk == kChunkD, "tile shape assumed by the wgmma wrapper and the swizzle");
-  /// Shared memory: alignment slack, barriers (1 KB), rows tile, centroid stages.
+  /// Shared memory: alignment slack, barriers (1 KB), rows tile, centroid stages:
   /// dp <= 128: 2 KB + 64 KB + 4 x 32 KB = 194 KB; dp <= 256: 2 KB + 64 KB + 2 x 64 KB.
   static std::size_t smem_bytes(int dp) {
     const std::size_t n_dc = std::size_t(dp) / kChunk;
@@ -67,9 +67,11 @@ struct Sm90Traits {
 };
 
 /// One (problem, rows tile) of a block: the ONLY place that maps blocks to rows. Persistent
-/// grid: the i-th tile of block x is the linear tile x + i*gridDim.x over (problem, rows
-/// tile) pairs, problem-major. Every role of the block iterates it, so they agree on the
-/// sequence; a tile with row0 >= n is skipped by all of them.
+/// grid (one block per SM): the i-th tile of block x is the linear tile x + i*gridDim.x
+/// over (problem, rows tile) pairs, problem-major. Producer and consumers both iterate it,
+/// so they agree on the sequence of tiles (a tile with row0 >= n is skipped by both); the
+/// producer runs ahead into the next tile's centroid stages while the consumers finish
+/// the current one.
 struct RowTile {
   int b;                // problem
   std::int64_t row0;    // first row of the tile within the problem
@@ -86,7 +88,7 @@ __device__ __forceinline__ bool block_tile(const AssignParams& p, int i, RowTile
   return true;
 }
 
-__device__ __forceinline__ float load_f32(const void* x, DType dt, std::int64_t i) {
+[[maybe_unused]] __device__ __forceinline__ float load_f32(const void* x, DType dt, std::int64_t i) {
   switch (dt) {
     case DType::f16: return __half2float(static_cast<const __half*>(x)[i]);
     case DType::bf16: return __bfloat162float(static_cast<const __nv_bfloat16*>(x)[i]);
@@ -95,58 +97,21 @@ __device__ __forceinline__ float load_f32(const void* x, DType dt, std::int64_t 
   }
 }
 
-/// 8 b16 values of type S in a uint4, converted to T.
-template <class S, class T>
-__device__ __forceinline__ uint4 convert8(uint4 raw) {
-  if constexpr (std::is_same_v<S, T>) {
-    return raw;
-  } else {
-    const S* in = reinterpret_cast<const S*>(&raw);
-    alignas(16) T h[8];
-#pragma unroll
-    for (int e = 0; e < 8; ++e) h[e] = from_f32<T>(to_f32<S>(in[e]));
-    return *reinterpret_cast<const uint4*>(h);
-  }
-}
-
-/// How a rows tile can be read: 16-byte vectors of 16-bit data, 2 x 16 bytes of fp32, or
-/// element by element (unaligned rows, d % 8 != 0, fp64).
-enum class XPath : int { vec16 = 0, vec32 = 1, scalar = 2 };
-
-__device__ __forceinline__ XPath x_path(const AssignParams& p) {
-  const bool aligned8 = p.d % 8 == 0 && p.x_stride % 8 == 0 && p.x_batch % 8 == 0 &&
-                        (reinterpret_cast<std::uintptr_t>(p.x) & 15) == 0;
-  if (aligned8 && (p.x_dtype == DType::f16 || p.x_dtype == DType::bf16)) return XPath::vec16;
-  if (aligned8 && p.x_dtype == DType::f32) return XPath::vec32;
-  return XPath::scalar;
-}
-
-/// The element-by-element path (unaligned rows, d % 8 != 0, fp64 input): out of line,
-/// so that it does not take registers from the vector paths' batched loads.
-template <class T>
-__device__ __noinline__ uint4 load_chunk_scalar(const AssignParams& p, std::int64_t e0, int col) {
-  alignas(16) T h[8];
-#pragma unroll
-  for (int e = 0; e < 8; ++e) h[e] = from_f32<T>(col + e < p.d ? load_f32(p.x, p.x_dtype, e0 + e) : 0.0f);
-  return *reinterpret_cast<const uint4*>(h);
-}
-
 /// One 16-byte chunk (8 columns from `col`) of a row, converted to T; zero past d.
 template <class T>
-__device__ __forceinline__ uint4 load_chunk(const AssignParams& p, std::int64_t e0, int col, XPath path) {
-  if (path == XPath::vec16) {
-    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(static_cast<const __half*>(p.x) + e0));
-    return p.x_dtype == DType::f16 ? convert8<__half, T>(raw) : convert8<__nv_bfloat16, T>(raw);
-  }
-  if (path == XPath::vec32) {
-    alignas(16) T h[8];
+__device__ __forceinline__ uint4 load_chunk(const AssignParams& p, std::int64_t e0, int col, bool vec16, bool vec32) {
+  if (vec16) return __ldg(reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + e0));
+  alignas(16) T h[8];
+  if (vec32) {
     const float4 a = __ldg(reinterpret_cast<const float4*>(static_cast<const float*>(p.x) + e0));
     const float4 b = __ldg(reinterpret_cast<const float4*>(static_cast<const float*>(p.x) + e0 + 4));
     h[0] = from_f32<T>(a.x), h[1] = from_f32<T>(a.y), h[2] = from_f32<T>(a.z), h[3] = from_f32<T>(a.w);
     h[4] = from_f32<T>(b.x), h[5] = from_f32<T>(b.y), h[6] = from_f32<T>(b.z), h[7] = from_f32<T>(b.w);
-    return *reinterpret_cast<const uint4*>(h);
+  } else {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) h[e] = from_f32<T>(col + e < p.d ? load_f32(p.x, p.x_dtype, e0 + e) : 0.0f);
   }
-  return load_chunk_scalar<T>(p, e0, col);
+  return *reinterpret_cast<const uint4*>(h);
 }
 
 /// Rows tile [kBM x dp] of problem t.b into sX (dp/64 chunks of [kBM x 64], 128-byte
@@ -154,32 +119,37 @@ __device__ __forceinline__ uint4 load_chunk(const AssignParams& p, std::int64_t 
 /// Called by the 256 consumer threads; loads are issued in batches of 8 per thread before
 /// their stores (one memory latency per batch, not per chunk).
 template <class Tr, int kDc>
-__device__ __forceinline__ void load_rows_tile(const AssignParams& p, const RowTile& t, typename Tr::T* sX, int ltid,
-                                               XPath path) {
+__device__ __forceinline__ void load_rows_tile(const AssignParams& p, const RowTile& t, typename Tr::T* sX, int ctid) {
   using T = typename Tr::T;
+  constexpr DType kT = std::is_same_v<T, __half> ? DType::f16 : DType::bf16;
   constexpr int kCpr = kDc * 8;  // 16-byte chunks per row
-  constexpr int kTotal = Tr::kBM * kCpr;
   constexpr int kThreads = 128 * Tr::kConsumers;
-  constexpr int kBatch = 8;
+  constexpr int kIters = Tr::kBM * kCpr / kThreads;
+  constexpr int kBatch = kIters % 8 == 0 ? 8 : 4;
+  static_assert(Tr::kBM * kCpr % kThreads == 0 && kIters % kBatch == 0, "rows tile split over the consumers");
   const std::int64_t base = std::int64_t(t.b) * p.x_batch;
+  const bool aligned8 = p.d % 8 == 0 && p.x_stride % 8 == 0 && p.x_batch % 8 == 0 &&
+                        (reinterpret_cast<std::uintptr_t>(p.x) & 15) == 0;
+  const bool vec16 = p.x_dtype == kT && aligned8;
+  const bool vec32 = p.x_dtype == DType::f32 && aligned8;
 #pragma unroll
-  for (int i0 = ltid; i0 < kTotal; i0 += kBatch * kThreads) {
+  for (int i0 = 0; i0 < kIters; i0 += kBatch) {
     uint4 v[kBatch];
 #pragma unroll
     for (int u = 0; u < kBatch; ++u) {
-      const int i = i0 + u * kThreads;
+      const int i = ctid + (i0 + u) * kThreads;
       const int r = i / kCpr, ch = i % kCpr;
       const std::int64_t row = t.row0 + r;
       const int col = ch * 8;
       v[u] = make_uint4(0, 0, 0, 0);
-      if (i < kTotal && row < t.n && col < p.d) v[u] = load_chunk<T>(p, base + row * p.x_stride + col, col, path);
+      if (row < t.n && col < p.d) v[u] = load_chunk<T>(p, base + row * p.x_stride + col, col, vec16, vec32);
     }
 #pragma unroll
     for (int u = 0; u < kBatch; ++u) {
-      const int i = i0 + u * kThreads;
+      const int i = ctid + (i0 + u) * kThreads;
       const int r = i / kCpr, ch = i % kCpr;
       const int c = ch >> 3, q = ch & 7;
-      if (i < kTotal) *reinterpret_cast<uint4*>(sX + (std::size_t(c) * Tr::kBM + r) * Tr::kChunk + ((q ^ (r & 7)) << 3)) = v[u];
+      *reinterpret_cast<uint4*>(sX + (std::size_t(c) * Tr::kBM + r) * Tr::kChunk + ((q ^ (r & 7)) << 3)) = v[u];
     }
   }
 }
@@ -193,19 +163,19 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 #if defined(FLASHKM_SM90A_ENABLED)
   using T = typename Tr::T;
   constexpr int kBM = Tr::kBM, kBN = Tr::kBN, kMB = Tr::kMB, kStages = Tr::kStages, kChunk = Tr::kChunk;
-  // Ping-pong costs the certified fold more than it gains: measured on the H200 at N1M
-  // K8192 D128 fp16, certified 424 TFLOP/s with it, 443 without; uncertified 576 with,
-  // 554 without (bench/results/wgmma_probe_2026-11-29-h200-v2*).
+  // Consumers in ping-pong for uncertified launches only. Measured on the H200 at N1M
+  // K8192 D128 fp16 (bench/results/wgmma_probe_2026-11-29-h200-v2-speed.log): uncertified
+  // 576 TFLOP/s with it, 554 without; certified (heavier fold) 424 with it, 443 without.
   constexpr bool kPingPong = !kSecond;
-  constexpr int n_dc = kDc;
   extern __shared__ unsigned char smem_raw[];
   // Swizzled tiles must start on 1024-byte boundaries (the pattern repeats every 8 rows).
   unsigned char* smem = smem_raw + ((1024 - (arch::smem_u32(smem_raw) & 1023)) & 1023);
-  std::uint64_t* full = reinterpret_cast<std::uint64_t*>(smem);  // [kStages] centroid tile landed
-  std::uint64_t* empty = full + kStages;                          // [kStages] consumers done with it
+  std::uint64_t* full = reinterpret_cast<std::uint64_t*>(smem);  // [kStages] TMA landed
+  std::uint64_t* empty = full + kStages;                          // [kStages] consumers done
+  constexpr int n_dc = kDc;
   T* sX = reinterpret_cast<T*>(smem + 1024);                      // (n_dc, kBM, 64) swizzled
   T* sC = sX + std::size_t(n_dc) * kBM * kChunk;                  // (kStages, n_dc, kBN, 64) swizzled
-  constexpr int kStageElems = n_dc * kBN * kChunk;
+  const int stage_elems = n_dc * kBN * kChunk;
   const int n_j = p.kp / kBN;
   const int wg = threadIdx.x / 128;
 
@@ -220,11 +190,11 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   __syncthreads();
 
   if (wg == 0) {
+    // ---- PRODUCER: centroid tiles, in the consumers' order ------------------------------
     arch::setmaxnreg_dec<Tr::kProducerRegs>();
     if (threadIdx.x == 0) {
-      // ---- PRODUCER, centroids: TMA tiles in the consumers' order ----------------------
       arch::prefetch_tma_descriptor(&tmap_c);
-      const unsigned stage_bytes = static_cast<unsigned>(kStageElems * sizeof(T));
+      const unsigned stage_bytes = static_cast<unsigned>(stage_elems * sizeof(T));
       int it = 0;
       RowTile t;
       for (int i = 0; block_tile<kBM>(p, i, t); ++i) {
@@ -233,7 +203,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
           const int stage = it % kStages;
           arch::mbar_wait(&empty[stage], ((it / kStages) & 1) ^ 1);  // a fresh barrier passes parity 1
           arch::mbar_arrive_expect_tx(&full[stage], stage_bytes);
-          T* dst = sC + std::size_t(stage) * kStageElems;
+          T* dst = sC + std::size_t(stage) * stage_elems;
 #pragma unroll
           for (int c = 0; c < n_dc; ++c)
             arch::SM90_TMA_LOAD_2D(dst + c * kBN * kChunk, &tmap_c, &full[stage], c * kChunk, t.b * p.kp + j * kBN);
@@ -244,21 +214,22 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     // ---- CONSUMERS ----------------------------------------------------------------------
     arch::setmaxnreg_inc<Tr::kConsumerRegs>();
     const int cw = wg - 1;                     // consumer index
+    const int ctid = threadIdx.x - 128;        // 0 .. 128*kConsumers-1
     const int wq = (threadIdx.x / 32) & 3;     // warp within the warpgroup: rows wq*16 .. +15
     const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
     const float alpha = p.alpha;
     if (kPingPong && cw == 1) arch::named_barrier_arrive(2, 256);  // consumer 0 issues first
-    const XPath path = x_path(p);
     int it = 0;
     RowTile t;
     for (int i = 0; block_tile<kBM>(p, i, t); ++i) {
       if (t.row0 >= t.n) continue;
-      // Both consumers must be past their last wgmma on the previous rows tile before it is
-      // overwritten (each waited for its own groups before its finish).
+      // The previous problem's wgmmas have all been waited for; both consumers must be
+      // past them before the rows tile is overwritten.
       arch::named_barrier_sync(1, 128 * Tr::kConsumers);
-      load_rows_tile<Tr, kDc>(p, t, sX, threadIdx.x - 128, path);
+      load_rows_tile<Tr, kDc>(p, t, sX, ctid);
       arch::fence_proxy_async_smem();  // generic-proxy stores -> wgmma (async proxy) reads
       arch::named_barrier_sync(1, 128 * Tr::kConsumers);
+
       float best[2 * kMB], second[2 * kMB], bstart[2 * kMB];
       int lidx[2 * kMB], jbest[2 * kMB];
 #pragma unroll
@@ -268,68 +239,72 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         jbest[r] = 0;
       }
       const float* ctb = p.cterm + std::int64_t(t.b) * p.kp + 2 * tq;
-      const std::uint64_t desc_a =
-          arch::gmma_desc_sw128(sX + std::size_t(cw) * kMB * 64 * kChunk);
+      const std::uint64_t desc_a = arch::gmma_desc_sw128(sX + std::size_t(cw) * kMB * 64 * kChunk);
       float acc[kMB][64];  // (MB, 64): rows mb*64 + wq*16 + g (+8), cols 8n + 2tq (+1)
 
-      // ---- MAIN LOOP over centroid tiles ------------------------------------------------
-      for (int j = 0; j < n_j; ++j, ++it) {
-        const int stage = it % kStages;
-        float2 ct[16];  // cterm of this thread's columns; the loads overlap the wait and the MMA
+      // Issue the wgmmas of row block mb against centroid stage `stage` (one commit group).
+      auto issue = [&](int mb, int stage) {
+        const std::uint64_t desc_b = arch::gmma_desc_sw128(sC + std::size_t(stage) * stage_elems);
 #pragma unroll
-        for (int n = 0; n < 16; ++n) ct[n] = __ldg(reinterpret_cast<const float2*>(ctb + j * kBN + 8 * n));
-        arch::mbar_wait(&full[stage], (it / kStages) & 1);
-        if constexpr (kPingPong) arch::named_barrier_sync(2 + cw, 256);  // my turn to issue
-        const std::uint64_t desc_b = arch::gmma_desc_sw128(sC + std::size_t(stage) * kStageElems);
-#pragma unroll
-        for (int mb = 0; mb < kMB; ++mb)
-#pragma unroll
-          for (int r = 0; r < 64; ++r) arch::fence_operand(acc[mb][r]);
+        for (int r = 0; r < 64; ++r) arch::fence_operand(acc[mb][r]);
         arch::wgmma_fence();
 #pragma unroll
         for (int c = 0; c < n_dc; ++c)
 #pragma unroll
-          for (int ks = 0; ks < kChunk / 16; ++ks)
-#pragma unroll
-            for (int mb = 0; mb < kMB; ++mb) {
-              // +32 B per k-step, +128 B per row: the descriptor's start field is in 16 B.
-              const std::uint64_t da = desc_a + ((c * kBM * 128 + mb * 64 * 128 + ks * 32) >> 4);
-              const std::uint64_t db = desc_b + ((c * kBN * 128 + ks * 32) >> 4);
-              arch::Wgmma64x128<T>::run(acc[mb], da, db, (c | ks) != 0);
-            }
+          for (int ks = 0; ks < kChunk / 16; ++ks) {
+            // +32 B per k-step, +128 B per row: the descriptor's start field is in 16 B.
+            const std::uint64_t da = desc_a + ((c * kBM * 128 + mb * 64 * 128 + ks * 32) >> 4);
+            const std::uint64_t db = desc_b + ((c * kBN * 128 + ks * 32) >> 4);
+            arch::Wgmma64x128<T>::run(acc[mb], da, db, (c | ks) != 0);
+          }
         arch::wgmma_commit();
-        if constexpr (kPingPong) arch::named_barrier_arrive(2 + (cw ^ 1), 256);  // the other's turn
-        arch::wgmma_wait<0>();
+      };
+      // EPILOGUE of row block mb, tile j: s = alpha*acc + cterm, folded per row.
+      auto fold = [&](int mb, int j, const float2 (&ct)[16]) {
 #pragma unroll
-        for (int mb = 0; mb < kMB; ++mb)
-#pragma unroll
-          for (int r = 0; r < 64; ++r) arch::fence_operand(acc[mb][r]);
-        if (lane == 0) arch::mbar_arrive(&empty[stage]);
-
-        // ---- EPILOGUE of tile j: s = alpha*acc + cterm, folded per row ----------------
+        for (int r = 0; r < 64; ++r) arch::fence_operand(acc[mb][r]);
 #pragma unroll
         for (int n = 0; n < 16; ++n)
 #pragma unroll
-          for (int mb = 0; mb < kMB; ++mb)
+          for (int h = 0; h < 2; ++h)
 #pragma unroll
-            for (int h = 0; h < 2; ++h)
+            for (int e = 0; e < 2; ++e) {
+              const int r = 2 * mb + h;
+              const float s = fmaf(alpha, acc[mb][4 * n + 2 * h + e], e ? ct[n].y : ct[n].x);
+              if constexpr (kSecond) second[r] = fminf(second[r], fmaxf(best[r], s));
+              const bool win = s < best[r];
+              best[r] = win ? s : best[r];
+              lidx[r] = win ? 8 * n + e : lidx[r];
+            }
 #pragma unroll
-              for (int e = 0; e < 2; ++e) {
-                const int r = 2 * mb + h;
-                const float s = fmaf(alpha, acc[mb][4 * n + 2 * h + e], e ? ct[n].y : ct[n].x);
-                if constexpr (kSecond) second[r] = fminf(second[r], fmaxf(best[r], s));
-                const bool win = s < best[r];
-                best[r] = win ? s : best[r];
-                lidx[r] = win ? 8 * n + e : lidx[r];
-              }
-#pragma unroll
-        for (int r = 0; r < 2 * kMB; ++r) {
+        for (int h = 0; h < 2; ++h) {
+          const int r = 2 * mb + h;
           jbest[r] = best[r] < bstart[r] ? j : jbest[r];
           bstart[r] = best[r];
         }
+      };
+      auto load_cterm = [&](int j, float2 (&ct)[16]) {
+#pragma unroll
+        for (int n = 0; n < 16; ++n) ct[n] = __ldg(reinterpret_cast<const float2*>(ctb + j * kBN + 8 * n));
+      };
+
+      // ---- MAIN LOOP over centroid tiles ----------------------------------------------
+      for (int j = 0; j < n_j; ++j, ++it) {
+        const int stage = it % kStages;
+        float2 ct[16];  // cterm of this thread's columns; the loads overlap the wait and the MMA
+        load_cterm(j, ct);
+        arch::mbar_wait(&full[stage], (it / kStages) & 1);
+        if constexpr (kPingPong) arch::named_barrier_sync(2 + cw, 256);  // my turn to issue
+#pragma unroll
+        for (int mb = 0; mb < kMB; ++mb) issue(mb, stage);
+        if constexpr (kPingPong) arch::named_barrier_arrive(2 + (cw ^ 1), 256);  // the other's turn
+        arch::wgmma_wait<0>();
+        if (lane == 0) arch::mbar_arrive(&empty[stage]);
+#pragma unroll
+        for (int mb = 0; mb < kMB; ++mb) fold(mb, j, ct);
       }
 
-      // ---- FINISH: merge over the quad, certify, write ---------------------------------
+      // ---- FINISH: merge over the quad, certify, write -----------------------------------
       int changed = 0;
 #pragma unroll
       for (int mb = 0; mb < kMB; ++mb)
@@ -357,10 +332,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 // ------------------------------------------------------------------------------------
 // Host side
 // ------------------------------------------------------------------------------------
-// dp <= 128: rows tile 256 x dp, 4 centroid stages (194 KB); dp <= 256: rows tile
-// 128 x dp, 2 centroid stages (194 KB). (v3 of 2026-11-29 loaded the next rows tile with
-// the producer's spare warps into a second buffer beside 3 stages: measured slower,
-// 512 vs 576 TFLOP/s at K8192 and 227 vs 330 at K1024.)
+// dp <= 128: rows tile 256 x dp, 4 centroid stages; dp <= 256: rows tile 128 x dp, 2
+// stages. (v3 of 2026-11-29 loaded the next rows tile with the producer's spare warps into
+// a second buffer beside 3 stages: measured slower, 512 vs 576 TFLOP/s at K8192 and 227
+// vs 330 at K1024.)
 using Sm90H128 = Sm90Traits<__half, 2, 4>;
 using Sm90H256 = Sm90Traits<__half, 1, 2>;
 using Sm90B128 = Sm90Traits<__nv_bfloat16, 2, 4>;
