@@ -6,6 +6,7 @@
 // of each problem (as the Python peers). Prints one JSON object per line.
 //
 //   gpu_bench B N K D dtype(f16|f32) iters precision(auto|fp16|bf16|fp32) certify(0|1) [tile [device|host]]
+//   tile: 0 heuristic, 1 resident_128x128, 2 stream_128x256, 3 stream_128x128, 4 wgmma_sm90
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 

@@ -156,6 +156,10 @@ class CudaBackend final : public core::Backend {
                   "precision 'tf32' is not implemented on the CUDA backend yet (use fp32, fp16, bf16 or auto)");
     DeviceGuard g(o.device_id);
     FLASHKM_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, o.device_id));
+    int cc_major = 0, cc_minor = 0;
+    FLASHKM_CUDA_CHECK(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, o.device_id));
+    FLASHKM_CUDA_CHECK(cudaDeviceGetAttribute(&cc_minor, cudaDevAttrComputeCapabilityMinor, o.device_id));
+    cc_ = 10 * cc_major + cc_minor;
     FLASHKM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   }
   ~CudaBackend() override {
@@ -886,14 +890,19 @@ class CudaBackend final : public core::Backend {
     }
     if (op_ != Operand::fp32) {
       const int dp = static_cast<int>(round_up(d_, kChunkD));
-      tile_ = opt_.tile != TileConfig::automatic ? opt_.tile : choose_tile(n_per_, 0, d_, sm_count_);
+      tile_ = opt_.tile != TileConfig::automatic ? opt_.tile : choose_tile(n_per_, 0, d_, sm_count_, cc_);
+      FLASHKM_CHECK(tile_ != TileConfig::wgmma_sm90 || sm90_wgmma_supported(cc_), invalid_argument,
+                    "tile config wgmma_sm90 needs a compute capability 9.0 device and an sm_90a build (device has ",
+                    cc_ / 10, ".", cc_ % 10, ")");
+      FLASHKM_CHECK(tile_ != TileConfig::wgmma_sm90 || dp <= 256, invalid_argument,
+                    "tile config wgmma_sm90 needs d <= 256 (d = ", d_, ")");
       AssignParams probe{};
       probe.x = xv_.x;
       probe.x_dtype = xv_.dtype;
       probe.x_stride = xv_.stride;
       probe.x_batch = n_per_ * xv_.stride;
       probe.d = d_;
-      if (tile_ != TileConfig::resident_128x128 && !x_streamable(probe, op_)) {
+      if (tile_streams_x(tile_) && !x_streamable(probe, op_)) {
         // Streamed (large-D) tiles read x as aligned 16-bit operands: convert once.
         if (plan_.streamed) {  // one chunk's operands, converted by assign_rows
           xop_.reset(std::size_t(plan_.chunk_rows) * dp * 2, "a 16-bit operand copy of a chunk of rows (large d)");
@@ -1174,6 +1183,7 @@ class CudaBackend final : public core::Backend {
 
   CudaOptions opt_;
   int sm_count_ = 0;
+  int cc_ = 0;  ///< compute capability, 10*major + minor
   cudaStream_t stream_ = nullptr;
   std::int64_t n_ = 0, n_per_ = 0;
   int d_ = 0, k_ = 0;

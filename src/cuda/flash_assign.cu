@@ -21,97 +21,13 @@
 
 #include "cuda/cuda_check.hpp"
 #include "cuda/flash_assign.hpp"
+#include "cuda/flash_assign_common.cuh"
 #include "cuda/mma_sm80.cuh"
 
 namespace flashkm::cuda {
 namespace {
 
-// ------------------------------------------------------------------------------------
-// Element conversion
-// ------------------------------------------------------------------------------------
-template <class T> __device__ __forceinline__ float to_f32(T v);
-template <> __device__ __forceinline__ float to_f32<float>(float v) { return v; }
-template <> __device__ __forceinline__ float to_f32<__half>(__half v) { return __half2float(v); }
-template <> __device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <class T> __device__ __forceinline__ T from_f32(float v);
-template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-
-// ------------------------------------------------------------------------------------
-// Top-2 state and the shared row finish
-// ------------------------------------------------------------------------------------
-struct Top2 {
-  float best;
-  int idx;
-  float second;
-};
-
-__device__ __forceinline__ void top2_init(Top2& t) {
-  t.best = INFINITY;
-  t.idx = 0x7fffffff;
-  t.second = INFINITY;
-}
-/// Fold one score; columns arrive in ascending order per thread, so '<' keeps the lowest index.
-__device__ __forceinline__ void top2_push(Top2& t, float s, int col) {
-  if (s < t.best) {
-    t.second = t.best;
-    t.best = s;
-    t.idx = col;
-  } else {
-    t.second = fminf(t.second, s);
-  }
-}
-/// Merge two states; (value, index) lexicographic, the loser's best competes for second.
-__device__ __forceinline__ Top2 top2_merge(const Top2& a, const Top2& b) {
-  const bool b_wins = b.best < a.best || (b.best == a.best && b.idx < a.idx);
-  Top2 r;
-  r.best = b_wins ? b.best : a.best;
-  r.idx = b_wins ? b.idx : a.idx;
-  r.second = fminf(fminf(a.second, b.second), b_wins ? a.best : b.best);
-  return r;
-}
-__device__ __forceinline__ Top2 top2_shfl_xor(const Top2& t, int mask) {
-  Top2 o;
-  o.best = __shfl_xor_sync(0xffffffffu, t.best, mask);
-  o.idx = __shfl_xor_sync(0xffffffffu, t.idx, mask);
-  o.second = __shfl_xor_sync(0xffffffffu, t.second, mask);
-  return top2_merge(t, o);
-}
-
-__device__ __forceinline__ float score_to_distance(Metric m, float best, float xn) {
-  if (m == Metric::l2) return fmaxf(xn + best, 0.0f);
-  if (m == Metric::cosine) return 1.0f + best * rsqrtf(xn);
-  return best;
-}
-
-/// Certify and write one row's result (or flag it). Returns 1 when the label changed.
-/// `grow` is the launch's row; the cascade maps it to the data's row first.
-__device__ __forceinline__ int finish_row(const AssignParams& p, int b, std::int64_t grow, const Top2& t) {
-  if (p.row_map) grow = p.row_map[grow];
-  const float xn = p.xnorm[grow];
-  if (p.certify) {
-    const float nx = sqrtf(xn);
-    const float cm = p.cmax[b], dcm = p.dcmax[b];
-    const float e = p.cert_a * nx * cm + p.cert_c * nx * dcm + p.cert_eta * (nx + cm + dcm) + p.cert_b * cm * cm;
-    const float gap = t.second - t.best;
-    // The subtraction itself rounds: allow 2^-22 of the operands' magnitude on top of 2E.
-    if (!(gap > 2.0f * e + 0x1p-22f * (fabsf(t.best) + fabsf(t.second)))) {
-      const unsigned long long slot = atomicAdd(&p.counters[0], 1ull);
-      if (p.problem_counts) {
-        const unsigned long long pslot = atomicAdd(&p.problem_counts[b], 1ull);
-        p.flagged[std::int64_t(b) * p.n + static_cast<std::int64_t>(pslot)] = grow;
-      } else {
-        p.flagged[slot] = grow;
-      }
-      return 0;
-    }
-  }
-  const int old = p.labels[grow];
-  p.labels[grow] = t.idx;
-  p.dist[grow] = score_to_distance(p.metric, t.best, xn);
-  return old != t.idx;
-}
+using namespace detail;
 
 // ------------------------------------------------------------------------------------
 // Kernel traits (tile sizes as template arguments, everything else derived)
@@ -545,15 +461,19 @@ void dispatch_operand(const AssignParams& p, TileConfig tile, cudaStream_t s) {
 
 }  // namespace
 
-TileConfig choose_tile(std::int64_t, int, int d, int) {
+TileConfig choose_tile(std::int64_t, int, int d, int, int cc) {
+  const int dp = (d + kChunkD - 1) / kChunkD * kChunkD;
+  // Hopper: the wgmma kernel (flash_assign_sm90.cu) for the shapes it takes.
+  if (dp <= kMaxResidentDp && sm90_wgmma_supported(cc)) return TileConfig::wgmma_sm90;
   // Resident rows tile when [128 x dp] fp16 fits beside three centroid stages (<= 112 KB,
   // two blocks per SM); otherwise split-D streaming with 256-wide centroid tiles, which
   // halves the re-reads of each rows chunk against 128-wide tiles.
-  const int dp = (d + kChunkD - 1) / kChunkD * kChunkD;
   return dp <= kMaxResidentDp ? TileConfig::resident_128x128 : TileConfig::stream_128x256;
 }
 
 int tile_bn(TileConfig t) { return t == TileConfig::stream_128x256 ? 256 : 128; }
+
+bool tile_streams_x(TileConfig t) { return t == TileConfig::stream_128x256 || t == TileConfig::stream_128x128; }
 
 bool x_streamable(const AssignParams& p, Operand op) {
   const DType want = op == Operand::fp16 ? DType::f16 : DType::bf16;
@@ -563,6 +483,7 @@ bool x_streamable(const AssignParams& p, Operand op) {
 
 void launch_flash_assign(const AssignParams& p, Operand op, TileConfig tile, cudaStream_t s) {
   if (p.n == 0 || p.batch == 0) return;
+  if (tile == TileConfig::wgmma_sm90) return launch_flash_assign_sm90(p, op, s);
   if (op == Operand::fp16) return dispatch_operand<__half, ResidentH, Stream256H, Stream128H>(p, tile, s);
   if (op == Operand::bf16) return dispatch_operand<__nv_bfloat16, ResidentB, Stream256B, Stream128B>(p, tile, s);
   FLASHKM_FAIL(internal, "launch_flash_assign: operand must be fp16 or bf16");

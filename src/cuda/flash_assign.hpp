@@ -70,10 +70,22 @@ enum class TileConfig : std::uint8_t {
   resident_128x128 = 1,  ///< rows tile [128 x D] resident in smem, 4 warps, D <= 256
   stream_128x256 = 2,    ///< rows and centroids streamed in 64-wide D chunks, 8 warps
   stream_128x128 = 3,    ///< same, 4 warps (fewer re-reads of nothing, more blocks)
+  /// Hopper only (sm_90a build, compute capability 9.0): wgmma, rows tile [256 x D]
+  /// (D <= 128; [128 x D] for D <= 256) resident, [128 x D] centroid tiles by TMA,
+  /// a producer warp and two consumer warpgroups (flash_assign_sm90.cu). D <= 256.
+  wgmma_sm90 = 4,
 };
 
-/// The heuristic: resident rows tile when it fits, else streamed (split-D) with BN=256.
-TileConfig choose_tile(std::int64_t n, int k, int d, int sm_count);
+/// The heuristic: on a device where the wgmma kernel runs (sm90_wgmma_supported) and
+/// D <= 256, wgmma_sm90; else resident rows tile when it fits, else streamed (split-D)
+/// with BN=256. `cc` = compute capability as 10*major + minor.
+TileConfig choose_tile(std::int64_t n, int k, int d, int sm_count, int cc);
+/// Whether the build holds the sm_90a wgmma kernel and a device of compute capability
+/// `cc` (10*major + minor) can run it.
+bool sm90_wgmma_supported(int cc);
+/// Whether `t` reads x through the streamed (16-bit, aligned) path; the others convert
+/// any input dtype while loading their resident rows tile.
+bool tile_streams_x(TileConfig t);
 /// Width of the centroid tile (kp must be a multiple of it) and of a D chunk.
 int tile_bn(TileConfig t);
 constexpr int kChunkD = 64;
@@ -83,6 +95,9 @@ bool x_streamable(const AssignParams& p, Operand op);
 /// Tensor-core FlashAssign (op = fp16 or bf16). x must be readable as op (streamed
 /// configs) or any dtype (resident config converts while loading).
 void launch_flash_assign(const AssignParams& p, Operand op, TileConfig tile, cudaStream_t s);
+/// The wgmma kernel behind TileConfig::wgmma_sm90 (flash_assign_sm90.cu); d <= 256, any
+/// input dtype, kp a multiple of 128. Only on a device where sm90_wgmma_supported().
+void launch_flash_assign_sm90(const AssignParams& p, Operand op, cudaStream_t s);
 
 /// Exact-fp32 SIMT assign (fp32 FMA chains; certified with u = 0). c is fp32 [kp x dp],
 /// kp a multiple of 64, dp a multiple of 16. With p.row_map it is the cascade's second

@@ -1,0 +1,104 @@
+// Device pieces shared by the FlashAssign kernels (flash_assign.cu, flash_assign_sm90.cu):
+// element conversion, the top-2 state and its merges, and the per-row finish (certify,
+// write label + distance, or append the row to the flagged list). One definition, so every
+// kernel certifies and writes rows the same way.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "cuda/flash_assign.hpp"
+
+namespace flashkm::cuda::detail {
+
+// ------------------------------------------------------------------------------------
+// Element conversion
+// ------------------------------------------------------------------------------------
+template <class T> __device__ __forceinline__ float to_f32(T v);
+template <> __device__ __forceinline__ float to_f32<float>(float v) { return v; }
+template <> __device__ __forceinline__ float to_f32<__half>(__half v) { return __half2float(v); }
+template <> __device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <class T> __device__ __forceinline__ T from_f32(float v);
+template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// ------------------------------------------------------------------------------------
+// Top-2 state and the shared row finish
+// ------------------------------------------------------------------------------------
+struct Top2 {
+  float best;
+  int idx;
+  float second;
+};
+
+__device__ __forceinline__ void top2_init(Top2& t) {
+  t.best = INFINITY;
+  t.idx = 0x7fffffff;
+  t.second = INFINITY;
+}
+/// Fold one score; columns arrive in ascending order per thread, so '<' keeps the lowest index.
+__device__ __forceinline__ void top2_push(Top2& t, float s, int col) {
+  if (s < t.best) {
+    t.second = t.best;
+    t.best = s;
+    t.idx = col;
+  } else {
+    t.second = fminf(t.second, s);
+  }
+}
+/// Merge two states; (value, index) lexicographic, the loser's best competes for second.
+__device__ __forceinline__ Top2 top2_merge(const Top2& a, const Top2& b) {
+  const bool b_wins = b.best < a.best || (b.best == a.best && b.idx < a.idx);
+  Top2 r;
+  r.best = b_wins ? b.best : a.best;
+  r.idx = b_wins ? b.idx : a.idx;
+  r.second = fminf(fminf(a.second, b.second), b_wins ? a.best : b.best);
+  return r;
+}
+__device__ __forceinline__ Top2 top2_shfl_xor(const Top2& t, int mask) {
+  Top2 o;
+  o.best = __shfl_xor_sync(0xffffffffu, t.best, mask);
+  o.idx = __shfl_xor_sync(0xffffffffu, t.idx, mask);
+  o.second = __shfl_xor_sync(0xffffffffu, t.second, mask);
+  return top2_merge(t, o);
+}
+
+__device__ __forceinline__ float score_to_distance(Metric m, float best, float xn) {
+  if (m == Metric::l2) return fmaxf(xn + best, 0.0f);
+  if (m == Metric::cosine) return 1.0f + best * rsqrtf(xn);
+  return best;
+}
+
+/// Certify and write one row's result (or flag it). Returns 1 when the label changed.
+/// `grow` is the launch's row; the cascade maps it to the data's row first.
+__device__ __forceinline__ int finish_row(const AssignParams& p, int b, std::int64_t grow, const Top2& t) {
+  if (p.row_map) grow = p.row_map[grow];
+  const float xn = p.xnorm[grow];
+  if (p.certify) {
+    const float nx = sqrtf(xn);
+    const float cm = p.cmax[b], dcm = p.dcmax[b];
+    const float e = p.cert_a * nx * cm + p.cert_c * nx * dcm + p.cert_eta * (nx + cm + dcm) + p.cert_b * cm * cm;
+    const float gap = t.second - t.best;
+    // The subtraction itself rounds: allow 2^-22 of the operands' magnitude on top of 2E.
+    if (!(gap > 2.0f * e + 0x1p-22f * (fabsf(t.best) + fabsf(t.second)))) {
+      const unsigned long long slot = atomicAdd(&p.counters[0], 1ull);
+      if (p.problem_counts) {
+        const unsigned long long pslot = atomicAdd(&p.problem_counts[b], 1ull);
+        p.flagged[std::int64_t(b) * p.n + static_cast<std::int64_t>(pslot)] = grow;
+      } else {
+        p.flagged[slot] = grow;
+      }
+      return 0;
+    }
+  }
+  const int old = p.labels[grow];
+  p.labels[grow] = t.idx;
+  p.dist[grow] = score_to_distance(p.metric, t.best, xn);
+  return old != t.idx;
+}
+
+}  // namespace flashkm::cuda::detail
