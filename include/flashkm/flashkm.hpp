@@ -1,5 +1,6 @@
 // Umbrella header.
 #pragma once
+#include "flashkm/batched.hpp"
 #include "flashkm/error.hpp"
 #include "flashkm/kmeans.hpp"
 #include "flashkm/model.hpp"

@@ -2,6 +2,7 @@
 // initial centroids, and everything after the backend has attached X (runs, labels, Model).
 #pragma once
 
+#include <cstdint>
 #include <vector>
 
 #include "core/backend.hpp"
@@ -16,6 +17,12 @@ void check_matrix(const MatrixView& x, const char* what);
 /// The caller's initial centroids [K x D] for InitMethod::given: checked finite and, for
 /// cosine, normalised. Empty for the other init methods.
 std::vector<float> given_centroids(const Params& params, const FitArgs& args, std::int64_t d);
+
+/// scikit-learn's absolute tol: tol times the mean per-feature variance of the rows (0 when tol is 0).
+double tol_abs(const Params& params, const FeatureMoments& moments);
+
+/// The seed of run `run` of a fit (n_init): splitmix64 of the fit's seed and the run.
+std::uint64_t run_seed(std::uint64_t seed, int run);
 
 /// The fit over a backend that has attached X (backend.rows() rows in all): tol scale,
 /// the n_init runs (the lowest inertia wins), the labels into args.labels (what

@@ -50,10 +50,18 @@ std::vector<float> given_centroids(const Params& params, const FitArgs& args, st
   return given;
 }
 
+double tol_abs(const Params& params, const FeatureMoments& moments) {
+  return params.tol > 0 ? params.tol * mean_feature_variance(moments) : 0.0;
+}
+
+std::uint64_t run_seed(std::uint64_t seed, int run) {
+  return splitmix64(seed + 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(run));
+}
+
 Model fit_attached(Backend& backend, const Params& params, const FitArgs& args, const std::vector<float>& given,
                    const Checkpoint* checkpoint) {
   const std::int64_t d = backend.cols(), k = params.n_clusters;
-  const double tol_abs = params.tol > 0 ? params.tol * mean_feature_variance(backend.feature_moments()) : 0.0;
+  const double tol = tol_abs(params, backend.feature_moments());
 
   // A given init is deterministic: more runs would repeat the same fit (scikit-learn warns too).
   const int runs = params.init == InitMethod::given ? 1 : params.n_init;
@@ -84,11 +92,11 @@ Model fit_attached(Backend& backend, const Params& params, const FitArgs& args, 
     LloydResult r;
     if (resumed && resumed->run == run && resumed->iteration > 0) {
       LloydResume from{resumed->iteration, std::move(resumed->previous), std::move(resumed->history)};
-      r = lloyd(backend, std::move(resumed->centroids), k, params, tol_abs, run, &from, save_iteration);
+      r = lloyd(backend, std::move(resumed->centroids), k, params, tol, run, &from, save_iteration);
     } else {
-      const std::uint64_t seed = splitmix64(params.seed + 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(run));
+      const std::uint64_t seed = run_seed(params.seed, run);
       std::vector<float> c0 = params.init == InitMethod::given ? given : initial_centroids(backend, params, seed);
-      r = lloyd(backend, std::move(c0), k, params, tol_abs, run, nullptr, save_iteration);
+      r = lloyd(backend, std::move(c0), k, params, tol, run, nullptr, save_iteration);
     }
     labels_run = run;
     if (state.best_run < 0 || r.inertia < best.inertia) {

@@ -90,6 +90,25 @@ void Backend::copy_centroids(float*) {
                "' backend, which does not keep centroids (update_centroids_kept() returned false)");
 }
 
+bool lloyd_stops(int it, std::int64_t n_changed, double shift, double tol_abs, bool* labels_stable) {
+  *labels_stable = it > 1 && n_changed == 0;
+  return *labels_stable || shift <= tol_abs;
+}
+
+IterationInfo iteration_record(int it, const AssignStats& st, double shift, std::int64_t rows, double ms) {
+  IterationInfo info;
+  info.iteration = it;
+  info.inertia = st.inertia;
+  info.shift = shift;
+  // The first iteration counts every row (IterationInfo): the backend may still hold the
+  // labels of an earlier n_init run, which this run's record must not depend on (a
+  // resumed fit starts a run on a fresh backend).
+  info.n_changed = it == 1 ? rows : st.n_changed;
+  info.n_rechecked = st.n_rechecked;
+  info.ms = ms;
+  return info;
+}
+
 LloydResult lloyd(Backend& backend, std::vector<float> centroids, std::int64_t k, const Params& params,
                   double tol_abs, int run, const LloydResume* resume, const IterationHook& hook) {
   using clock = std::chrono::steady_clock;
@@ -100,8 +119,7 @@ LloydResult lloyd(Backend& backend, std::vector<float> centroids, std::int64_t k
   bool labels_stable = false;
   // scikit-learn's two stopping rules, in its order: labels unchanged (strict), then shift.
   auto stops_after = [&](int it, std::int64_t n_changed, double shift) {
-    labels_stable = it > 1 && n_changed == 0;
-    out.converged = labels_stable || shift <= tol_abs;
+    out.converged = lloyd_stops(it, n_changed, shift, tol_abs, &labels_stable);
     return out.converged;
   };
 
@@ -148,16 +166,8 @@ LloydResult lloyd(Backend& backend, std::vector<float> centroids, std::int64_t k
       centroids.swap(next);
     }
 
-    IterationInfo info;
-    info.iteration = it;
-    info.inertia = st.inertia;
-    info.shift = shift;
-    // The first iteration counts every row (IterationInfo): the backend may still hold the
-    // labels of an earlier n_init run, which this run's record must not depend on (a
-    // resumed fit starts a run on a fresh backend).
-    info.n_changed = it == 1 ? backend.rows() : st.n_changed;
-    info.n_rechecked = st.n_rechecked;
-    info.ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
+    const IterationInfo info = iteration_record(it, st, shift, backend.rows(),
+                                                std::chrono::duration<double, std::milli>(clock::now() - t0).count());
     out.history.push_back(info);
     out.n_iter = it;
     if (hook) hook(run, before, centroids, out.history);  // before the callback may stop the fit

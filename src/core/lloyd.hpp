@@ -40,6 +40,15 @@ using IterationHook = std::function<void(int run, const std::vector<float>& befo
 LloydResult lloyd(Backend& backend, std::vector<float> centroids, std::int64_t k, const Params& params,
                   double tol_abs, int run, const LloydResume* resume = nullptr, const IterationHook& hook = {});
 
+/// scikit-learn's two stopping rules, in its order, after iteration `it` (1-based): labels
+/// unchanged (strict; from iteration 2 on), then shift <= tol_abs. Sets *labels_stable.
+/// Shared by lloyd() and the batched driver (core/batched_lloyd.cpp).
+bool lloyd_stops(int it, std::int64_t n_changed, double shift, double tol_abs, bool* labels_stable);
+
+/// The record of one completed iteration, as lloyd() keeps it: the first iteration counts
+/// all `rows` as changed (the backend may still hold the labels of an earlier run).
+IterationInfo iteration_record(int it, const AssignStats& st, double shift, std::int64_t rows, double ms);
+
 /// New centroids from per-cluster sums and weights (metric-aware): mean for l2 and
 /// inner_product, unit-normalised sum for cosine. Clusters of zero weight are left as they are.
 /// centroids [k x d] is updated in place (k = weight.size()).
