@@ -9,7 +9,7 @@
 Low-level API: flashkm.fit / predict / transform / score over flashkm.Model.
 """
 from . import _flashkm
-from ._api import FitResult, fit, predict, score, transform
+from ._api import BatchedResult, FitResult, fit, fit_batched, predict, score, transform
 from ._faiss import to_faiss
 from ._flashkm import DTypeError, IterationInfo, Model, cpu_simd_level, cuda_built, device_available, version
 from ._kmeans import KMeans
@@ -17,6 +17,7 @@ from ._kmeans import KMeans
 __version__ = version()
 
 __all__ = [
-    "KMeans", "Model", "IterationInfo", "FitResult", "DTypeError", "fit", "predict", "transform", "score",
+    "KMeans", "Model", "IterationInfo", "FitResult", "BatchedResult", "DTypeError", "fit", "fit_batched", "predict",
+    "transform", "score",
     "to_faiss", "cpu_simd_level", "device_available", "cuda_built", "version", "__version__",
 ]

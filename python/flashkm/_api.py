@@ -15,6 +15,9 @@ from . import _flashkm as _C
 
 FitResult = namedtuple("FitResult", ["model", "labels"])
 FitResult.__doc__ = "Result of flashkm.fit: the Model and the final labels [N] (int32)."
+BatchedResult = namedtuple("BatchedResult", ["models", "labels"])
+BatchedResult.__doc__ = ("Result of flashkm.fit_batched: one Model per problem and one label array [n_b] "
+                         "(int32, labels 0..K_b-1) per problem.")
 
 _KDL_CUDA = 2
 _KDL_CUDA_MANAGED = 13
@@ -108,6 +111,31 @@ def fit(X, n_clusters=8, *, init="k-means++", max_iter=300, tol=1e-4, n_init=1, 
                            checkpoint="" if checkpoint is None else os.fspath(checkpoint),
                            checkpoint_every=int(checkpoint_every), resume=bool(resume), max_memory=int(max_memory))
     return FitResult(model, labels)
+
+
+def fit_batched(X, n_clusters=8, *, offsets=None, init="k-means++", max_iter=300, tol=1e-4, seed=0, metric="l2",
+                device="cpu", device_id=0, precision="auto", certify=True, n_threads=0, sample_weight=None,
+                progress=None) -> BatchedResult:
+    """Fit B independent k-means problems together; problem b is the fit of that problem alone.
+
+    X: a list of 2D arrays [n_b x D] (one per problem, same D), or one 2D array [N x D] with
+    offsets [B + 1] (problem b = rows offsets[b]:offsets[b+1]); (X, offsets) as a tuple works too.
+    n_clusters: one int for all problems, or a sequence of B ints.
+    init: 'k-means++', 'k-means||', 'random', or a list of B arrays [K_b x D].
+    sample_weight: a list of B 1D arrays (list form) or one [N] array (offsets form).
+    progress(problem, IterationInfo) -> bool|None is called after every iteration of every
+    running problem; returning False stops the fit (KeyboardInterrupt).
+    Host arrays only; device='cuda' fits them on the GPU (all problems in one launch per step).
+    """
+    if offsets is None and isinstance(X, tuple) and len(X) == 2 and np.ndim(X[1]) == 1 and np.ndim(X[0]) == 2:
+        X, offsets = X
+    if offsets is None and not isinstance(X, (list, tuple)):
+        raise TypeError("fit_batched: X must be a list of 2D arrays (one per problem), or one 2D array with offsets")
+    models, labels = _C.fit_batched(X, offsets=offsets, n_clusters=n_clusters, init=init, max_iter=max_iter, tol=tol,
+                                    seed=seed, metric=metric, device=device, device_id=device_id,
+                                    precision=precision, certify=certify, n_threads=n_threads,
+                                    sample_weight=sample_weight, progress=progress)
+    return BatchedResult(list(models), list(labels))
 
 
 def predict(model, X, *, return_distances=False, device=None, device_id=0, n_threads=0):

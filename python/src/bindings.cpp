@@ -20,9 +20,11 @@
 #include <dlpack/dlpack.h>
 
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -555,6 +557,158 @@ PYBIND11_MODULE(_flashkm, m) {
       "max_memory: CPU: bytes the backend may keep resident (0: half the RAM); CUDA: device bytes (0: the free memory), host data over it is streamed; see docs.\n"
       "progress(run, IterationInfo) -> bool|None is called after every iteration; False stops the fit.\n"
       "Returns (Model, labels or None).");
+
+  m.def(
+      "fit_batched",
+      [](const py::object& xs, const py::object& offsets, const py::object& n_clusters, const py::object& init,
+         int max_iter, double tol, std::uint64_t seed, const std::string& metric, const std::string& device,
+         int device_id, const std::string& precision, bool certify, int n_threads, const py::object& sample_weight,
+         const py::object& progress) {
+        fk::Params p;
+        p.max_iter = max_iter;
+        p.tol = tol;
+        p.seed = seed;
+        p.metric = fk::parse_metric(metric);
+        p.device = fk::parse_device(device);
+        p.device_id = device_id;
+        p.precision = fk::parse_precision(precision);
+        p.certify = certify;
+        p.n_threads = n_threads;
+        const bool ragged = !offsets.is_none();
+        // ---- rows: a list of 2D arrays, or one 2D array with offsets [B + 1] ----
+        std::vector<Input> inputs;
+        std::vector<std::int64_t> off;
+        if (ragged) {
+          inputs.push_back(to_input(xs, "X"));
+          auto o = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(offsets);
+          if (!o) throw py::type_error("offsets must be a 1D array of integers [B + 1]");
+          if (o.ndim() != 1) throw py::value_error("offsets must be a 1D array [B + 1], got " + std::to_string(o.ndim()) + "D");
+          off.assign(o.data(), o.data() + o.size());
+        } else {
+          if (!py::isinstance<py::list>(xs) && !py::isinstance<py::tuple>(xs))
+            throw py::type_error("fit_batched: X must be a list of 2D arrays (one per problem) or one 2D array with offsets");
+          for (const py::handle h : xs) inputs.push_back(to_input(py::reinterpret_borrow<py::object>(h), "X[b]"));
+        }
+        for (const Input& in : inputs)
+          if (in.on_cuda()) throw py::value_error("fit_batched takes host arrays (device='cuda' computes on the GPU)");
+        const std::size_t B = ragged ? (off.empty() ? 0 : off.size() - 1) : inputs.size();
+        // ---- K: one int for all, or one per problem ----
+        std::vector<std::int64_t> ks;
+        if (py::isinstance<py::int_>(n_clusters)) {
+          p.n_clusters = n_clusters.cast<std::int64_t>();
+          if (p.n_clusters < 1) throw py::value_error("n_clusters must be >= 1, got " + std::to_string(p.n_clusters));
+        } else if (py::isinstance<py::str>(n_clusters) || !py::hasattr(n_clusters, "__len__")) {
+          throw py::type_error("n_clusters must be an int or a sequence of ints (one per problem)");
+        } else {
+          for (const py::handle h : n_clusters) {
+            if (!py::isinstance<py::int_>(h) && !py::hasattr(h, "__index__"))
+              throw py::type_error("n_clusters must be an int or a sequence of ints (one per problem)");
+            ks.push_back(py::reinterpret_borrow<py::object>(h).attr("__index__")().cast<std::int64_t>());
+          }
+          if (ks.size() != B)
+            throw py::value_error("n_clusters has " + std::to_string(ks.size()) + " entries for " + std::to_string(B) +
+                                  " problems");
+          p.n_clusters = ks.empty() ? 1 : *std::max_element(ks.begin(), ks.end());
+          for (auto k : ks)
+            if (k < 1) throw py::value_error("n_clusters must be >= 1, got " + std::to_string(k));
+        }
+        auto k_of = [&](std::size_t b) { return ks.empty() ? p.n_clusters : ks[b]; };
+        // ---- init: a method name, or a list of arrays [K_b x D] ----
+        std::vector<py::array_t<float, py::array::c_style | py::array::forcecast>> init_arrs;
+        std::vector<float> init_stack;
+        if (py::isinstance<py::str>(init)) {
+          p.init = fk::parse_init(init.cast<std::string>());
+          if (p.init == fk::InitMethod::given)
+            throw py::value_error("init='given' needs the centroids: pass init=[array per problem]");
+        } else {
+          if (!py::isinstance<py::list>(init) && !py::isinstance<py::tuple>(init))
+            throw py::type_error("init must be 'k-means++', 'k-means||', 'random' or a list of arrays [K_b x D]");
+          p.init = fk::InitMethod::given;
+          for (const py::handle h : init) {
+            auto a = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(h);
+            if (!a) throw py::error_already_set();
+            init_arrs.push_back(std::move(a));
+          }
+          if (init_arrs.size() != B)
+            throw py::value_error("init has " + std::to_string(init_arrs.size()) + " arrays for " + std::to_string(B) +
+                                  " problems");
+          for (std::size_t b = 0; b < B; ++b) {
+            const auto& a = init_arrs[b];
+            const std::int64_t d = inputs[ragged ? 0 : b].view.cols;
+            if (a.ndim() != 2 || a.shape(0) != k_of(b) || a.shape(1) != d)
+              throw py::value_error("init of problem " + std::to_string(b) + " has shape " +
+                                    py::str(py::object(a.attr("shape"))).cast<std::string>() + ", expected (" +
+                                    std::to_string(k_of(b)) + ", " + std::to_string(d) + ")");
+          }
+        }
+        // ---- weights: a list of 1D arrays (list form) or one [N] array (offsets form) ----
+        std::vector<py::array_t<float, py::array::c_style | py::array::forcecast>> w_arrs;
+        if (!sample_weight.is_none()) {
+          std::vector<py::object> ws;
+          if (ragged) ws.push_back(sample_weight);
+          else {
+            if (!py::isinstance<py::list>(sample_weight) && !py::isinstance<py::tuple>(sample_weight))
+              throw py::type_error("sample_weight must be a list of 1D arrays (one per problem) or None");
+            for (const py::handle h : sample_weight) ws.push_back(py::reinterpret_borrow<py::object>(h));
+            if (ws.size() != B)
+              throw py::value_error("sample_weight has " + std::to_string(ws.size()) + " arrays for " +
+                                    std::to_string(B) + " problems");
+          }
+          for (std::size_t i = 0; i < ws.size(); ++i) {
+            auto a = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(ws[i]);
+            if (!a) throw py::error_already_set();
+            const std::int64_t want = ragged ? inputs[0].view.rows : inputs[i].view.rows;
+            if (a.ndim() != 1 || a.shape(0) != want)
+              throw py::value_error("sample_weight" + (ragged ? std::string() : "[" + std::to_string(i) + "]") +
+                                    " must be 1D of length " + std::to_string(want));
+            w_arrs.push_back(std::move(a));
+          }
+        }
+        // ---- outputs and the call ----
+        Progress state{progress, std::nullopt};
+        p.progress = make_progress(state);
+        std::vector<fk::Model> models;
+        py::list labels;
+        if (ragged) {
+          const fk::MatrixView& x = inputs[0].view;
+          py::array_t<std::int32_t> lab(x.rows);
+          fk::RaggedBatch rb;
+          rb.x = x;
+          rb.offsets = off;
+          rb.n_clusters = ks;
+          rb.sample_weight = w_arrs.empty() ? nullptr : w_arrs[0].data();
+          if (!init_arrs.empty()) {
+            for (const auto& a : init_arrs) init_stack.insert(init_stack.end(), a.data(), a.data() + a.size());
+            rb.init_centroids = init_stack.data();
+          }
+          rb.labels = lab.mutable_data();
+          run_released(&state, [&] { models = fk::fit_batched(rb, p); });
+          for (std::size_t b = 0; b < B; ++b)
+            labels.append(lab[py::slice(static_cast<py::ssize_t>(off[b]), static_cast<py::ssize_t>(off[b + 1]), 1)]);
+        } else {
+          std::vector<fk::BatchedProblem> ps(B);
+          std::vector<py::array_t<std::int32_t>> labs;
+          for (std::size_t b = 0; b < B; ++b) {
+            labs.emplace_back(inputs[b].view.rows);
+            ps[b].x = inputs[b].view;
+            ps[b].n_clusters = ks.empty() ? 0 : ks[b];
+            ps[b].sample_weight = w_arrs.empty() ? nullptr : w_arrs[b].data();
+            ps[b].init_centroids = init_arrs.empty() ? nullptr : init_arrs[b].data();
+            ps[b].labels = labs.back().mutable_data();
+          }
+          run_released(&state, [&] { models = fk::fit_batched(std::span<const fk::BatchedProblem>(ps), p); });
+          for (auto& l : labs) labels.append(std::move(l));
+        }
+        py::list out_models;
+        for (auto& m2 : models) out_models.append(py::cast(std::move(m2)));
+        return py::make_tuple(out_models, labels);
+      },
+      py::arg("X"), py::arg("offsets") = py::none(), py::arg("n_clusters") = 8, py::arg("init") = "k-means++",
+      py::arg("max_iter") = 300, py::arg("tol") = 1e-4, py::arg("seed") = 0, py::arg("metric") = "l2",
+      py::arg("device") = "cpu", py::arg("device_id") = 0, py::arg("precision") = "auto", py::arg("certify") = true,
+      py::arg("n_threads") = 0, py::arg("sample_weight") = py::none(), py::arg("progress") = py::none(),
+      "Fit B independent problems together: X a list of 2D arrays, or one 2D array with offsets [B + 1].\n"
+      "Returns (list of Model, list of label arrays).");
 
   m.def(
       "predict",
