@@ -2,11 +2,16 @@
 // (set_centroids -> assign -> update_centroids_kept), as core::lloyd drives them. update = host
 // runs the base class's host path instead (sums to the host, means there: the pre-2026-11-29
 // evening behaviour), for a same-run comparison. Wall-clock time per phase is reported.
+// Batched configs (B > 1, device update) run through the batched backend, as fit_batched's
+// driver (core/batched_fit.cpp) drives it: the same three phases over all B problems; with
+// `ragged`, problem b has n_b rows in [N/2, 3N/2) and k_b centroids in [K/2, 3K/2) (a
+// deterministic spread, total rows about B*N; flops counted as sum 2 n_b k_b D).
 // Data: standard normal on the device (counter-based), fp16 or fp32; init = first K rows
 // of each problem (as the Python peers). Prints one JSON object per line.
 //
-//   gpu_bench B N K D dtype(f16|f32) iters precision(auto|fp16|bf16|fp32) certify(0|1) [tile [device|host]]
+//   gpu_bench B N K D dtype(f16|f32) iters precision(auto|fp16|bf16|fp32) certify(0|1) [tile [device|host [equal|ragged]]]
 //   tile: 0 heuristic, 1 resident_128x128, 2 stream_128x256, 3 stream_128x128, 4 wgmma_sm90
+//   (the batched path takes the heuristic's tile, as fit_batched does)
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -15,10 +20,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "core/backend.hpp"
+#include "core/batched_backend.hpp"
 #include "core/random.hpp"
+#include "cuda/batched_backend.hpp"
 #include "cuda/cuda_backend.hpp"
 #include "flashkm/error.hpp"
 #include "cuda_check_or_exit.cuh"
@@ -41,6 +49,133 @@ double now_ms() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+/// Problem b's rows and K: equal (N, K) or a deterministic ragged spread around them.
+void sizes(int B, std::int64_t N, int K, bool ragged, std::vector<std::int64_t>& off, std::vector<std::int64_t>& ks) {
+  off.assign(1, 0);
+  ks.clear();
+  for (int b = 0; b < B; ++b) {
+    const std::uint64_t h = flashkm::core::splitmix64(std::uint64_t(b) + 77);
+    const std::int64_t n = ragged ? N / 2 + std::int64_t(h % std::uint64_t(N)) : N;
+    const std::int64_t k = ragged ? std::min<std::int64_t>(n, K / 2 + std::int64_t((h >> 32) % std::uint64_t(K))) : K;
+    off.push_back(off.back() + n);
+    ks.push_back(std::max<std::int64_t>(1, k));
+  }
+}
+
+/// The batched configs through the batched backend (fit_batched's per-iteration calls).
+int run_batched(int B, std::int64_t N, int K, int D, bool f16, int iters, const char* precision, bool certify,
+                bool ragged) {
+  std::vector<std::int64_t> off, ks;
+  sizes(B, N, K, ragged, off, ks);
+  const std::int64_t rows = off.back(), elems = rows * D;
+  const std::size_t esz = f16 ? 2 : 4;
+  void* dx = nullptr;
+  CK(cudaMalloc(&dx, elems * esz));
+  if (f16) randn_kernel<__half><<<(elems + 255) / 256, 256>>>(static_cast<__half*>(dx), elems, 1234);
+  else randn_kernel<float><<<(elems + 255) / 256, 256>>>(static_cast<float*>(dx), elems, 1234);
+  CK(cudaDeviceSynchronize());
+  std::vector<std::vector<float>> init(static_cast<std::size_t>(B));
+  double flops = 0;
+  for (int b = 0; b < B; ++b) {
+    const std::size_t cnt = std::size_t(ks[b]) * D;
+    init[b].resize(cnt);
+    const char* src = static_cast<const char*>(dx) + std::size_t(off[b]) * D * esz;
+    if (f16) {
+      std::vector<__half> h(cnt);
+      CK(cudaMemcpy(h.data(), src, cnt * 2, cudaMemcpyDeviceToHost));
+      for (std::size_t i = 0; i < cnt; ++i) init[b][i] = __half2float(h[i]);
+    } else {
+      CK(cudaMemcpy(init[b].data(), src, cnt * 4, cudaMemcpyDeviceToHost));
+    }
+    flops += 2.0 * double(off[b + 1] - off[b]) * double(ks[b]) * D;
+  }
+  try {
+    size_t free0 = 0, total = 0;
+    CK(cudaMemGetInfo(&free0, &total));
+    flashkm::cuda::CudaOptions o;
+    o.precision = flashkm::parse_precision(precision);
+    o.certify = certify;
+    auto be = flashkm::cuda::make_cuda_batched_backend(o);
+    std::vector<flashkm::core::ProblemData> problems(static_cast<std::size_t>(B));
+    for (int b = 0; b < B; ++b)
+      problems[b].x = flashkm::MatrixView::raw(static_cast<const char*>(dx) + std::size_t(off[b]) * D * esz,
+                                               f16 ? flashkm::DType::f16 : flashkm::DType::f32, off[b + 1] - off[b], D,
+                                               0, flashkm::Location::cuda, 0);
+    be->attach(problems, flashkm::Metric::l2);
+    std::vector<std::int64_t> all(static_cast<std::size_t>(B));
+    for (int b = 0; b < B; ++b) all[b] = b;
+    std::vector<std::vector<float>> c = init, next(c.size());
+    std::vector<std::vector<double>> w(c.size());
+    for (int b = 0; b < B; ++b) {
+      next[b].resize(c[b].size());
+      w[b].resize(static_cast<std::size_t>(ks[b]));
+    }
+    std::vector<flashkm::core::AssignStats> stats;
+    std::vector<double> shift;
+    std::int64_t rechecked = 0, rechecked_fp64 = 0;
+    double phase_ms[3] = {0, 0, 0};
+    auto ptrs = [&](auto& v) {
+      std::vector<std::remove_reference_t<decltype(v[0][0])>*> p(v.size());
+      for (std::size_t b = 0; b < v.size(); ++b) p[b] = v[b].data();
+      return p;
+    };
+    auto lloyd = [&](int n_it) {
+      for (int it = 0; it < n_it; ++it) {
+        const double t0 = now_ms();
+        const auto cur = ptrs(c);
+        const std::vector<const float*> ccur(cur.begin(), cur.end());
+        be->set_centroids(all, ccur, ks);
+        const double t1 = now_ms();
+        be->assign(all, false, stats);
+        const double t2 = now_ms();
+        for (const auto& st : stats) {
+          rechecked += st.n_rechecked;
+          rechecked_fp64 += st.n_rechecked_fp64;
+        }
+        be->update_centroids(flashkm::Metric::l2, ccur, ptrs(next), ptrs(w), shift);
+        c.swap(next);
+        const double t3 = now_ms();
+        phase_ms[0] += t1 - t0;
+        phase_ms[1] += t2 - t1;
+        phase_ms[2] += t3 - t2;
+      }
+    };
+    lloyd(2);  // warm-up (module load, workspace)
+    c = init;
+    rechecked = rechecked_fp64 = 0;
+    for (double& v : phase_ms) v = 0;
+    CK(cudaDeviceSynchronize());
+    const double t0 = now_ms();
+    lloyd(iters);
+    CK(cudaDeviceSynchronize());
+    const double total_ms = now_ms() - t0;
+    std::vector<double> a;
+    for (int r = 0; r < 5; ++r) {
+      const double s = now_ms();
+      be->assign(all, false, stats);
+      a.push_back(now_ms() - s);
+    }
+    std::sort(a.begin(), a.end());
+    size_t free1 = 0;
+    CK(cudaMemGetInfo(&free1, &total));
+    std::printf(
+        "{\"B\":%d,\"N\":%lld,\"K\":%d,\"D\":%d,\"dtype\":\"%s\",\"precision\":\"%s\",\"certify\":%d,\"tile\":0,"
+        "\"update\":\"device\",\"api\":\"batched\",\"layout\":\"%s\",\"rows\":%lld,\"iters\":%d,\"ms_per_iter\":%.4f,"
+        "\"set_ms_in_loop\":%.4f,\"assign_ms_in_loop\":%.4f,\"update_ms_in_loop\":%.4f,\"assign_ms_median\":%.4f,"
+        "\"assign_tflops\":%.2f,\"iter_tflops_equiv\":%.2f,\"rechecked_per_iter\":%.1f,\"rechecked_fp64_per_iter\":%.1f,"
+        "\"extra_MB_held\":%.2f,\"extra_MB_cudaMemGetInfo\":%.2f}\n",
+        B, (long long)N, K, D, f16 ? "float16" : "float32", precision, certify ? 1 : 0, ragged ? "ragged" : "equal",
+        (long long)rows, iters, total_ms / iters, phase_ms[0] / iters, phase_ms[1] / iters, phase_ms[2] / iters, a[2],
+        flops / (a[2] * 1e-3) / 1e12, flops / (total_ms / iters * 1e-3) / 1e12, double(rechecked) / iters,
+        double(rechecked_fp64) / iters, flashkm::cuda::batched_device_bytes_held(*be) / 1048576.0,
+        (double(free0) - double(free1)) / 1048576.0);
+  } catch (const flashkm::Error& e) {
+    std::printf("{\"B\":%d,\"N\":%lld,\"K\":%d,\"D\":%d,\"error\":\"%s\"}\n", B, (long long)N, K, D, e.what());
+  }
+  cudaFree(dx);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -58,6 +193,8 @@ int main(int argc, char** argv) {
   const bool certify = std::atoi(argv[8]) != 0;
   const int tile = argc > 9 ? std::atoi(argv[9]) : 0;
   const bool host_update = argc > 10 && std::string(argv[10]) == "host";
+  const bool ragged = argc > 11 && std::string(argv[11]) == "ragged";
+  if (B > 1 && !host_update) return run_batched(B, N, K, D, f16, iters, argv[7], certify, ragged);
   const std::int64_t rows = std::int64_t(B) * N;
   const std::int64_t elems = rows * D;
   void* dx = nullptr;

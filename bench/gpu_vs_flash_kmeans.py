@@ -31,8 +31,12 @@ CONFIGS = [  # name, B, N, K, D, dtype
     ("tenants_B500_N20k", 500, 20000, 256, 128, "f16"),
     ("N1M_K1k_D128_f32", 1, 1 << 20, 1024, 128, "f32"),
     ("N1M_K256_D128", 1, 1 << 20, 256, 128, "f16"),
+    ("tenants_ragged_B500", 500, 20000, 256, 128, "f16"),
 ]
-QUICK = {"N1M_K1k_D128", "N1M_K8k_D128", "N1M_K1k_D768", "tenants_B500_N20k", "N1M_K256_D128"}
+# Ragged sizes (problem b: n_b in [N/2, 3N/2), K_b in [K/2, 3K/2), bench/gpu_bench.cu): flashkm
+# only (the peers batch equal-sized problems); its TFLOP/s-equivalent counts sum 2 n_b K_b D.
+RAGGED = {"tenants_ragged_B500"}
+QUICK = {"N1M_K1k_D128", "N1M_K8k_D128", "N1M_K1k_D768", "tenants_B500_N20k", "N1M_K256_D128", "tenants_ragged_B500"}
 
 
 def fmt(v):
@@ -108,8 +112,8 @@ def run_peers(torch, B, N, K, D, dtype, iters, do_torch):
     return out
 
 
-def run_flashkm(exe, B, N, K, D, dtype, iters, precision, certify, timeout, update="device"):
-    cmd = [exe, str(B), str(N), str(K), str(D), dtype, str(iters), precision, str(int(certify)), "0", update]
+def run_flashkm(exe, B, N, K, D, dtype, iters, precision, certify, timeout, update="device", layout="equal"):
+    cmd = [exe, str(B), str(N), str(K), str(D), dtype, str(iters), precision, str(int(certify)), "0", update, layout]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -183,19 +187,23 @@ def main():
         row = {"name": name, "B": B, "N": N, "K": K, "D": D, "dtype": dtype}
         flops = 2.0 * B * N * K * D
         do_torch = B * N * K * 4 < 40e9 and not args.no_torch
-        row.update(run_peers(torch, B, N, K, D, dtype, args.iters, do_torch))
+        layout = "ragged" if name in RAGGED else "equal"
+        if layout == "equal":
+            row.update(run_peers(torch, B, N, K, D, dtype, args.iters, do_torch))
+        else:
+            row["peers"] = "not run: flash-kmeans and the torch peer batch equal-sized problems only"
         for certify in (False,) if args.no_certified else (False, True):
             key = "certified" if certify else "uncertified"
             if certify and K > 8192:
                 row[key] = {"error": "not run: fp64 re-check of flagged rows is too slow at K > 8192 (see docs/CUDA.md)"}
                 continue
-            r = run_flashkm(args.flashkm_bench, B, N, K, D, dtype, args.iters, "auto", certify, 120)
+            r = run_flashkm(args.flashkm_bench, B, N, K, D, dtype, args.iters, "auto", certify, 120, layout=layout)
             row[key] = r
             if "ms_per_iter" in r:
-                r["tflops_equiv"] = flops / (r["ms_per_iter"] * 1e-3) / 1e12
+                r["tflops_equiv"] = r["iter_tflops_equiv"] if layout == "ragged" else flops / (r["ms_per_iter"] * 1e-3) / 1e12
                 if "flash_ms_per_iter" in row:
                     r["ratio_vs_flash"] = row["flash_ms_per_iter"] / r["ms_per_iter"]
-        if args.host_update:
+        if args.host_update and layout == "equal":
             r = run_flashkm(args.flashkm_bench, B, N, K, D, dtype, args.iters, "auto", False, 120, "host")
             row["host_update"] = r
             if "ms_per_iter" in r and "flash_ms_per_iter" in row:

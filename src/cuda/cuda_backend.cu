@@ -38,6 +38,7 @@
 #include "core/backend.hpp"
 #include "core/device_stream_plan.hpp"
 #include "cuda/cuda_backend.hpp"
+#include "cuda/certify.hpp"
 #include "cuda/cuda_check.hpp"
 #include "cuda/flash_assign.hpp"
 #include "cuda/kernels.cuh"
@@ -75,19 +76,8 @@ enum : int { kFlagged = 0, kChanged = 1, kEmpty = 2, kFlagged2 = 3, kChanged2 = 
 // Streamed assign: each chunk's counters, then its level-1 flagged count (pcounts), per chunk.
 constexpr std::int64_t kChunkSlots = kNumCounters + 1;
 
-/// Rows per piece of a cluster (sort_reduce): each piece is one in-order chain per column,
-/// so shorter pieces mean more chains side by side. The piece sums take
-/// (n / rows + clusters) x (d + 1) doubles; rows is the smallest power of two >= 64 that
-/// keeps the first term within 32 MiB. Measured on the H200 (2026-11-29, ncu): at N=1M
-/// D=128 fp16 the 256-row pieces gave 5k pieces, 2.3 warps per scheduler and 323 us
-/// (0.87 TB/s: latency-bound); 64-row pieces give 4x the chains. A function of the shape
-/// only, so the sums stay bitwise reproducible.
-std::int64_t piece_rows_for(std::int64_t n, int d) {
-  constexpr double kPieceBytes = 32.0 * 1024 * 1024;
-  std::int64_t rows = 64;
-  while (rows < 4096 && double(n) / double(rows) * double(d + 1) * 8.0 > kPieceBytes) rows *= 2;
-  return rows;
-}
+// Rows per piece of the update's sums: piece_rows_for() in kernels.cuh (shared with the
+// batched backend, whose problems must cut their pieces as they do alone).
 
 std::int64_t round_up(std::int64_t v, std::int64_t m) { return (v + m - 1) / m * m; }
 
@@ -872,22 +862,7 @@ class CudaBackend final : public core::Backend {
   }
 
   void choose_precision(DType in) {
-    switch (opt_.precision) {
-      case Precision::fp32: op_ = Operand::fp32; break;
-      case Precision::fp16:
-        FLASHKM_CHECK(max_abs_ <= 65504.0f, invalid_argument, "precision 'fp16': data has |x| up to ", max_abs_,
-                      ", beyond the fp16 range (use bf16 or auto)");
-        op_ = Operand::fp16;
-        break;
-      case Precision::bf16: op_ = Operand::bf16; break;
-      default:
-        if (in == DType::f16) op_ = Operand::fp16;
-        else if (in == DType::bf16) op_ = Operand::bf16;
-        // fp16 keeps 3 more bits than bf16; use it when the data sits well inside its
-        // normal range (no overflow, little underflow), else bf16 (fp32's exponent range).
-        else op_ = (max_abs_ <= 16384.0f && max_abs_ >= 0x1p-6f) ? Operand::fp16 : Operand::bf16;
-        break;
-    }
+    op_ = choose_operand(opt_.precision, in, max_abs_);  // certify.hpp (shared with the batched backend)
     if (op_ != Operand::fp32) {
       const int dp = static_cast<int>(round_up(d_, kChunkD));
       tile_ = opt_.tile != TileConfig::automatic ? opt_.tile : choose_tile(n_per_, 0, d_, sm_count_, cc_);
@@ -1008,41 +983,12 @@ class CudaBackend final : public core::Backend {
     p.flagged = reinterpret_cast<std::int64_t*>(scratch_.get());
     p.counters = counters_.get();
     if (certify) {
-      // Bound on |computed score - exact score| for a row x (DESIGN.md section 3; derivation
-      // in docs/CUDA.md): x rounded to the operand with unit roundoff ux (relative) and etax
-      // (absolute, fp16 subnormals); the centroids' rounding enters as its exact size,
-      // dcmax = max_j |c_j - operand(c_j)| (prepare_centroids; about 0.4 u cmax for fp16,
-      // where the previous bound charged u cmax); fp32 accumulation over dp terms; the fp32
-      // |c|^2 and the final fma rounded to 2^-24 each.
-      // kSafety covers the fp32 evaluation of the bound and accumulation orders we did not
-      // model; the measured worst-case ratio error/bound is reported by the GPU tests.
-      // Measured on the H200 (2026-11-29, tests/gpu MeasuredErrorUnderBound): worst
-      // error/bound 0.27 (d=64), 0.19-0.21 (d=128), 0.07 (d=768) with kSafety = 1.
-      constexpr double kSafety = 1.25;
-      double u = 0, eta = 0;
-      if (cs.op == Operand::fp16) { u = 0x1p-11; eta = 0x1p-25; }
-      if (cs.op == Operand::bf16) { u = 0x1p-8; eta = 0x1p-126; }
-      // x given in the operand format is exact there: only the centroids are rounded.
-      const bool x_exact = (cs.op == Operand::fp16 && xv_.dtype == DType::f16) ||
-                           (cs.op == Operand::bf16 && xv_.dtype == DType::bf16);
-      const double ux = x_exact ? 0.0 : u;
-      const double etax = x_exact ? 0.0 : eta;
-      // Accumulation: gamma_m = m*t / (1 - m*t). Tensor cores: m = dp terms at t = 2^-23
-      // (truncating accumulation). SIMT kernel: IEEE round-to-nearest fma chains of kSimtBK
-      // terms per chunk, chunk sums added in order, so each product passes through at most
-      // m = kSimtBK + dp/kSimtBK roundings of t = 2^-24 (Higham, Thm 3.1 and blocked
-      // summation): |fl(x.c) - x.c| <= gamma_m |x|.|c|.
-      const bool simt = cs.op == Operand::fp32;
-      const double t = simt ? 0x1p-24 : 0x1p-23;
-      const double m = simt ? double(kSimtBK + cs.dp / kSimtBK) : double(cs.dp);
-      const double acc = m * t / (1.0 - m * t);
-      const double alpha = metric_ == Metric::l2 ? 2.0 : 1.0;
-      // |x^.c^ - x.c| <= |x^| dcmax + |dx| cmax, |x^| <= (1+ux)|x| + etax sqrt(D),
-      // |dx| <= ux|x| + etax sqrt(D); accumulation: acc |x^| (cmax + dcmax).
-      p.cert_a = static_cast<float>(kSafety * alpha * (ux * (1 + acc) + acc + 0x1p-23));
-      p.cert_c = static_cast<float>(kSafety * alpha * (1 + ux) * (1 + acc));
-      p.cert_eta = static_cast<float>(kSafety * alpha * etax * (1 + u) * (1 + acc) * std::sqrt(double(d_)));
-      p.cert_b = static_cast<float>(metric_ == Metric::l2 ? kSafety * (0x1p-23 + acc * 0.5) : 0.0);
+      // The bound's constants (certify.hpp: shared with the batched backend).
+      const CertConstants k = cert_constants(cs.op, xv_.dtype, metric_, cs.dp, d_);
+      p.cert_a = k.a;
+      p.cert_c = k.c;
+      p.cert_eta = k.eta;
+      p.cert_b = k.b;
     }
     return p;
   }

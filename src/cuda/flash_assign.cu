@@ -23,6 +23,7 @@
 #include "cuda/flash_assign.hpp"
 #include "cuda/flash_assign_common.cuh"
 #include "cuda/mma_sm80.cuh"
+#include "cuda/problem_tiles.cuh"
 
 namespace flashkm::cuda {
 namespace {
@@ -86,14 +87,15 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) flash_assign_kernel(const Ass
   const int wn = warp % Tr::kWarpsN;  // warp column
   const int g = lane >> 2, tq = lane & 3;
   const int n_dc = p.dp / kBK;
-  const int n_j = p.kp / kBN;
-  const int n_t = n_j * n_dc;
-  const std::int64_t row0 = std::int64_t(blockIdx.x) * kBM;
+  const std::int64_t n_items = tile_count(p, kBM);
 
-  for (int b = blockIdx.y; b < p.batch; b += gridDim.y) {
-    const XIn* xb = static_cast<const XIn*>(p.x) + std::int64_t(b) * p.x_batch;
-    const T* cb = static_cast<const T*>(p.c) + std::int64_t(b) * p.kp * p.dp;
-    const float* ctb = p.cterm + std::int64_t(b) * p.kp;
+  for (std::int64_t item = first_tile(); item < n_items; item += tile_stride()) {
+    const TileWork w = problem_tile(p, item, kBM);  // one problem's row tile
+    const std::int64_t row0 = w.row0;
+    const int n_t = (w.kp / kBN) * n_dc;
+    const XIn* xb = static_cast<const XIn*>(p.x) + w.x_off;
+    const T* cb = static_cast<const T*>(p.c) + w.c_row * p.dp;
+    const float* ctb = p.cterm + w.c_row;
 
     // ---- loaders -------------------------------------------------------------------
     auto load_c = [&](int t, int stage) {
@@ -112,7 +114,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) flash_assign_kernel(const Ass
           const int r = i / n_ch, ch = i % n_ch;
           const std::int64_t row = row0 + r;
           const int col = (ch0 + ch) * 8;
-          const bool ok = row < p.n && col < p.d;
+          const bool ok = row < w.n && col < p.d;
           const XIn* src = ok ? xb + row * p.x_stride + col : xb;
           arch::cp_async_cg_16(dst + r * rs + swz(r, ch) * 8, src, ok ? 16 : 0);
         }
@@ -125,7 +127,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) flash_assign_kernel(const Ass
 #pragma unroll
           for (int e = 0; e < 8; ++e) {
             float f = 0.0f;
-            if (row < p.n && col + e < p.d) f = to_f32<XIn>(xb[row * p.x_stride + col + e]);
+            if (row < w.n && col + e < p.d) f = to_f32<XIn>(xb[row * p.x_stride + col + e]);
             v[e] = from_f32<T>(f);
           }
           *reinterpret_cast<uint4*>(dst + r * rs + swz(r, ch) * 8) = *reinterpret_cast<const uint4*>(v);
@@ -234,15 +236,18 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) flash_assign_kernel(const Ass
       }
     __syncthreads();
     int changed = 0;
-    if (tid < kBM && row0 + tid < p.n) {
+    if (tid < kBM && row0 + tid < w.n) {
       Top2 v = sMerge[tid];
 #pragma unroll
-      for (int w = 1; w < Tr::kWarpsN; ++w) v = top2_merge(v, sMerge[w * kBM + tid]);
-      changed = finish_row(p, b, std::int64_t(b) * p.n + row0 + tid, v);
+      for (int q = 1; q < Tr::kWarpsN; ++q) v = top2_merge(v, sMerge[q * kBM + tid]);
+      changed = finish_row(p, w, w.row_begin + row0 + tid, v);
     }
     if (tid < kBM) {
       const unsigned ballot = __ballot_sync(0xffffffffu, changed);
-      if (lane == 0 && ballot) atomicAdd(&p.counters[1], (unsigned long long)__popc(ballot));
+      if (lane == 0 && ballot) {
+        atomicAdd(&p.counters[1], (unsigned long long)__popc(ballot));
+        if (p.problem_stats) atomicAdd(&p.problem_stats[2 * std::int64_t(w.b) + 1], (unsigned long long)__popc(ballot));
+      }
     }
     __syncthreads();  // before the next problem reuses shared memory
   }
@@ -261,27 +266,31 @@ __global__ void __launch_bounds__(256) simt_assign_kernel(const AssignParams p) 
   __shared__ std::int64_t sRow[BM];  // the row (within problem b) of each tile row (-1: none)
   const int tid = threadIdx.x;
   const int ty = tid >> 4, tx = tid & 15;
-  const std::int64_t row0 = std::int64_t(blockIdx.x) * BM;
-  for (int b = blockIdx.y; b < p.batch; b += gridDim.y) {
+  static_assert(BM == kSimtBM, "the tile tables of ragged launches are cut for kSimtBM rows");
+  const std::int64_t n_items = tile_count(p, BM);
+  for (std::int64_t item = first_tile(); item < n_items; item += tile_stride()) {
+    const TileWork w = problem_tile(p, item, BM);  // one problem's row tile
+    const int b = w.b;
+    const std::int64_t row0 = w.row0;
     // Cascade: the grid is sized for the capacity; a block past problem b's device-side
     // count skips it (block-uniform, so the barriers below stay uniform).
-    const std::int64_t n_listed = p.n_dev ? static_cast<std::int64_t>(p.n_dev[b]) : p.n;
-    const std::int64_t n = n_listed < p.n ? n_listed : p.n;
+    const std::int64_t n_listed = p.n_dev ? static_cast<std::int64_t>(p.n_dev[b]) : w.n;
+    const std::int64_t n = n_listed < w.n ? n_listed : w.n;
     if (row0 >= n) continue;
     // sRow's last readers (the previous problem's tile loads) are behind a barrier already.
     if (tid < BM) {
       const std::int64_t row = row0 + tid;
-      const std::int64_t base = std::int64_t(b) * p.n;
+      const std::int64_t base = w.row_begin;
       sRow[tid] = row < n ? (p.row_map ? p.row_map[base + row] - base : row) : -1;
     }
     __syncthreads();
-    const XIn* xb = static_cast<const XIn*>(p.x) + std::int64_t(b) * p.x_batch;
-    const float* cb = static_cast<const float*>(p.c) + std::int64_t(b) * p.kp * p.dp;
-    const float* ctb = p.cterm + std::int64_t(b) * p.kp;
+    const XIn* xb = static_cast<const XIn*>(p.x) + w.x_off;
+    const float* cb = static_cast<const float*>(p.c) + w.c_row * p.dp;
+    const float* ctb = p.cterm + w.c_row;
     Top2 top[4];
 #pragma unroll
     for (int i = 0; i < 4; ++i) top2_init(top[i]);
-    for (int j = 0; j < p.kp / BN; ++j) {
+    for (int j = 0; j < w.kp / BN; ++j) {
       float acc[4][4] = {};
       for (int k0 = 0; k0 < p.dp; k0 += BK) {
 #pragma unroll
@@ -333,10 +342,13 @@ __global__ void __launch_bounds__(256) simt_assign_kernel(const AssignParams p) 
       v = top2_shfl_xor(v, 4);
       v = top2_shfl_xor(v, 8);
       const std::int64_t row = row0 + ty * 4 + i;
-      if (tx == 0 && row < n) changed += finish_row(p, b, std::int64_t(b) * p.n + row, v);
+      if (tx == 0 && row < n) changed += finish_row(p, w, w.row_begin + row, v);
     }
     const int warp_sum = __reduce_add_sync(0xffffffffu, changed);
-    if ((tid & 31) == 0 && warp_sum) atomicAdd(&p.counters[1], (unsigned long long)warp_sum);
+    if ((tid & 31) == 0 && warp_sum) {
+      atomicAdd(&p.counters[1], (unsigned long long)warp_sum);
+      if (p.problem_stats) atomicAdd(&p.problem_stats[2 * std::int64_t(b) + 1], (unsigned long long)warp_sum);
+    }
   }
 }
 
@@ -353,9 +365,10 @@ __global__ void __launch_bounds__(256) recheck_kernel(const AssignParams p, cons
   const unsigned long long count = p.counters[0];
   for (unsigned long long f = blockIdx.x; f < count; f += gridDim.x) {
     const std::int64_t grow = p.flagged[f];
-    const int b = static_cast<int>(grow / p.n);
-    const std::int64_t row = grow - std::int64_t(b) * p.n;
-    const XIn* xr = static_cast<const XIn*>(p.x) + std::int64_t(b) * p.x_batch + row * p.x_stride;
+    const TileWork pw = problem_work(p, problem_of_row(p, grow));
+    const int b = pw.b;
+    const std::int64_t row = grow - pw.row_begin;
+    const XIn* xr = static_cast<const XIn*>(p.x) + pw.x_off + row * p.x_stride;
     for (int i = tid; i < p.d; i += 256) sx[i] = double(to_f32<XIn>(xr[i]));
     __syncthreads();
     if (warp == 0) {
@@ -364,10 +377,10 @@ __global__ void __launch_bounds__(256) recheck_kernel(const AssignParams p, cons
       for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffffu, s, o);
       if (lane == 0) s_norm = sqrt(s);
     }
-    const float* cb = c32 + std::int64_t(b) * p.k * p.d;
+    const float* cb = c32 + pw.c32_row * p.d;
     double best = INFINITY;
     int bi = 0x7fffffff;
-    for (int j = warp; j < p.k; j += 8) {
+    for (int j = warp; j < pw.k; j += 8) {
       const float* c = cb + std::int64_t(j) * p.d;
       double s = 0;
       if (p.metric == Metric::l2) {
@@ -404,7 +417,10 @@ __global__ void __launch_bounds__(256) recheck_kernel(const AssignParams p, cons
       const int old = p.labels[grow];
       p.labels[grow] = vi;
       p.dist[grow] = static_cast<float>(dist);
-      if (old != vi) atomicAdd(&p.counters[1], 1ull);
+      if (old != vi) {
+        atomicAdd(&p.counters[1], 1ull);
+        if (p.problem_stats) atomicAdd(&p.problem_stats[2 * std::int64_t(b) + 1], 1ull);
+      }
     }
     __syncthreads();
   }
@@ -422,18 +438,29 @@ using Stream128B = FlashAssignTraits<__nv_bfloat16, 128, 128, 2, 2, 4, false>;
 
 constexpr int kMaxResidentDp = 256;
 
-dim3 grid_for(std::int64_t n, int bm, int batch) {
-  const std::int64_t tiles = (n + bm - 1) / bm;
+/// The grid of an assign launch with bm-row tiles (problem_tiles.cuh: how blocks find work).
+dim3 grid_for(const AssignParams& p, int bm) {
+  if (p.tiles) {
+    FLASHKM_ASSERT(p.tile_rows == bm, "ragged launch: the tile table was cut for another tile height");
+    FLASHKM_ASSERT(p.problems != nullptr, "ragged launch: a tile table needs its problem table");
+    const std::int64_t blocks = p.n_tiles < 0x7fffffff ? p.n_tiles : 0x7fffffff;  // blocks loop past it
+    return dim3(static_cast<unsigned>(blocks), 1, 1);
+  }
+  const std::int64_t tiles = (p.n + bm - 1) / bm;
   FLASHKM_ASSERT(tiles <= 0x7fffffff, "too many row tiles for one launch");
-  return dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(batch < 65535 ? batch : 65535), 1);
+  return dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(p.batch < 65535 ? p.batch : 65535), 1);
 }
+
+/// Nothing to assign (no rows, or an empty tile table).
+bool empty_launch(const AssignParams& p) { return p.tiles ? p.n_tiles == 0 : (p.n == 0 || p.batch == 0); }
 
 template <class Tr, class XIn, bool kXAsync>
 void run_flash_assign(const AssignParams& p, cudaStream_t s) {
   auto kernel = flash_assign_kernel<Tr, XIn, kXAsync>;
   const std::size_t smem = Tr::smem_bytes(p.dp);
   FLASHKM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  kernel<<<grid_for(p.n, Tr::kBM, p.batch), Tr::kThreads, smem, s>>>(p);
+  static_assert(Tr::kBM == kFlashBM, "the tile tables of ragged launches are cut for kFlashBM rows");
+  kernel<<<grid_for(p, Tr::kBM), Tr::kThreads, smem, s>>>(p);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 
@@ -475,6 +502,11 @@ int tile_bn(TileConfig t) { return t == TileConfig::stream_128x256 ? 256 : 128; 
 
 bool tile_streams_x(TileConfig t) { return t == TileConfig::stream_128x256 || t == TileConfig::stream_128x128; }
 
+int flash_tile_rows(TileConfig t, int dp) {
+  if (t == TileConfig::wgmma_sm90) return dp <= 128 ? 256 : 128;  // flash_assign_sm90.cu: Sm90Traits' kBM
+  return kFlashBM;
+}
+
 bool x_streamable(const AssignParams& p, Operand op) {
   const DType want = op == Operand::fp16 ? DType::f16 : DType::bf16;
   return p.x_dtype == want && p.d % 8 == 0 && p.x_stride % 8 == 0 && p.x_batch % 8 == 0 &&
@@ -482,7 +514,7 @@ bool x_streamable(const AssignParams& p, Operand op) {
 }
 
 void launch_flash_assign(const AssignParams& p, Operand op, TileConfig tile, cudaStream_t s) {
-  if (p.n == 0 || p.batch == 0) return;
+  if (empty_launch(p)) return;
   if (tile == TileConfig::wgmma_sm90) return launch_flash_assign_sm90(p, op, s);
   if (op == Operand::fp16) return dispatch_operand<__half, ResidentH, Stream256H, Stream128H>(p, tile, s);
   if (op == Operand::bf16) return dispatch_operand<__nv_bfloat16, ResidentB, Stream256B, Stream128B>(p, tile, s);
@@ -490,9 +522,9 @@ void launch_flash_assign(const AssignParams& p, Operand op, TileConfig tile, cud
 }
 
 void launch_simt_assign(const AssignParams& p, cudaStream_t s) {
-  if (p.n == 0 || p.batch == 0) return;
+  if (empty_launch(p)) return;
   FLASHKM_ASSERT(p.row_map == nullptr || p.n_dev != nullptr, "simt_assign: row_map needs the device-side counts");
-  const dim3 grid = grid_for(p.n, 64, p.batch);
+  const dim3 grid = grid_for(p, kSimtBM);
   switch (p.x_dtype) {
     case DType::f32: simt_assign_kernel<float><<<grid, 256, 0, s>>>(p); break;
     case DType::f16: simt_assign_kernel<__half><<<grid, 256, 0, s>>>(p); break;

@@ -1,6 +1,7 @@
 // FlashAssign: fused nearest-centroid kernels (host-side interface, no CUDA templates).
 //
-// One launch assigns every row of B equal-sized problems to its nearest centroid and
+// One launch assigns every row of B problems (equal-sized, or ragged through a problem
+// and tile table: AssignParams::problems / tiles) to its nearest centroid and
 // writes int32 labels and the best distance; the N x K distance matrix never exists.
 // Scores are  s_j = alpha * (x . c_j) + cterm_j  (alpha = -2, cterm = |c|^2 for l2;
 // alpha = -1, cterm = 0 for cosine/inner product), minimised with ties to the lowest j.
@@ -17,6 +18,24 @@
 #include "flashkm/types.hpp"
 
 namespace flashkm::cuda {
+
+/// One problem of a ragged launch (AssignParams::problems; mapping in problem_tiles.cuh).
+struct ProblemDesc {
+  std::int64_t row_begin = 0;  ///< its row 0 as a row of x, xnorm, labels, dist; start of its flagged region
+  std::int64_t n = 0;          ///< rows (a cascade launch: the capacity, the count is n_dev[b])
+  std::int64_t c_row = 0;      ///< its first row of the operand array c [. x dp] and of cterm
+  std::int64_t c32_row = 0;    ///< its first row of the fp32 centroids (re-check)
+  int k = 0;                   ///< centroids
+  int kp = 0;                  ///< k padded to the launch's centroid tile width
+};
+
+/// One row tile of a ragged launch: rows [row0, row0 + tile_rows) of problem `problem`
+/// (clipped to its n). Tiles never straddle two problems.
+struct ProblemTile {
+  std::int64_t row0 = 0;
+  std::int32_t problem = 0;
+  std::int32_t unused = 0;
+};
 
 /// Operand format of the distance products.
 enum class Operand : std::uint8_t { fp16 = 0, bf16 = 1, fp32 = 2 };
@@ -62,6 +81,19 @@ struct AssignParams {
   /// level's per-problem flagged count, so the host need not wait for it); n is then the
   /// capacity per problem.
   const unsigned long long* n_dev = nullptr;
+  // ---- ragged problems (problem_tiles.cuh). Null: the B equal-sized problems above ----
+  /// [batch] (device): each problem's rows, k and centroid offsets; x_batch, n, k and kp
+  /// above are then unused (problem b's row r is row problems[b].row_begin + r of x).
+  const ProblemDesc* problems = nullptr;
+  /// [n_tiles] (device): block i of the 1-D grid takes tile i (no 65,535 limit on B).
+  const ProblemTile* tiles = nullptr;
+  std::int64_t n_tiles = 0;
+  int tile_rows = 0;               ///< rows per tile the table was cut for: must be the kernel's BM
+                                   ///< (flash_tile_rows() for the tensor-core configs)
+  std::int64_t c_rows_total = 0;   ///< rows of the operand array c (sum of kp; the wgmma kernel's tensor map)
+  /// [batch x 2] when set: per problem (rows flagged, label changes) of this launch, counted
+  /// besides counters[0] / counters[1] (batched fits report statistics per problem).
+  unsigned long long* problem_stats = nullptr;
 };
 
 /// Tile configuration of the tensor-core kernel (the tuning table's key).
@@ -86,11 +118,18 @@ bool sm90_wgmma_supported(int cc);
 /// Whether `t` reads x through the streamed (16-bit, aligned) path; the others convert
 /// any input dtype while loading their resident rows tile.
 bool tile_streams_x(TileConfig t);
+/// Rows per tile (BM) of the tensor-core kernel of config t at padded width dp: what a
+/// ragged launch's tile table must be cut for (128; wgmma_sm90: 256 for dp <= 128, else 128).
+int flash_tile_rows(TileConfig t, int dp);
 /// Width of the centroid tile (kp must be a multiple of it) and of a D chunk.
 int tile_bn(TileConfig t);
 constexpr int kChunkD = 64;
 /// Whether the streamed configs can read x directly (16-bit operand type, aligned rows).
 bool x_streamable(const AssignParams& p, Operand op);
+
+/// Rows per tile of the kernels (a ragged launch's tile table is cut for these).
+constexpr int kFlashBM = 128;
+constexpr int kSimtBM = 64;
 
 /// Tensor-core FlashAssign (op = fp16 or bf16). x must be readable as op (streamed
 /// configs) or any dtype (resident config converts while loading).

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "cuda/flash_assign.hpp"
+#include "cuda/problem_tiles.cuh"
 
 namespace flashkm::cuda::detail {
 
@@ -75,7 +76,9 @@ __device__ __forceinline__ float score_to_distance(Metric m, float best, float x
 
 /// Certify and write one row's result (or flag it). Returns 1 when the label changed.
 /// `grow` is the launch's row; the cascade maps it to the data's row first.
-__device__ __forceinline__ int finish_row(const AssignParams& p, int b, std::int64_t grow, const Top2& t) {
+/// `w` is the row's tile (problem_tiles.cuh): its problem and the start of its flagged region.
+__device__ __forceinline__ int finish_row(const AssignParams& p, const TileWork& w, std::int64_t grow, const Top2& t) {
+  const int b = w.b;
   if (p.row_map) grow = p.row_map[grow];
   const float xn = p.xnorm[grow];
   if (p.certify) {
@@ -86,9 +89,10 @@ __device__ __forceinline__ int finish_row(const AssignParams& p, int b, std::int
     // The subtraction itself rounds: allow 2^-22 of the operands' magnitude on top of 2E.
     if (!(gap > 2.0f * e + 0x1p-22f * (fabsf(t.best) + fabsf(t.second)))) {
       const unsigned long long slot = atomicAdd(&p.counters[0], 1ull);
+      if (p.problem_stats) atomicAdd(&p.problem_stats[2 * std::int64_t(b)], 1ull);
       if (p.problem_counts) {
         const unsigned long long pslot = atomicAdd(&p.problem_counts[b], 1ull);
-        p.flagged[std::int64_t(b) * p.n + static_cast<std::int64_t>(pslot)] = grow;
+        p.flagged[w.row_begin + static_cast<std::int64_t>(pslot)] = grow;
       } else {
         p.flagged[slot] = grow;
       }

@@ -34,6 +34,7 @@
 #include "cuda/cuda_check.hpp"
 #include "cuda/flash_assign.hpp"
 #include "cuda/flash_assign_common.cuh"
+#include "cuda/problem_tiles.cuh"
 #include "cuda/mma_sm90.cuh"
 
 namespace flashkm::cuda {
@@ -66,25 +67,19 @@ struct Sm90Traits {
   }
 };
 
-/// One (problem, rows tile) of a block: the ONLY place that maps blocks to rows. Persistent
-/// grid (one block per SM): the i-th tile of block x is the linear tile x + i*gridDim.x
-/// over (problem, rows tile) pairs, problem-major. Producer and consumers both iterate it,
-/// so they agree on the sequence of tiles (a tile with row0 >= n is skipped by both); the
-/// producer runs ahead into the next tile's centroid stages while the consumers finish
-/// the current one.
-struct RowTile {
-  int b;                // problem
-  std::int64_t row0;    // first row of the tile within the problem
-  std::int64_t n;       // rows of the problem
-};
+/// One (problem, rows tile) of a block. Persistent grid (one block per SM): the i-th tile
+/// of block x is work item x + i*gridDim.x, mapped to (problem, row0) by problem_tile()
+/// (problem_tiles.cuh: the one mapping of every assign kernel; equal-sized problems
+/// problem-major, or a ragged tile table cut for kBM rows). Producer and consumers both
+/// iterate it, so they agree on the sequence of tiles (a tile with row0 >= n is skipped by
+/// both); the producer runs ahead into the next tile's centroid stages while the consumers
+/// finish the current one.
+using RowTile = TileWork;
 template <int BM>
 __device__ __forceinline__ bool block_tile(const AssignParams& p, int i, RowTile& t) {
-  const std::int64_t tiles = (p.n + BM - 1) / BM;
   const std::int64_t linear = std::int64_t(blockIdx.x) + std::int64_t(i) * gridDim.x;
-  if (linear >= tiles * p.batch) return false;
-  t.b = static_cast<int>(linear / tiles);
-  t.row0 = (linear - std::int64_t(t.b) * tiles) * BM;
-  t.n = p.n;
+  if (linear >= tile_count(p, BM)) return false;
+  t = problem_tile(p, linear, BM);
   return true;
 }
 
@@ -127,7 +122,7 @@ __device__ __forceinline__ void load_rows_tile(const AssignParams& p, const RowT
   constexpr int kIters = Tr::kBM * kCpr / kThreads;
   constexpr int kBatch = kIters % 8 == 0 ? 8 : 4;
   static_assert(Tr::kBM * kCpr % kThreads == 0 && kIters % kBatch == 0, "rows tile split over the consumers");
-  const std::int64_t base = std::int64_t(t.b) * p.x_batch;
+  const std::int64_t base = t.x_off;
   const bool aligned8 = p.d % 8 == 0 && p.x_stride % 8 == 0 && p.x_batch % 8 == 0 &&
                         (reinterpret_cast<std::uintptr_t>(p.x) & 15) == 0;
   const bool vec16 = p.x_dtype == kT && aligned8;
@@ -176,7 +171,6 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   T* sX = reinterpret_cast<T*>(smem + 1024);                      // (n_dc, kBM, 64) swizzled
   T* sC = sX + std::size_t(n_dc) * kBM * kChunk;                  // (kStages, n_dc, kBN, 64) swizzled
   const int stage_elems = n_dc * kBN * kChunk;
-  const int n_j = p.kp / kBN;
   const int wg = threadIdx.x / 128;
 
   if (threadIdx.x == 0) {
@@ -199,6 +193,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       RowTile t;
       for (int i = 0; block_tile<kBM>(p, i, t); ++i) {
         if (t.row0 >= t.n) continue;
+        const int n_j = t.kp / kBN;
         for (int j = 0; j < n_j; ++j, ++it) {
           const int stage = it % kStages;
           arch::mbar_wait(&empty[stage], ((it / kStages) & 1) ^ 1);  // a fresh barrier passes parity 1
@@ -206,7 +201,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
           T* dst = sC + std::size_t(stage) * stage_elems;
 #pragma unroll
           for (int c = 0; c < n_dc; ++c)
-            arch::SM90_TMA_LOAD_2D(dst + c * kBN * kChunk, &tmap_c, &full[stage], c * kChunk, t.b * p.kp + j * kBN);
+            arch::SM90_TMA_LOAD_2D(dst + c * kBN * kChunk, &tmap_c, &full[stage], c * kChunk,
+                                   static_cast<int>(t.c_row) + j * kBN);
         }
       }
     }
@@ -223,6 +219,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     RowTile t;
     for (int i = 0; block_tile<kBM>(p, i, t); ++i) {
       if (t.row0 >= t.n) continue;
+      const int n_j = t.kp / kBN;
       // The previous problem's wgmmas have all been waited for; both consumers must be
       // past them before the rows tile is overwritten.
       arch::named_barrier_sync(1, 128 * Tr::kConsumers);
@@ -238,7 +235,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         lidx[r] = 0;
         jbest[r] = 0;
       }
-      const float* ctb = p.cterm + std::int64_t(t.b) * p.kp + 2 * tq;
+      const float* ctb = p.cterm + t.c_row + 2 * tq;
       const std::uint64_t desc_a = arch::gmma_desc_sw128(sX + std::size_t(cw) * kMB * 64 * kChunk);
       float acc[kMB][64];  // (MB, 64): rows mb*64 + wq*16 + g (+8), cols 8n + 2tq (+1)
 
@@ -318,10 +315,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
           v = top2_shfl_xor(v, 1);
           v = top2_shfl_xor(v, 2);
           const std::int64_t row = t.row0 + (cw * kMB + mb) * 64 + wq * 16 + g + 8 * h;
-          if (tq == 0 && row < t.n) changed += finish_row(p, t.b, std::int64_t(t.b) * p.n + row, v);
+          if (tq == 0 && row < t.n) changed += finish_row(p, t, t.row_begin + row, v);
         }
       const int warp_sum = __reduce_add_sync(0xffffffffu, changed);
-      if (lane == 0 && warp_sum) atomicAdd(&p.counters[1], (unsigned long long)warp_sum);
+      if (lane == 0 && warp_sum) {
+        atomicAdd(&p.counters[1], (unsigned long long)warp_sum);
+        if (p.problem_stats) atomicAdd(&p.problem_stats[2 * std::int64_t(t.b) + 1], (unsigned long long)warp_sum);
+      }
     }
   }
 #else
@@ -357,7 +357,7 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 /// Tensor map of the centroid operands [B*kp x dp] (b16), boxes [128 rows x 64 cols] in the
 /// 128-byte swizzle: one box = one D chunk of one centroid tile.
 CUtensorMap centroid_tensor_map(const AssignParams& p, Operand op) {
-  const std::uint64_t rows = std::uint64_t(p.batch) * std::uint64_t(p.kp);
+  const std::uint64_t rows = p.problems ? std::uint64_t(p.c_rows_total) : std::uint64_t(p.batch) * std::uint64_t(p.kp);
   FLASHKM_ASSERT(rows < (std::uint64_t(1) << 31), "wgmma FlashAssign: B*kp centroid rows exceed the TMA coordinate range");
   CUtensorMap m;
   const cuuint64_t dims[2] = {cuuint64_t(p.dp), cuuint64_t(rows)};
@@ -377,13 +377,16 @@ void run_sm90(const AssignParams& p, const CUtensorMap& map, cudaStream_t s) {
   auto kernel = flash_assign_sm90_kernel<Tr, kDc, kSecond>;
   const std::size_t smem = Tr::smem_bytes(p.dp);
   FLASHKM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  FLASHKM_ASSERT(p.tiles == nullptr || p.tile_rows == Tr::kBM,
+                 "ragged launch: the tile table was cut for another tile height than the wgmma kernel's");
+  FLASHKM_ASSERT(p.tiles == nullptr || p.problems != nullptr, "ragged launch: a tile table needs its problem table");
   const std::int64_t tiles = (p.n + Tr::kBM - 1) / Tr::kBM;
   int dev = 0, sms = 0;
   FLASHKM_CUDA_CHECK(cudaGetDevice(&dev));
   FLASHKM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   // Persistent: one block per SM walks the (problem, tile) list (block_tile). Measured at
   // N1M D128 fp16: K8192 576 TFLOP/s vs 542 with one block per tile, K1024 330 vs 293.
-  const std::int64_t total = tiles * p.batch;
+  const std::int64_t total = p.tiles ? p.n_tiles : tiles * p.batch;
   const dim3 grid(static_cast<unsigned>(total < sms ? total : sms), 1, 1);
   kernel<<<grid, Tr::kThreads, smem, s>>>(p, map);
   FLASHKM_CUDA_LAUNCH_CHECK();
@@ -419,7 +422,7 @@ bool sm90_wgmma_supported(int cc) {
 }
 
 void launch_flash_assign_sm90(const AssignParams& p, Operand op, cudaStream_t s) {
-  if (p.n == 0 || p.batch == 0) return;
+  if (p.tiles ? p.n_tiles == 0 : (p.n == 0 || p.batch == 0)) return;
   FLASHKM_CHECK(p.dp <= 256 && p.dp % kChunkD == 0 && p.kp % 128 == 0, invalid_argument,
                 "tile config wgmma_sm90 needs d <= 256 (got padded d ", p.dp, ", padded k ", p.kp, ")");
   FLASHKM_CHECK(p.x_dtype == DType::f32 || p.x_dtype == DType::f16 || p.x_dtype == DType::bf16 ||

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "core/random.hpp"
+#include "cuda/centroid_prep.cuh"
 #include "cuda/cuda_check.hpp"
 #include "cuda/kernels.cuh"
 
@@ -84,7 +85,7 @@ __global__ void convert_rows_kernel(XView x, int dp, T* dst) {
 }
 
 // ---- centroids ------------------------------------------------------------------------
-// One warp per (problem, padded centroid row).
+// One warp per (problem, padded centroid row); the row itself: centroid_prep.cuh.
 __global__ void prepare_centroids_kernel(const float* c32, int batch, int k, int d, int kp, int dp, int op, bool l2,
                                          void* c_op, float* cterm, unsigned* cmax_bits, unsigned* dcmax_bits,
                                          unsigned* overflow) {
@@ -95,41 +96,7 @@ __global__ void prepare_centroids_kernel(const float* c32, int batch, int k, int
   const int j = static_cast<int>(wid % kp);
   const bool real = j < k;
   const float* src = c32 + (std::int64_t(b) * k + j) * d;
-  double s = 0, ds = 0;  // |c|^2 and |c - operand(c)|^2 (the rounding error, for the bound)
-  float mx = 0;
-  for (int c = lane; c < dp; c += 32) {
-    const float v = (real && c < d) ? src[c] : 0.0f;
-    s = fma(double(v), double(v), s);
-    mx = fmaxf(mx, fabsf(v));
-    const std::int64_t o = wid * dp + c;
-    float r = v;  // the operand as the kernel will read it
-    if (op == 0) {
-      const __half h = __float2half_rn(v);
-      static_cast<__half*>(c_op)[o] = h;
-      r = __half2float(h);
-    } else if (op == 1) {
-      const __nv_bfloat16 h = __float2bfloat16_rn(v);
-      static_cast<__nv_bfloat16*>(c_op)[o] = h;
-      r = __bfloat162float(h);
-    } else {
-      static_cast<float*>(c_op)[o] = v;
-    }
-    const double e = double(v) - double(r);  // exact: both are floats within a factor 2 (or r = 0)
-    ds = fma(e, e, ds);
-  }
-  for (int o = 16; o > 0; o >>= 1) {
-    s += __shfl_down_sync(0xffffffffu, s, o);
-    ds += __shfl_down_sync(0xffffffffu, ds, o);
-    mx = fmaxf(mx, __shfl_down_sync(0xffffffffu, mx, o));
-  }
-  if (lane == 0) {
-    cterm[wid] = real ? (l2 ? static_cast<float>(s) : 0.0f) : INFINITY;
-    if (real) {
-      atomicMax(&cmax_bits[b], __float_as_uint(__double2float_ru(sqrt(s))));
-      atomicMax(&dcmax_bits[b], __float_as_uint(__double2float_ru(sqrt(ds))));
-      if (op == 0 && mx > 65504.0f) atomicOr(overflow, 1u);
-    }
-  }
+  prepare_centroid_row(src, real, wid, lane, d, dp, op, l2, c_op, cterm, &cmax_bits[b], &dcmax_bits[b], overflow);
 }
 
 // ---- reductions -------------------------------------------------------------------------

@@ -1,0 +1,211 @@
+// Batched and ragged fits on the CUDA backend against per-problem CUDA fits: every problem
+// of a batch must be the bits of the same problem fitted alone (same explicit precision):
+// equal and ragged sizes, per-problem K, every tile family (resident fp16/bf16, streamed
+// large-D, exact fp32 SIMT), certified (the cascade) and not, weights, cosine and inner
+// product, empty-cluster repair, device input in place, B > 65,535. Every test skips with
+// a message when no CUDA device is present.
+#include <gtest/gtest.h>
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "core/backend.hpp"
+#include "flashkm/flashkm.hpp"
+#include "support/batched_support.hpp"
+#include "support/reference.hpp"
+
+namespace flashkm {
+namespace {
+
+#define REQUIRE_GPU()                                                                      \
+  do {                                                                                     \
+    if (!core::cuda_device_present())                                                      \
+      GTEST_SKIP() << "no CUDA device present: the batched CUDA tests need a GPU "         \
+                      "(run scripts/gpu_check.sh on a GPU machine)";                        \
+  } while (0)
+
+using testing::expect_same_fit;
+using testing::RaggedShape;
+
+Params cuda_params(Precision precision, bool certify) {
+  Params p;
+  p.device = Device::cuda;
+  p.precision = precision;
+  p.certify = certify;
+  p.max_iter = 12;
+  p.seed = 17;
+  return p;
+}
+
+/// The batch over x (host) vs each problem fitted alone on the GPU; labels too.
+void check_batch_vs_alone(const std::vector<float>& x, std::int64_t d, const RaggedShape& s, const Params& p,
+                          const std::vector<float>* w = nullptr, const std::vector<float>* init = nullptr,
+                          std::int64_t check_every = 1) {
+  const auto n = s.offsets.back();
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(n), -1);
+  RaggedBatch rb;
+  rb.x = MatrixView::of(x.data(), n, d);
+  rb.offsets = s.offsets;
+  rb.n_clusters = s.k;
+  rb.sample_weight = w ? w->data() : nullptr;
+  rb.init_centroids = init ? init->data() : nullptr;
+  rb.labels = labels.data();
+  const std::vector<Model> models = fit_batched(rb, p);
+  ASSERT_EQ(models.size(), s.k.size());
+  std::vector<std::int64_t> init_off(s.k.size() + 1, 0);
+  for (std::size_t b = 0; b < s.k.size(); ++b) init_off[b + 1] = init_off[b] + s.k[b] * d;
+  for (std::size_t b = 0; b < s.k.size(); b += static_cast<std::size_t>(check_every)) {
+    Params q = p;
+    q.n_clusters = s.k[b];
+    FitArgs args;
+    const std::int64_t begin = s.offsets[b], end = s.offsets[b + 1];
+    std::vector<std::int32_t> alone_labels(static_cast<std::size_t>(end - begin), -1);
+    args.labels = alone_labels.data();
+    args.sample_weight = w ? w->data() + begin : nullptr;
+    args.init_centroids = init ? init->data() + init_off[b] : nullptr;
+    const Model alone = fit(MatrixView::of(x.data() + begin * d, end - begin, d), q, args);
+    expect_same_fit(models[b], alone, "problem " + std::to_string(b));
+    std::int64_t differ = 0;
+    for (std::int64_t i = begin; i < end; ++i) differ += labels[i] != alone_labels[i - begin];
+    EXPECT_EQ(differ, 0) << "labels of problem " << b;
+  }
+}
+
+class BatchedCuda : public ::testing::TestWithParam<std::tuple<Precision, bool>> {};
+
+TEST_P(BatchedCuda, RaggedEqualsAloneBitwise) {
+  REQUIRE_GPU();
+  const auto [precision, certify] = GetParam();
+  const std::int64_t d = 64;
+  const auto s = testing::ragged_shape(13, 100, 3000, 300, 3);
+  const auto x = testing::blobs(s.offsets.back(), d, 40, 3.0, 1.0, 5);
+  check_batch_vs_alone(x, d, s, cuda_params(precision, certify));
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, BatchedCuda,
+                         ::testing::Combine(::testing::Values(Precision::fp16, Precision::bf16, Precision::fp32),
+                                            ::testing::Bool()));
+
+TEST(BatchedCudaMore, CertifiedNearTiesCascade) {
+  REQUIRE_GPU();
+  // Uniform noise: many near-ties, so the certification cascade flags rows at every level.
+  const std::int64_t d = 32;
+  const auto s = testing::ragged_shape(7, 500, 4000, 64, 8);
+  const auto x = testing::uniform(s.offsets.back(), d, 12);
+  Params p = cuda_params(Precision::fp16, true);
+  check_batch_vs_alone(x, d, s, p);
+  p.precision = Precision::bf16;
+  check_batch_vs_alone(x, d, s, p);
+}
+
+TEST(BatchedCudaMore, StreamedLargeDAndWeightsAndMetrics) {
+  REQUIRE_GPU();
+  const std::int64_t d = 300;  // > 256: streamed (split-D) tiles; fp32 data -> 16-bit operand copy
+  const auto s = testing::ragged_shape(5, 300, 1500, 300, 4);
+  const auto n = s.offsets.back();
+  const auto x = testing::blobs(n, d, 9, 3.0, 1.0, 77);
+  std::vector<float> w(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) w[i] = 0.5f + static_cast<float>(i % 5);
+  for (const Metric metric : {Metric::l2, Metric::cosine, Metric::inner_product}) {
+    Params p = cuda_params(Precision::fp16, true);
+    p.metric = metric;
+    p.init = InitMethod::random;
+    SCOPED_TRACE(to_string(metric));
+    check_batch_vs_alone(x, d, s, p, &w);
+  }
+}
+
+TEST(BatchedCudaMore, EmptyClusterRepairAndPerProblemConvergence) {
+  REQUIRE_GPU();
+  const std::int64_t d = 16;
+  const std::vector<std::int64_t> off = {0, 700, 1500, 2600};
+  const std::vector<std::int64_t> k = {5, 6, 7};
+  const auto x = testing::blobs(off.back(), d, 6, 3.0, 1.0, 31);
+  std::vector<float> init;
+  for (std::size_t b = 0; b < k.size(); ++b)
+    init.insert(init.end(), x.begin() + off[b] * d, x.begin() + (off[b] + k[b]) * d);
+  for (std::int64_t t = 0; t < d; ++t) init[(5 + 3) * d + t] = 1e3f;  // problem 1, centroid 3: empties
+  Params p = cuda_params(Precision::fp16, true);
+  p.init = InitMethod::given;
+  p.tol = 1e-3;
+  p.max_iter = 100;
+  check_batch_vs_alone(x, d, RaggedShape{off, k}, p, nullptr, &init);
+}
+
+TEST(BatchedCudaMore, DeviceInputInPlaceAndDeviceLabels) {
+  REQUIRE_GPU();
+  const std::int64_t d = 128, B = 6, n = 2000, k = 50;
+  const auto x = testing::blobs(B * n, d, 30, 3.0, 1.0, 9);
+  float* dx = nullptr;
+  std::int32_t* dl = nullptr;
+  ASSERT_EQ(cudaMalloc(&dx, x.size() * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&dl, B * n * 4), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(dx, x.data(), x.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+  std::vector<std::int64_t> off(B + 1);
+  for (std::int64_t b = 0; b <= B; ++b) off[b] = b * n;
+  const std::vector<std::int64_t> ks = {k};
+  RaggedBatch rb;
+  rb.x = MatrixView::raw(dx, DType::f32, B * n, d, 0, Location::cuda, 0);
+  rb.offsets = off;
+  rb.n_clusters = ks;
+  rb.labels = dl;
+  const Params p = cuda_params(Precision::fp16, true);
+  const auto from_device = fit_batched(rb, p);
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(B * n));
+  ASSERT_EQ(cudaMemcpy(labels.data(), dl, labels.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  cudaFree(dx);
+  cudaFree(dl);
+  RaggedBatch hb = rb;
+  std::vector<std::int32_t> host_labels(labels.size(), -1);
+  hb.x = MatrixView::of(x.data(), B * n, d);
+  hb.labels = host_labels.data();
+  const auto from_host = fit_batched(hb, p);
+  for (std::int64_t b = 0; b < B; ++b) expect_same_fit(from_device[b], from_host[b], "problem " + std::to_string(b));
+  EXPECT_EQ(labels, host_labels);
+  // Bitwise run to run.
+  const auto again = fit_batched(hb, p);
+  for (std::int64_t b = 0; b < B; ++b) expect_same_fit(again[b], from_host[b], "rerun, problem " + std::to_string(b));
+}
+
+TEST(BatchedCudaMore, MoreThan65535Problems) {
+  REQUIRE_GPU();
+  const std::int64_t B = 70000, n = 16, d = 8, k = 3;
+  std::vector<float> x(static_cast<std::size_t>(B * n * d));
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 2654435761u) % 1000) / 100.0f;
+  std::vector<std::int64_t> off(B + 1), ks(static_cast<std::size_t>(B));
+  for (std::int64_t b = 0; b <= B; ++b) off[b] = b * n;
+  for (std::int64_t b = 0; b < B; ++b) ks[b] = 1 + b % k;
+  std::vector<float> init;
+  for (std::int64_t b = 0; b < B; ++b) init.insert(init.end(), x.begin() + off[b] * d, x.begin() + (off[b] + ks[b]) * d);
+  Params p = cuda_params(Precision::fp16, true);
+  p.init = InitMethod::given;
+  check_batch_vs_alone(x, d, RaggedShape{off, ks}, p, nullptr, &init, 6997);
+}
+
+TEST(BatchedCudaMore, BadInputNamedByProblem) {
+  REQUIRE_GPU();
+  const std::int64_t d = 4;
+  auto x = testing::uniform(90, d, 2);
+  x[(70 * d) + 1] = NAN;
+  const std::vector<std::int64_t> off = {0, 30, 60, 90}, k = {2, 2, 2};
+  RaggedBatch rb;
+  rb.x = MatrixView::of(x.data(), 90, d);
+  rb.offsets = off;
+  rb.n_clusters = k;
+  try {
+    fit_batched(rb, cuda_params(Precision::fp16, true));
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("problem 2: input contains NaN or infinity: first at row 10, column 1"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace flashkm
