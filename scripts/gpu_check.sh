@@ -44,7 +44,7 @@ t0=$(date +%s)
 . scripts/gtest_prefix.sh "$OUT/build.log"  # sets PREFIX (GoogleTest)
 cmake -S . -B build-cudacheck -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHKM_CUDA=ON -DFLASHKM_PYTHON=OFF \
   -DFLASHKM_BENCH=OFF -DFLASHKM_TESTS=ON $PREFIX >> "$OUT/build.log" 2>&1 &&
-  cmake --build build-cudacheck -j16 --target flashkm_test_gpu gpu_bench gpu_ooc_bench >> "$OUT/build.log" 2>&1
+  cmake --build build-cudacheck -j16 --target flashkm_test_gpu flashkm_test_gpu_batched gpu_bench gpu_ooc_bench >> "$OUT/build.log" 2>&1
 rc_build=$?
 # The rest of the tree (CPU tests, CLI) for ctest; its failure does not stop the GPU checks.
 [ $CTEST -eq 0 ] || cmake --build build-cudacheck -j16 > "$OUT/build_all.log" 2>&1 || echo "full build failed (see build_all.log)"
@@ -55,6 +55,9 @@ tail -30 "$OUT/build.log"
 # Tests: the GPU test binary first (verbose: it prints measured error ratios), then ctest.
 ./build-cudacheck/tests/gpu/flashkm_test_gpu 2>&1 | tee "$OUT/test_gpu.log" | grep -E "^\[  |device:|precision|near-ties|cascade|worst|device update|FAIL|Failure|error" | head -100
 rc_test=${PIPESTATUS[0]}
+# Batched / ragged fits against per-problem CUDA fits (bitwise).
+./build-cudacheck/tests/gpu/flashkm_test_gpu_batched 2>&1 | tee "$OUT/test_gpu_batched.log" | grep -E "^\[  |FAIL|Failure|error|differ" | head -60
+[ ${PIPESTATUS[0]} -eq 0 ] || rc_test=1
 if [ $OOC -eq 1 ]; then
   # The streamed tests alone, verbose (plans, budgets, first differences), then the plan's CPU tests.
   ./build-cudacheck/tests/gpu/flashkm_test_gpu --gtest_filter='Streamed*:AllInits/*' > "$OUT/test_streamed.log" 2>&1
@@ -77,7 +80,7 @@ if [ $PY -eq 1 ]; then
     -DFLASHKM_DLPACK_INCLUDE_DIR=$PWD/.gpudeps/include \
     > "$OUT/build_python.log" 2>&1 && cmake --build build-cudacheck -j16 >> "$OUT/build_python.log" 2>&1
   echo "python build rc=$?"
-  PYTHONPATH=$PWD/build-cudacheck/python python3 -m pytest -q -rs tests/python/test_gpu.py tests/python/test_api.py > "$OUT/pytest.log" 2>&1
+  PYTHONPATH=$PWD/build-cudacheck/python python3 -m pytest -q -rs tests/python/test_gpu.py tests/python/test_api.py tests/python/test_batched.py > "$OUT/pytest.log" 2>&1
   echo "pytest rc=$?"; tail -15 "$OUT/pytest.log"
 fi
 

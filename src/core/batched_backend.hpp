@@ -50,6 +50,10 @@ class BatchedBackend {
   /// Problem b alone as a single Backend (initialisation, empty-cluster repair). The
   /// reference stays valid until the next call into this backend.
   virtual Backend& problem(std::int64_t b) = 0;
+  /// Problem b as a Backend that need only answer rows(), cols(), copy_weights() and
+  /// gather_rows() with problem(b)'s values (what init 'random' reads). A backend for which
+  /// problem(b) is costly returns a light view; the default is problem(b).
+  virtual Backend& problem_rows(std::int64_t b) { return problem(b); }
 
   /// The active set and its centroids: problem active[a] gets k[a] centroids c[a] [k[a] x D]
   /// (host). Later calls act on these problems.

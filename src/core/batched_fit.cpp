@@ -172,7 +172,10 @@ std::vector<Model> fit_batched(std::span<const BatchedProblem> problems, const P
     }
     Params p = params;
     p.n_clusters = k[b];
-    c0[b] = for_problem(b, [&] { return core::initial_centroids(be->problem(b), p, seed); });
+    // init 'random' reads only weights and rows: a backend may hand a light view for it.
+    c0[b] = for_problem(b, [&] {
+      return core::initial_centroids(p.init == InitMethod::random ? be->problem_rows(b) : be->problem(b), p, seed);
+    });
   }
 
   std::vector<core::LloydResult> runs = core::batched_lloyd(*be, std::move(c0), k, params, tol);

@@ -107,6 +107,80 @@ void upload(DeviceBuffer<T>& dst, const std::vector<T>& src, const char* what, c
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(dst.get(), src.data(), src.size() * sizeof(T), cudaMemcpyHostToDevice, s));
 }
 
+/// Problem b's rows of a batch as a Backend for init 'random' (rows, weights, gathered rows
+/// through the single backend's gather kernel: the same bits); everything else is refused.
+class ProblemRowsView final : public core::Backend {
+ public:
+  ProblemRowsView(const XView& x, const float* xnorm, const float* w, std::int64_t row_begin, std::int64_t n,
+                  Metric metric, int device, cudaStream_t stream)
+      : x_(x), xnorm_(xnorm), w_(w), row_begin_(row_begin), n_(n), metric_(metric), device_(device), stream_(stream) {}
+  const char* name() const override { return "cuda batch problem view"; }
+  std::int64_t rows() const override { return n_; }
+  std::int64_t cols() const override { return x_.d; }
+  void copy_weights(float* out) override {
+    DeviceGuard g(device_);
+    if (!w_) {
+      std::fill(out, out + n_, 1.0f);
+      return;
+    }
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(out, w_ + row_begin_, n_ * 4, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  void gather_rows(const std::int64_t* idx, std::int64_t m, float* rows_out, std::int32_t* labels_out,
+                   float* weights_out) override {
+    DeviceGuard g(device_);
+    if (m <= 0) return;
+    std::vector<std::int64_t> global(static_cast<std::size_t>(m));
+    for (std::int64_t t = 0; t < m; ++t) {
+      FLASHKM_ASSERT(idx[t] >= 0 && idx[t] < n_, "gather_rows index out of range");
+      global[t] = row_begin_ + idx[t];
+    }
+    DeviceBuffer<std::int64_t> di(std::size_t(m), "gather indices");
+    DeviceBuffer<float> rows(rows_out ? std::size_t(m) * x_.d : 0, "gathered rows");
+    DeviceBuffer<float> wo(std::size_t(m), "gathered weights");
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(di.get(), global.data(), m * 8, cudaMemcpyHostToDevice, stream_));
+    launch_gather(x_, xnorm_, metric_ == Metric::cosine, nullptr, w_, di.get(), m, rows.get(), nullptr, wo.get(),
+                  stream_);
+    if (rows_out)
+      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(rows_out, rows.get(), m * x_.d * 4, cudaMemcpyDeviceToHost, stream_));
+    if (weights_out) FLASHKM_CUDA_CHECK(cudaMemcpyAsync(weights_out, wo.get(), m * 4, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    if (labels_out) std::fill(labels_out, labels_out + m, -1);
+  }
+  // Not offered by the view.
+  void attach(const MatrixView&, const float*, Metric) override { refuse("attach"); }
+  core::FeatureMoments feature_moments() override { refuse("feature_moments"); }
+  void set_centroids(const float*, std::int64_t) override { refuse("set_centroids"); }
+  core::AssignStats assign() override { refuse("assign"); }
+  void accumulate(double*, double*) override { refuse("accumulate"); }
+  void copy_labels(std::int32_t*) override { refuse("copy_labels"); }
+  void copy_distances(float*) override { refuse("copy_distances"); }
+  std::vector<std::int64_t> farthest_rows(std::int64_t) override { refuse("farthest_rows"); }
+  double exact_inertia() override { refuse("exact_inertia"); }
+  void cluster_weights(double*) override { refuse("cluster_weights"); }
+  void all_distances(float*) override { refuse("all_distances"); }
+  double mindist_fill(float) override { refuse("mindist_fill"); }
+  double mindist_update(const float*, std::int64_t) override { refuse("mindist_update"); }
+  void mindist_trial(const float*, std::int64_t, double*) override { refuse("mindist_trial"); }
+  std::vector<std::int64_t> sample_by_mindist(const std::vector<double>&) override { refuse("sample_by_mindist"); }
+  std::vector<std::int64_t> sample_bernoulli(double, std::uint64_t, std::uint64_t) override {
+    refuse("sample_bernoulli");
+  }
+  void nearest_weights(const float*, std::int64_t, double*) override { refuse("nearest_weights"); }
+
+ private:
+  [[noreturn]] static void refuse(const char* op) {
+    FLASHKM_FAIL(internal, "the batch's problem view offers rows and weights only, not ", op);
+  }
+  XView x_;
+  const float* xnorm_;
+  const float* w_;
+  std::int64_t row_begin_, n_;
+  Metric metric_;
+  int device_;
+  cudaStream_t stream_;
+};
+
 /// A packed centroid set of the active problems for one kernel family.
 struct RaggedSet {
   Operand op = Operand::fp32;
@@ -352,6 +426,13 @@ class CudaBatchedBackend final : public core::BatchedBackend {
     single_ = std::move(be);
     single_b_ = b;
     return *single_;
+  }
+
+  // The rows and weights of problem b for init 'random', without a backend of its own.
+  core::Backend& problem_rows(std::int64_t b) override {
+    rows_view_ = std::make_unique<ProblemRowsView>(xv_, xnorm_.get(), has_weights_[b] ? w_ : nullptr, row_begin_[b],
+                                                   rows(b), metric_, opt_.device_id, stream_);
+    return *rows_view_;
   }
 
   // ---- centroids ------------------------------------------------------------------------
@@ -867,6 +948,7 @@ class CudaBatchedBackend final : public core::BatchedBackend {
   PinnedBuffer<unsigned> h_ovf_;
 
   std::unique_ptr<core::Backend> single_;  // problem(single_b_) alone
+  std::unique_ptr<core::Backend> rows_view_;  // problem_rows(): the last one asked for
   std::int64_t single_b_ = -1;
 };
 
