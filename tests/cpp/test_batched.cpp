@@ -3,6 +3,7 @@
 // inside a batch, more than 65,535 problems, and the errors at the boundary.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <limits>
