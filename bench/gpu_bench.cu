@@ -3,7 +3,8 @@
 // runs the base class's host path instead (sums to the host, means there: the pre-2026-11-29
 // evening behaviour), for a same-run comparison. Wall-clock time per phase is reported.
 // Batched configs (B > 1, device update) run through the batched backend, as fit_batched's
-// driver (core/batched_fit.cpp) drives it: the same three phases over all B problems; with
+// driver (core/batched_fit.cpp) drives it: the same three phases over all B problems, the
+// new centroids kept on the device (update_centroids_kept, no set_centroids); with
 // `ragged`, problem b has n_b rows in [N/2, 3N/2) and k_b centroids in [K/2, 3K/2) (a
 // deterministic spread, total rows about B*N; flops counted as sum 2 n_b k_b D).
 // Data: standard normal on the device (counter-based), fp16 or fp32; init = first K rows
@@ -119,12 +120,14 @@ int run_batched(int B, std::int64_t N, int K, int D, bool f16, int iters, const 
       for (std::size_t b = 0; b < v.size(); ++b) p[b] = v[b].data();
       return p;
     };
+    bool host_current = true;  // as the batched driver: centroids kept on the device when it can
     auto lloyd = [&](int n_it) {
       for (int it = 0; it < n_it; ++it) {
         const double t0 = now_ms();
-        const auto cur = ptrs(c);
-        const std::vector<const float*> ccur(cur.begin(), cur.end());
-        be->set_centroids(all, ccur, ks);
+        if (host_current) {
+          const auto cur = ptrs(c);
+          be->set_centroids(all, std::vector<const float*>(cur.begin(), cur.end()), ks);
+        }
         const double t1 = now_ms();
         be->assign(all, false, stats);
         const double t2 = now_ms();
@@ -132,8 +135,16 @@ int run_batched(int B, std::int64_t N, int K, int D, bool f16, int iters, const 
           rechecked += st.n_rechecked;
           rechecked_fp64 += st.n_rechecked_fp64;
         }
-        be->update_centroids(flashkm::Metric::l2, ccur, ptrs(next), ptrs(w), shift);
-        c.swap(next);
+        if (be->update_centroids_kept(flashkm::Metric::l2, ptrs(w), shift)) {
+          host_current = false;
+        } else {
+          if (!host_current) be->copy_centroids(ptrs(c));
+          host_current = true;
+          const auto cur = ptrs(c);
+          be->update_centroids(flashkm::Metric::l2, std::vector<const float*>(cur.begin(), cur.end()), ptrs(next),
+                               ptrs(w), shift);
+          c.swap(next);
+        }
         const double t3 = now_ms();
         phase_ms[0] += t1 - t0;
         phase_ms[1] += t2 - t1;
@@ -142,6 +153,7 @@ int run_batched(int B, std::int64_t N, int K, int D, bool f16, int iters, const 
     };
     lloyd(2);  // warm-up (module load, workspace)
     c = init;
+    host_current = true;
     rechecked = rechecked_fp64 = 0;
     for (double& v : phase_ms) v = 0;
     CK(cudaDeviceSynchronize());

@@ -71,6 +71,23 @@ class BatchedBackend {
                                 const std::vector<float*>& next, const std::vector<double*>& weight,
                                 std::vector<double>& shift) = 0;
 
+  /// Backend::update_centroids_kept of every active problem: on true the new centroids are
+  /// the backend's current ones for the active set, exactly as if set_centroids() had been
+  /// given update_centroids()'s `next` (same bits), and weight[a] [k], shift[a] are set; on
+  /// false nothing has changed and the caller runs update_centroids(). Default: false.
+  virtual bool update_centroids_kept(Metric metric, const std::vector<double*>& weight, std::vector<double>& shift) {
+    (void)metric;
+    (void)weight;
+    (void)shift;
+    return false;
+  }
+  /// The current centroids of the active problems, out[a] [k x D] (host), after
+  /// update_centroids_kept() returned true. The default throws Error(internal).
+  virtual void copy_centroids(const std::vector<float*>& out) {
+    (void)out;
+    FLASHKM_FAIL(internal, "copy_centroids() on the batched '", name(), "' backend, which keeps no centroids");
+  }
+
   /// Backend::exact_inertia / cluster_weights of every active problem (out[a], weight[a] [k]).
   virtual void exact_inertia(std::vector<double>& out) = 0;
   virtual void cluster_weights(const std::vector<double*>& weight) = 0;

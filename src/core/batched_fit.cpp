@@ -10,6 +10,7 @@
 #include <string>
 
 #include "core/batched_backend.hpp"
+#include "core/batched_lloyd.hpp"
 #include "core/fit_driver.hpp"
 #include "core/init.hpp"
 #include "core/lloyd.hpp"
@@ -27,7 +28,8 @@ std::vector<T*> pointers(std::vector<std::vector<T>>& v, const std::vector<std::
   return p;
 }
 
-/// Lloyd on every problem of the batch from centroids c[b] [k[b] x D]; tol[b] absolute.
+}  // namespace
+
 std::vector<LloydResult> batched_lloyd(BatchedBackend& be, std::vector<std::vector<float>> c,
                                        const std::vector<std::int64_t>& k, const Params& params,
                                        const std::vector<double>& tol) {
@@ -47,24 +49,44 @@ std::vector<LloydResult> batched_lloyd(BatchedBackend& be, std::vector<std::vect
     return ks;
   };
 
+  // A backend that keeps its updated centroids (update_centroids_kept) leaves c[b] of the
+  // `held` problems stale until they are needed on the host: when the active set changes
+  // (a problem stopped), for a host-path update, at the end (lloyd()'s scheme, per batch).
+  bool host_current = true;
+  std::vector<std::int64_t> held;
+  auto fetch = [&] {
+    if (!host_current) be.copy_centroids(pointers(c, held));
+    host_current = true;
+  };
   for (int it = 1; it <= params.max_iter && !active.empty(); ++it) {
     const auto t0 = clock::now();
     for (const std::int64_t b : active) {
       next[b].resize(static_cast<std::size_t>(k[b] * d));
       weight[b].resize(static_cast<std::size_t>(k[b]));
     }
-    const std::vector<float*> cur = pointers(c, active);
-    be.set_centroids(active, std::vector<const float*>(cur.begin(), cur.end()), ks_of(active));
+    if (!host_current && held != active) fetch();
+    if (host_current) {
+      const std::vector<float*> cur = pointers(c, active);
+      be.set_centroids(active, std::vector<const float*>(cur.begin(), cur.end()), ks_of(active));
+    }
     be.assign(active, false, stats);
-    be.update_centroids(params.metric, std::vector<const float*>(cur.begin(), cur.end()), pointers(next, active),
-                        pointers(weight, active), shift);
+    const bool kept = be.update_centroids_kept(params.metric, pointers(weight, active), shift);
+    if (kept) {
+      host_current = false;
+      held = active;
+    } else {
+      fetch();
+      const std::vector<float*> cur = pointers(c, active);
+      be.update_centroids(params.metric, std::vector<const float*>(cur.begin(), cur.end()), pointers(next, active),
+                          pointers(weight, active), shift);
+    }
     // One wall time for the whole batch's iteration: the problems ran together.
     const double ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
     std::vector<std::int64_t> running;
     running.reserve(active.size());
     for (std::size_t a = 0; a < active.size(); ++a) {
       const std::int64_t b = active[a];
-      c[b].swap(next[b]);
+      if (!kept) c[b].swap(next[b]);
       const IterationInfo info = iteration_record(it, stats[a], shift[a], be.rows(b), ms);
       out[b].history.push_back(info);
       out[b].n_iter = it;
@@ -81,6 +103,7 @@ std::vector<LloydResult> batched_lloyd(BatchedBackend& be, std::vector<std::vect
 
   // lloyd()'s final step per problem: labels against the final centroids (unless they were
   // stable), exact inertia, cluster weights.
+  fetch();
   std::vector<std::int64_t> all(out.size()), unstable;
   std::iota(all.begin(), all.end(), std::int64_t{0});
   for (const std::int64_t b : all)
@@ -100,6 +123,8 @@ std::vector<LloydResult> batched_lloyd(BatchedBackend& be, std::vector<std::vect
   }
   return out;
 }
+
+namespace {
 
 std::unique_ptr<BatchedBackend> make_batched_backend(const Params& p) {
   if (p.device == Device::cpu) return make_cpu_batched_backend(p.n_threads);

@@ -538,26 +538,7 @@ class CudaBatchedBackend final : public core::BatchedBackend {
     DeviceGuard g(opt_.device_id);
     FLASHKM_ASSERT(metric == metric_, "update with another metric than attach() gave");
     const std::size_t m = layout_.active.size();
-    const std::int64_t nc = layout_.k_total;
-    next_valid_ = false;
-    sort_reduce(true);
-    size_set(next_, op_, true);
-    shift_part_.ensure(std::size_t(nc), "update shift parts");
-    seg_out_.ensure(std::max<std::size_t>(m, 1), "per-problem sums");
-    FLASHKM_CUDA_CHECK(cudaMemsetAsync(counters_.get() + kEmpty, 0, sizeof(unsigned long long), stream_));
-    launch_finish_update(sums_dev_.get(), cw_.get(), main_.c32.get(), nc, d_, metric_ == Metric::cosine,
-                         next_.c32.get(), shift_part_.get(), counters_.get() + kEmpty, stream_);
-    launch_segment_sums(shift_part_.get(), d_koff_.get(), static_cast<std::int64_t>(m), seg_out_.get(), stream_);
-    build_operands(next_, next_.c32.get());
-    h_next_.ensure(std::size_t(nc) * d_, "pinned staging of the new centroids");
-    h_cw_.ensure(std::size_t(nc), "pinned staging of the cluster weights");
-    h_shift_.ensure(std::max<std::size_t>(m, 1), "pinned staging of the shifts");
-    h_ovf_.ensure(1, "pinned staging of the overflow flag");
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h_next_.get(), next_.c32.get(), nc * d_ * 4, cudaMemcpyDeviceToHost, stream_));
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h_cw_.get(), cw_.get(), nc * 8, cudaMemcpyDeviceToHost, stream_));
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h_shift_.get(), seg_out_.get(), m * 8, cudaMemcpyDeviceToHost, stream_));
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h_ovf_.get(), next_.overflow.get(), 4, cudaMemcpyDeviceToHost, stream_));
-    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    update_on_device(/*centroids_to_host=*/true);
     const auto& koff = layout_.koff;
     std::vector<char> empty(m, 0);
     for (std::size_t a = 0; a < m; ++a)
@@ -587,6 +568,42 @@ class CudaBatchedBackend final : public core::BatchedBackend {
     // fp16 overflow of a mean cannot happen for data inside the fp16 range, but if it does,
     // set_centroids() prepares them again and reports it.
     next_valid_ = !repaired && *h_ovf_.get() == 0;
+  }
+
+  // The update with the new centroids left on the device as the current set (the single
+  // backend's update_centroids_kept, for every active problem): no K_total x D copy to the
+  // host and no compare on the next set_centroids. Any empty cluster or fp16 overflow: false,
+  // nothing changed (main_ is untouched), and the driver runs update_centroids().
+  bool update_centroids_kept(Metric metric, const std::vector<double*>& weight, std::vector<double>& shift) override {
+    DeviceGuard g(opt_.device_id);
+    FLASHKM_ASSERT(metric == metric_, "update with another metric than attach() gave");
+    update_on_device(/*centroids_to_host=*/false);
+    const std::size_t m = layout_.active.size();
+    const auto& koff = layout_.koff;
+    if (*h_ovf_.get() != 0) return false;
+    for (std::int64_t j = 0; j < layout_.k_total; ++j)
+      if (!(h_cw_.get()[j] > 0)) return false;
+    shift.assign(m, 0.0);
+    for (std::size_t a = 0; a < m; ++a) {
+      std::memcpy(weight[a], h_cw_.get() + koff[a], std::size_t(koff[a + 1] - koff[a]) * sizeof(double));
+      shift[a] = h_shift_.get()[a];
+    }
+    std::swap(main_, next_);
+    next_valid_ = false;
+    ++main_gen_;
+    return true;
+  }
+
+  void copy_centroids(const std::vector<float*>& out) override {
+    DeviceGuard g(opt_.device_id);
+    FLASHKM_ASSERT(!layout_.active.empty() && out.size() == layout_.active.size(), "copy_centroids() of another set");
+    const std::int64_t nc = layout_.k_total;
+    h_stage_.ensure(std::max<std::size_t>(std::size_t(nc) * d_, 1), "pinned staging of the centroids");
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h_stage_.get(), main_.c32.get(), nc * d_ * 4, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    const auto& koff = layout_.koff;
+    auto bytes = [&](std::size_t a) { return std::size_t(koff[a + 1] - koff[a]) * d_ * sizeof(float); };
+    host_over_problems(out.size(), bytes, [&](std::size_t a) { std::memcpy(out[a], h_stage_.get() + koff[a] * d_, bytes(a)); });
   }
 
   void exact_inertia(std::vector<double>& out) override {
@@ -848,6 +865,36 @@ class CudaBatchedBackend final : public core::BatchedBackend {
       p.cert_b = k.b;
     }
     return p;
+  }
+
+  /// The device half of an update of every active problem: sums (sort_reduce), new
+  /// centroids into next_ (finish_update, operands), per-problem shifts; then the cluster
+  /// weights, shifts and overflow flag (and the new fp32 centroids: centroids_to_host) in
+  /// pinned staging, after one synchronisation.
+  void update_on_device(bool centroids_to_host) {
+    const std::size_t m = layout_.active.size();
+    const std::int64_t nc = layout_.k_total;
+    next_valid_ = false;
+    sort_reduce(true);
+    size_set(next_, op_, true);
+    shift_part_.ensure(std::size_t(nc), "update shift parts");
+    seg_out_.ensure(std::max<std::size_t>(m, 1), "per-problem sums");
+    FLASHKM_CUDA_CHECK(cudaMemsetAsync(counters_.get() + kEmpty, 0, sizeof(unsigned long long), stream_));
+    launch_finish_update(sums_dev_.get(), cw_.get(), main_.c32.get(), nc, d_, metric_ == Metric::cosine,
+                         next_.c32.get(), shift_part_.get(), counters_.get() + kEmpty, stream_);
+    launch_segment_sums(shift_part_.get(), d_koff_.get(), static_cast<std::int64_t>(m), seg_out_.get(), stream_);
+    build_operands(next_, next_.c32.get());
+    h_cw_.ensure(std::size_t(nc), "pinned staging of the cluster weights");
+    h_shift_.ensure(std::max<std::size_t>(m, 1), "pinned staging of the shifts");
+    h_ovf_.ensure(1, "pinned staging of the overflow flag");
+    if (centroids_to_host) {
+      h_next_.ensure(std::size_t(nc) * d_, "pinned staging of the new centroids");
+      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h_next_.get(), next_.c32.get(), nc * d_ * 4, cudaMemcpyDeviceToHost, stream_));
+    }
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h_cw_.get(), cw_.get(), nc * 8, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h_shift_.get(), seg_out_.get(), m * 8, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h_ovf_.get(), next_.overflow.get(), 4, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
   /// The single backend's sort_reduce over the active problems' rows: keys koff[a] + label

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "core/batched_backend.hpp"
+#include "core/batched_lloyd.hpp"
 #include "flashkm/flashkm.hpp"
 #include "support/batched_support.hpp"
 #include "support/reference.hpp"
@@ -224,6 +226,116 @@ TEST(Batched, ThreadCountDoesNotChangeBitsAndProgressNamesProblems) {
     EXPECT_EQ(e.kind(), ErrorKind::interrupted);
     EXPECT_NE(std::string(e.what()).find("of problem 4"), std::string::npos) << e.what();
   }
+}
+
+/// A batched backend that keeps its updated centroids (the CUDA backend's path), over the CPU
+/// one: update_centroids_kept runs the update into its own store and hands the new centroids
+/// to the inner backend just before the next assign (unless set_centroids comes first), so
+/// the inner backends see exactly the calls of the driver without the kept path.
+class KeepingBackend final : public core::BatchedBackend {
+ public:
+  explicit KeepingBackend(std::unique_ptr<core::BatchedBackend> inner) : in_(std::move(inner)) {}
+  const char* name() const override { return "keeping"; }
+  void attach(const std::vector<core::ProblemData>& p, Metric m) override { in_->attach(p, m); }
+  std::int64_t problems() const override { return in_->problems(); }
+  std::int64_t rows(std::int64_t b) const override { return in_->rows(b); }
+  std::int64_t cols() const override { return in_->cols(); }
+  std::vector<core::FeatureMoments> feature_moments() override { return in_->feature_moments(); }
+  core::Backend& problem(std::int64_t b) override { return in_->problem(b); }
+  void set_centroids(const std::vector<std::int64_t>& active, const std::vector<const float*>& c,
+                     const std::vector<std::int64_t>& k) override {
+    pending_ = false;
+    active_ = active;
+    k_ = k;
+    cur_.assign(active.size(), {});
+    for (std::size_t a = 0; a < active.size(); ++a) cur_[a].assign(c[a], c[a] + k[a] * cols());
+    in_->set_centroids(active, c, k);
+  }
+  void assign(const std::vector<std::int64_t>& which, bool labels_only, std::vector<core::AssignStats>& out) override {
+    if (pending_) {
+      std::vector<const float*> c(cur_.size());
+      for (std::size_t a = 0; a < cur_.size(); ++a) c[a] = cur_[a].data();
+      in_->set_centroids(active_, c, k_);
+      pending_ = false;
+    }
+    in_->assign(which, labels_only, out);
+  }
+  void update_centroids(Metric m, const std::vector<const float*>& current, const std::vector<float*>& next,
+                        const std::vector<double*>& weight, std::vector<double>& shift) override {
+    in_->update_centroids(m, current, next, weight, shift);
+  }
+  bool update_centroids_kept(Metric m, const std::vector<double*>& weight, std::vector<double>& shift) override {
+    ++kept_calls;
+    std::vector<std::vector<float>> next(cur_.size());
+    std::vector<const float*> current(cur_.size());
+    std::vector<float*> nx(cur_.size());
+    for (std::size_t a = 0; a < cur_.size(); ++a) {
+      next[a].resize(cur_[a].size());
+      current[a] = cur_[a].data();
+      nx[a] = next[a].data();
+    }
+    in_->update_centroids(m, current, nx, weight, shift);
+    cur_.swap(next);
+    pending_ = true;
+    return true;
+  }
+  void copy_centroids(const std::vector<float*>& out) override {
+    ++copies;
+    for (std::size_t a = 0; a < cur_.size(); ++a) std::copy(cur_[a].begin(), cur_[a].end(), out[a]);
+  }
+  void exact_inertia(std::vector<double>& out) override { in_->exact_inertia(out); }
+  void cluster_weights(const std::vector<double*>& w) override { in_->cluster_weights(w); }
+  void copy_labels(std::int64_t b, std::int32_t* out) override { in_->copy_labels(b, out); }
+  int kept_calls = 0, copies = 0;
+
+ private:
+  std::unique_ptr<core::BatchedBackend> in_;
+  std::vector<std::int64_t> active_, k_;
+  std::vector<std::vector<float>> cur_;
+  bool pending_ = false;
+};
+
+TEST(Batched, DriverWithKeptCentroidsGivesTheSameResults) {
+  // The driver's kept path (centroids left in the backend; fetched when the active set
+  // changes and at the end) against the plain path: the same results, bitwise.
+  const std::int64_t d = 5;
+  const auto s = testing::ragged_shape(11, 40, 300, 7, 13);
+  const auto x = testing::blobs(s.offsets.back(), d, 6, 3.0, 1.0, 17);
+  std::vector<core::ProblemData> data(s.k.size());
+  std::vector<std::vector<float>> c0(s.k.size());
+  for (std::size_t b = 0; b < s.k.size(); ++b) {
+    data[b].x = MatrixView::of(x.data() + s.offsets[b] * d, s.offsets[b + 1] - s.offsets[b], d);
+    c0[b].assign(x.begin() + s.offsets[b] * d, x.begin() + (s.offsets[b] + s.k[b]) * d);
+  }
+  Params p;
+  p.max_iter = 60;
+  const std::vector<double> tol(s.k.size(), 1e-3);
+  auto plain = core::make_cpu_batched_backend(1);
+  plain->attach(data, p.metric);
+  const auto a = core::batched_lloyd(*plain, c0, s.k, p, tol);
+  KeepingBackend keeping(core::make_cpu_batched_backend(1));
+  keeping.attach(data, p.metric);
+  const auto b = core::batched_lloyd(keeping, c0, s.k, p, tol);
+  EXPECT_GT(keeping.kept_calls, 1);
+  EXPECT_GT(keeping.copies, 1) << "the active set never changed: per-problem convergence is not exercised";
+  int lo = 1 << 30, hi = 0;
+  for (std::size_t q = 0; q < a.size(); ++q) {
+    SCOPED_TRACE("problem " + std::to_string(q));
+    EXPECT_TRUE(testing::same_bits(a[q].centroids.data(), b[q].centroids.data(), a[q].centroids.size() * 4));
+    EXPECT_TRUE(testing::same_bits(&a[q].inertia, &b[q].inertia, 8));
+    EXPECT_EQ(a[q].cluster_weight, b[q].cluster_weight);
+    EXPECT_EQ(a[q].n_iter, b[q].n_iter);
+    EXPECT_EQ(a[q].converged, b[q].converged);
+    ASSERT_EQ(a[q].history.size(), b[q].history.size());
+    for (std::size_t t = 0; t < a[q].history.size(); ++t) {
+      EXPECT_EQ(a[q].history[t].n_changed, b[q].history[t].n_changed);
+      EXPECT_TRUE(testing::same_bits(&a[q].history[t].shift, &b[q].history[t].shift, 8));
+      EXPECT_TRUE(testing::same_bits(&a[q].history[t].inertia, &b[q].history[t].inertia, 8));
+    }
+    lo = std::min(lo, a[q].n_iter);
+    hi = std::max(hi, a[q].n_iter);
+  }
+  EXPECT_LT(lo, hi);
 }
 
 void expect_error(const std::function<void()>& f, ErrorKind kind, const std::string& text) {
