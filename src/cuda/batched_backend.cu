@@ -86,14 +86,14 @@ void host_over_problems(std::size_t m, const Bytes& bytes, const Fn& fn) {
 /// row 0; `out` counts the listed rows in order (compacted positions). off [m + 1]: the
 /// chunk range of each listed problem.
 void cut_chunks(const std::vector<std::int64_t>& list, const std::vector<std::int64_t>& row_begin,
-                std::vector<RowChunk>& chunks, std::vector<std::int64_t>& off) {
+                std::vector<ProblemChunk>& chunks, std::vector<std::int64_t>& off) {
   chunks.clear();
   off.assign(1, 0);
   std::int64_t out = 0;
   for (std::size_t a = 0; a < list.size(); ++a) {
     const std::int64_t b = list[a], begin = row_begin[b], n = row_begin[b + 1] - begin;
     for (std::int64_t r = 0; r < n; r += kRowChunk)
-      chunks.push_back(RowChunk{begin + r, out + r, static_cast<std::int32_t>(std::min<std::int64_t>(kRowChunk, n - r)),
+      chunks.push_back(ProblemChunk{begin + r, out + r, static_cast<std::int32_t>(std::min<std::int64_t>(kRowChunk, n - r)),
                                 static_cast<std::int32_t>(a)});
     out += n;
     off.push_back(static_cast<std::int64_t>(chunks.size()));
@@ -776,7 +776,7 @@ class CudaBatchedBackend final : public core::BatchedBackend {
     upload(t_simt_, ts, "row tiles (fp32 level)", stream_);
     n_flash_ = static_cast<std::int64_t>(tf.size());
     n_simt_ = static_cast<std::int64_t>(ts.size());
-    std::vector<RowChunk> chunks;
+    std::vector<ProblemChunk> chunks;
     std::vector<std::int64_t> off;
     cut_chunks(which, row_begin_, chunks, off);
     upload(d_sub_chunks_, chunks, "row chunks of the assigned problems", stream_);
@@ -944,7 +944,7 @@ class CudaBatchedBackend final : public core::BatchedBackend {
     std::int64_t k_total = 0;
     std::vector<ProblemDesc> desc_op, desc_simt;  // for the main operand's tile width / for fp32 (64)
     std::int64_t kp_total_op = 0, kp_total_simt = 0;
-    std::vector<RowChunk> chunks;         // row chunks of the active problems (slot = position)
+    std::vector<ProblemChunk> chunks;         // row chunks of the active problems (slot = position)
     std::vector<std::int64_t> chunk_off;  // [m + 1]
     std::int64_t rows_total = 0;
     std::int64_t max_pieces = 0;          // bound on the update's pieces
@@ -975,8 +975,8 @@ class CudaBatchedBackend final : public core::BatchedBackend {
   DeviceBuffer<Piece> pieces_;
   DeviceBuffer<ProblemDesc> d_desc_op_, d_desc_simt_;
   DeviceBuffer<ProblemTile> t_flash_, t_simt_;
-  DeviceBuffer<RowChunk> d_chunks_, d_all_chunks_, d_sub_chunks_;
-  std::vector<RowChunk> all_chunks_;
+  DeviceBuffer<ProblemChunk> d_chunks_, d_all_chunks_, d_sub_chunks_;
+  std::vector<ProblemChunk> all_chunks_;
   std::vector<std::int64_t> all_chunk_off_;
 
   Layout layout_;

@@ -67,11 +67,11 @@ __global__ void prepare_centroids_ragged_kernel(const float* c32, const ProblemD
 }
 
 // weighted_sum_chunks of kernels.cu, one chunk per block.
-__global__ void chunk_weighted_sums_kernel(const float* v, const float* w, const RowChunk* chunks,
+__global__ void chunk_weighted_sums_kernel(const float* v, const float* w, const ProblemChunk* chunks,
                                            std::int64_t n_chunks, double* part) {
   __shared__ double sh[256];
   for (std::int64_t c = blockIdx.x; c < n_chunks; c += gridDim.x) {
-    const RowChunk ch = chunks[c];
+    const ProblemChunk ch = chunks[c];
     double acc = 0;
     for (int q = threadIdx.x; q < kRowChunk; q += 256) {
       const std::int64_t i = ch.row_begin + q;
@@ -98,12 +98,12 @@ __global__ void segment_sums_kernel(const double* part, const std::int64_t* seg,
 
 // exact_inertia_kernel of kernels.cu, one chunk per block.
 __global__ void chunk_exact_inertia_kernel(XView x, const float* w, const std::int32_t* labels, const float* c32,
-                                           const ProblemDesc* problems, Metric metric, const RowChunk* chunks,
+                                           const ProblemDesc* problems, Metric metric, const ProblemChunk* chunks,
                                            std::int64_t n_chunks, double* part) {
   __shared__ double sw[8];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (std::int64_t cc = blockIdx.x; cc < n_chunks; cc += gridDim.x) {
-    const RowChunk ch = chunks[cc];
+    const ProblemChunk ch = chunks[cc];
     const std::int64_t c_row = problems[ch.slot].c32_row;
     double wacc = 0;
     for (int q = warp; q < kRowChunk; q += 8) {
@@ -142,10 +142,10 @@ __global__ void chunk_exact_inertia_kernel(XView x, const float* w, const std::i
 }
 
 // column_sums_kernel of kernels.cu, one chunk per block.
-__global__ void chunk_column_sums_kernel(XView x, const double* centers, const RowChunk* chunks,
+__global__ void chunk_column_sums_kernel(XView x, const double* centers, const ProblemChunk* chunks,
                                          std::int64_t n_chunks, double* part) {
   for (std::int64_t cc = blockIdx.x; cc < n_chunks; cc += gridDim.x) {
-    const RowChunk ch = chunks[cc];
+    const ProblemChunk ch = chunks[cc];
     const double* center = centers ? centers + std::int64_t(ch.slot) * x.d : nullptr;
     const std::int64_t end = ch.row_begin + ch.rows;
     for (int c = threadIdx.x; c < x.d; c += blockDim.x) {
@@ -164,10 +164,10 @@ __global__ void chunk_column_sums_kernel(XView x, const double* centers, const R
   }
 }
 
-__global__ void chunk_keys_kernel(const std::int32_t* labels, const ProblemDesc* problems, const RowChunk* chunks,
+__global__ void chunk_keys_kernel(const std::int32_t* labels, const ProblemDesc* problems, const ProblemChunk* chunks,
                                   std::int64_t n_chunks, std::int32_t* keys, std::int32_t* vals) {
   for (std::int64_t cc = blockIdx.x; cc < n_chunks; cc += gridDim.x) {
-    const RowChunk ch = chunks[cc];
+    const ProblemChunk ch = chunks[cc];
     const std::int64_t key0 = problems[ch.slot].c32_row;
     for (int q = threadIdx.x; q < ch.rows; q += blockDim.x) {
       const std::int64_t i = ch.row_begin + q;
@@ -217,7 +217,7 @@ void launch_prepare_centroids_ragged(const float* c32, const ProblemDesc* proble
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 
-void launch_chunk_weighted_sums(const float* v, const float* w, const RowChunk* chunks, std::int64_t n_chunks,
+void launch_chunk_weighted_sums(const float* v, const float* w, const ProblemChunk* chunks, std::int64_t n_chunks,
                                 double* part, cudaStream_t s) {
   if (n_chunks == 0) return;
   chunk_weighted_sums_kernel<<<item_blocks(n_chunks), 256, 0, s>>>(v, w, chunks, n_chunks, part);
@@ -232,7 +232,7 @@ void launch_segment_sums(const double* part, const std::int64_t* seg, std::int64
 }
 
 void launch_chunk_exact_inertia(const XView& x, const float* w, const std::int32_t* labels, const float* c32,
-                                const ProblemDesc* problems, Metric metric, const RowChunk* chunks,
+                                const ProblemDesc* problems, Metric metric, const ProblemChunk* chunks,
                                 std::int64_t n_chunks, double* part, cudaStream_t s) {
   if (n_chunks == 0) return;
   chunk_exact_inertia_kernel<<<item_blocks(n_chunks), 256, 0, s>>>(x, w, labels, c32, problems, metric, chunks,
@@ -240,7 +240,7 @@ void launch_chunk_exact_inertia(const XView& x, const float* w, const std::int32
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 
-void launch_chunk_column_sums(const XView& x, const double* centers, const RowChunk* chunks, std::int64_t n_chunks,
+void launch_chunk_column_sums(const XView& x, const double* centers, const ProblemChunk* chunks, std::int64_t n_chunks,
                               double* part, cudaStream_t s) {
   if (n_chunks == 0) return;
   const int threads = x.d >= 256 ? 256 : ((x.d + 31) / 32) * 32;  // as launch_column_sums
@@ -248,7 +248,7 @@ void launch_chunk_column_sums(const XView& x, const double* centers, const RowCh
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 
-void launch_chunk_keys(const std::int32_t* labels, const ProblemDesc* problems, const RowChunk* chunks,
+void launch_chunk_keys(const std::int32_t* labels, const ProblemDesc* problems, const ProblemChunk* chunks,
                        std::int64_t n_chunks, std::int32_t* keys, std::int32_t* vals, cudaStream_t s) {
   if (n_chunks == 0) return;
   chunk_keys_kernel<<<item_blocks(n_chunks), 256, 0, s>>>(labels, problems, chunks, n_chunks, keys, vals);

@@ -16,7 +16,7 @@ namespace flashkm::cuda {
 
 /// Rows [row_begin, row_begin + rows) of x (rows <= kRowChunk), of problem slot `slot`;
 /// `out` is the chunk's first position in a compacted row order (sort keys).
-struct RowChunk {
+struct ProblemChunk {
   std::int64_t row_begin;
   std::int64_t out;
   std::int32_t rows;
@@ -31,7 +31,7 @@ void launch_prepare_centroids_ragged(const float* c32, const ProblemDesc* proble
                                      unsigned* cmax_bits, unsigned* dcmax_bits, unsigned* overflow, cudaStream_t s);
 
 /// part[c] = sum over chunk c of w_i * v_i (w null = 1): weighted_sum_chunks per chunk.
-void launch_chunk_weighted_sums(const float* v, const float* w, const RowChunk* chunks, std::int64_t n_chunks,
+void launch_chunk_weighted_sums(const float* v, const float* w, const ProblemChunk* chunks, std::int64_t n_chunks,
                                 double* part, cudaStream_t s);
 /// out[g] = sum of part[seg[g] .. seg[g+1]) for g < n_segments: sum_parts per segment.
 void launch_segment_sums(const double* part, const std::int64_t* seg, std::int64_t n_segments, double* out,
@@ -39,15 +39,15 @@ void launch_segment_sums(const double* part, const std::int64_t* seg, std::int64
 /// Exact inertia parts per chunk (exact_inertia_kernel's shape); the chunk's centroids are
 /// c32 rows problems[slot].c32_row + label.
 void launch_chunk_exact_inertia(const XView& x, const float* w, const std::int32_t* labels, const float* c32,
-                                const ProblemDesc* problems, Metric metric, const RowChunk* chunks,
+                                const ProblemDesc* problems, Metric metric, const ProblemChunk* chunks,
                                 std::int64_t n_chunks, double* part, cudaStream_t s);
 /// Per-chunk column sums (column_sums_kernel's shape): centers null -> sum x, else
 /// sum (x - centers[slot])^2; part [n_chunks x d].
-void launch_chunk_column_sums(const XView& x, const double* centers, const RowChunk* chunks, std::int64_t n_chunks,
+void launch_chunk_column_sums(const XView& x, const double* centers, const ProblemChunk* chunks, std::int64_t n_chunks,
                               double* part, cudaStream_t s);
 /// Sort keys of the rows of the chunks, compacted: keys[out + q] = problems[slot].c32_row +
 /// labels[row], vals[out + q] = row (a problem's clusters get the keys [c32_row, c32_row + k)).
-void launch_chunk_keys(const std::int32_t* labels, const ProblemDesc* problems, const RowChunk* chunks,
+void launch_chunk_keys(const std::int32_t* labels, const ProblemDesc* problems, const ProblemChunk* chunks,
                        std::int64_t n_chunks, std::int32_t* keys, std::int32_t* vals, cudaStream_t s);
 
 /// launch_piece_counts / launch_fill_pieces with each cluster's own piece height
