@@ -836,6 +836,7 @@ class CudaBatchedBackend final : public core::BatchedBackend {
     p.x = use_op_copy ? static_cast<const void*>(xop_.get()) : xv_.x;
     p.x_dtype = use_op_copy ? (cs.op == Operand::fp16 ? DType::f16 : DType::bf16) : xv_.dtype;
     p.x_stride = use_op_copy ? cs.dp : xv_.stride;
+    p.x_zero_padded = use_op_copy;  // launch_convert_rows writes zeros from d to dp
     p.d = d_;
     p.batch = static_cast<int>(layout_.active.size());
     p.xnorm = xnorm_.get();

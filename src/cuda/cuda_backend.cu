@@ -963,6 +963,7 @@ class CudaBackend final : public core::Backend {
     p.x = use_op_copy ? static_cast<const void*>(xop_.get()) : xv.x;
     p.x_dtype = use_op_copy ? (cs.op == Operand::fp16 ? DType::f16 : DType::bf16) : xv.dtype;
     p.x_stride = use_op_copy ? cs.dp : xv.stride;
+    p.x_zero_padded = use_op_copy;  // launch_convert_rows writes zeros from d to dp
     p.x_batch = n_per * p.x_stride;
     p.n = n_per;
     p.d = d_;

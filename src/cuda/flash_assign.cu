@@ -509,7 +509,8 @@ int flash_tile_rows(TileConfig t, int dp) {
 
 bool x_streamable(const AssignParams& p, Operand op) {
   const DType want = op == Operand::fp16 ? DType::f16 : DType::bf16;
-  return p.x_dtype == want && p.d % 8 == 0 && p.x_stride % 8 == 0 && p.x_batch % 8 == 0 &&
+  return p.x_dtype == want && (p.d % 8 == 0 || (p.x_zero_padded && p.x_stride >= (p.d + 7) / 8 * 8)) &&
+         p.x_stride % 8 == 0 && p.x_batch % 8 == 0 &&
          (reinterpret_cast<std::uintptr_t>(p.x) & 15) == 0;
 }
 

@@ -46,6 +46,9 @@ struct AssignParams {
   const void* x = nullptr;
   DType x_dtype = DType::f32;
   std::int64_t x_stride = 0;       ///< elements between rows
+  /// Rows are zero from d up to the stride (the backends' 16-bit operand copies, stride dp):
+  /// the streamed tiles may then read d % 8 != 0 rows in whole 16-byte pieces.
+  bool x_zero_padded = false;
   std::int64_t x_batch = 0;        ///< elements between problems
   std::int64_t n = 0;              ///< rows per problem
   int d = 0;                       ///< features
