@@ -5,6 +5,7 @@
 #   scripts/gpu_check.sh [--no-bench] [--quick] [--python] [--tile-sweep] [-- bench args...]
 #   --quick: the benchmark's smaller config subset.
 #   --no-ctest: build and run only the GPU test binary (not the whole tree and ctest).
+#   --no-tests: run no tests at all (benchmarks only; with --no-ctest, the targets they need).
 #   --tile-sweep: also time each tensor-core tile config (gpu_bench's override) on a few
 #             D=128 shapes, uncertified; JSON lines appended to bench.log.
 #   -- ...: passed on to bench/gpu_vs_flash_kmeans.py (e.g. --no-certified --host-update).
@@ -23,10 +24,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}
 mkdir -p "$OUT"
-BENCH=1; QUICK=""; PY=0; TILES=0; CTEST=1; LARGEN=0; OOC=0
+BENCH=1; QUICK=""; PY=0; TILES=0; CTEST=1; LARGEN=0; OOC=0; TESTS=1
 while [ $# -gt 0 ]; do
   case "$1" in
-    --no-bench) BENCH=0 ;; --quick) QUICK="--quick" ;; --python) PY=1 ;; --tile-sweep) TILES=1 ;; --no-ctest) CTEST=0 ;; --largeN) LARGEN=1 ;; --ooc) OOC=1 ;;
+    --no-bench) BENCH=0 ;; --quick) QUICK="--quick" ;; --python) PY=1 ;; --tile-sweep) TILES=1 ;; --no-ctest) CTEST=0 ;; --no-tests) TESTS=0 ;; --largeN) LARGEN=1 ;; --ooc) OOC=1 ;;
     --) shift; break ;;
   esac
   shift
@@ -52,21 +53,24 @@ echo "build rc=$rc_build in $(( $(date +%s) - t0 )) s" | tee -a "$OUT/env.log"
 tail -30 "$OUT/build.log"
 [ $rc_build -eq 0 ] || exit 1
 
-# Tests: the GPU test binary first (verbose: it prints measured error ratios), then ctest.
-./build-cudacheck/tests/gpu/flashkm_test_gpu 2>&1 | tee "$OUT/test_gpu.log" | grep -E "^\[  |device:|precision|near-ties|cascade|worst|device update|FAIL|Failure|error" | head -100
-rc_test=${PIPESTATUS[0]}
-# Batched / ragged fits against per-problem CUDA fits (bitwise).
-./build-cudacheck/tests/gpu/flashkm_test_gpu_batched 2>&1 | tee "$OUT/test_gpu_batched.log" | grep -E "^\[  |FAIL|Failure|error|differ" | head -60
-[ ${PIPESTATUS[0]} -eq 0 ] || rc_test=1
-if [ $OOC -eq 1 ]; then
-  # The streamed tests alone, verbose (plans, budgets, first differences), then the plan's CPU tests.
-  ./build-cudacheck/tests/gpu/flashkm_test_gpu --gtest_filter='Streamed*:AllInits/*' > "$OUT/test_streamed.log" 2>&1
-  rc_ooc_test=$?
-  [ -x build-cudacheck/tests/flashkm_test_device_stream_plan ] && \
-    ./build-cudacheck/tests/flashkm_test_device_stream_plan >> "$OUT/test_streamed.log" 2>&1
-  echo "streamed GPU tests rc=$rc_ooc_test"; grep -E "^\[  (FAILED|PASSED)|Failure|streaming budget" "$OUT/test_streamed.log" | head -40
+rc_test=0
+if [ $TESTS -eq 1 ]; then
+  # Tests: the GPU test binary first (verbose: it prints measured error ratios), then ctest.
+  ./build-cudacheck/tests/gpu/flashkm_test_gpu 2>&1 | tee "$OUT/test_gpu.log" | grep -E "^\[  |device:|precision|near-ties|cascade|worst|device update|FAIL|Failure|error" | head -100
+  rc_test=${PIPESTATUS[0]}
+  # Batched / ragged fits against per-problem CUDA fits (bitwise).
+  ./build-cudacheck/tests/gpu/flashkm_test_gpu_batched 2>&1 | tee "$OUT/test_gpu_batched.log" | grep -E "^\[  |FAIL|Failure|error|differ" | head -60
+  [ ${PIPESTATUS[0]} -eq 0 ] || rc_test=1
+  if [ $OOC -eq 1 ]; then
+    # The streamed tests alone, verbose (plans, budgets, first differences), then the plan's CPU tests.
+    ./build-cudacheck/tests/gpu/flashkm_test_gpu --gtest_filter='Streamed*:AllInits/*' > "$OUT/test_streamed.log" 2>&1
+    rc_ooc_test=$?
+    [ -x build-cudacheck/tests/flashkm_test_device_stream_plan ] && \
+      ./build-cudacheck/tests/flashkm_test_device_stream_plan >> "$OUT/test_streamed.log" 2>&1
+    echo "streamed GPU tests rc=$rc_ooc_test"; grep -E "^\[  (FAILED|PASSED)|Failure|streaming budget" "$OUT/test_streamed.log" | head -40
+  fi
 fi
-if [ $CTEST -eq 1 ]; then
+if [ $CTEST -eq 1 ] && [ $TESTS -eq 1 ]; then
   (cd build-cudacheck && ctest --output-on-failure -j8 --timeout 300) > "$OUT/ctest.log" 2>&1
   rc_test=$?
   tail -5 "$OUT/ctest.log"
@@ -87,12 +91,12 @@ fi
 if [ $BENCH -eq 1 ]; then
   python3 bench/gpu_vs_flash_kmeans.py --flashkm-bench build-cudacheck/tests/gpu/gpu_bench --out "$OUT" $QUICK "$@" 2>&1 | tee "$OUT/bench.log" | tail -40
 fi
-if [ $LARGEN -eq 1 ]; then
-  python3 bench/gpu_largeN.py --flashkm-bench build-cudacheck/tests/gpu/gpu_bench --out "$OUT" 2>&1 | tee "$OUT/largeN.log" | tail -12
-fi
 if [ $OOC -eq 1 ]; then
   # 51 GB of pinned host memory (the device machine has 128 GiB), generated on the GPU.
   python3 bench/gpu_largeN.py --only-ooc --ooc-bench build-cudacheck/tests/gpu/gpu_ooc_bench --out "$OUT" 2>&1 | tee "$OUT/ooc.log" | tail -12
+fi
+if [ $LARGEN -eq 1 ]; then
+  python3 bench/gpu_largeN.py --flashkm-bench build-cudacheck/tests/gpu/gpu_bench --out "$OUT" 2>&1 | tee "$OUT/largeN.log" | tail -12
 fi
 if [ $TILES -eq 1 ]; then
   # tile: 1 resident 128x128, 2 streamed 128x256, 3 streamed 128x128 (flash_assign.hpp).
