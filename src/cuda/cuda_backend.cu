@@ -121,6 +121,7 @@ void host_copy(void* dst, const void* src, std::size_t bytes) {
 struct CentroidSet {
   int k = 0, kp = 0, dp = 0;
   Operand op = Operand::fp32;
+  TileConfig tile = TileConfig::resident_128x128;  // the tensor-core config its operands are laid out for
   DeviceBuffer<float> c32;            // [B][k x d] as given
   DeviceBuffer<unsigned char> c_op;   // [B][kp x dp] operands
   DeviceBuffer<float> cterm;          // [B][kp]
@@ -892,7 +893,12 @@ class CudaBackend final : public core::Backend {
 
   /// Shape and allocate a centroid set of k centroids per problem for `op`.
   void size_set(CentroidSet& cs, int k, Operand op, bool own_c32 = true) {
-    const int bn = op == Operand::fp32 ? kSimtBN : tile_bn(tile_);
+    // The tile config per set: choose_tile() knows k now (attach() chose with k unknown);
+    // a config given in the options applies to every set.
+    cs.tile = opt_.tile != TileConfig::automatic || op == Operand::fp32 ? tile_
+                                                                         : choose_tile(n_per_, k, d_, sm_count_, cc_);
+    FLASHKM_ASSERT(tile_streams_x(cs.tile) == tile_streams_x(tile_), "a set's tile config reads x unlike attach's");
+    const int bn = op == Operand::fp32 ? kSimtBN : tile_bn(cs.tile);
     cs.k = k;
     cs.op = op;
     cs.kp = static_cast<int>(round_up(k, bn));
@@ -996,7 +1002,7 @@ class CudaBackend final : public core::Backend {
 
   void run_assign(const CentroidSet& cs, const AssignParams& p) {
     if (cs.op == Operand::fp32) launch_simt_assign(p, stream_);
-    else launch_flash_assign(p, cs.op, tile_, stream_);
+    else launch_flash_assign(p, cs.op, cs.tile, stream_);
   }
 
   /// Nearest of m given centroids (exact fp32 path, uncertified) -> tmp_labels_, tmp_dist_.

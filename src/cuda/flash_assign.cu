@@ -488,10 +488,14 @@ void dispatch_operand(const AssignParams& p, TileConfig tile, cudaStream_t s) {
 
 }  // namespace
 
-TileConfig choose_tile(std::int64_t, int, int d, int, int cc) {
+TileConfig choose_tile(std::int64_t, int k, int d, int, int cc) {
   const int dp = (d + kChunkD - 1) / kChunkD * kChunkD;
-  // Hopper: the wgmma kernel (flash_assign_sm90.cu) for the shapes it takes.
-  if (dp <= kMaxResidentDp && sm90_wgmma_supported(cc)) return TileConfig::wgmma_sm90;
+  // Hopper: the wgmma kernel (flash_assign_sm90.cu) for the shapes it takes, except few
+  // centroids (k known and < 512): its rows tile loads between centroid tiles, not under
+  // them, so with 2 centroid tiles per rows tile the mma.sync kernel is faster (H200,
+  // session 3, N1M D128 fp16 assign: K256 0.58 ms wgmma vs 0.39 ms resident_128x128; K1k
+  // 0.88 vs 1.17). Both give the same bits (tests/gpu WgmmaTile).
+  if (dp <= kMaxResidentDp && sm90_wgmma_supported(cc) && (k == 0 || k >= 512)) return TileConfig::wgmma_sm90;
   // Resident rows tile when [128 x dp] fp16 fits beside three centroid stages (<= 112 KB,
   // two blocks per SM); otherwise split-D streaming with 256-wide centroid tiles, which
   // halves the re-reads of each rows chunk against 128-wide tiles.

@@ -112,8 +112,8 @@ enum class TileConfig : std::uint8_t {
 };
 
 /// The heuristic: on a device where the wgmma kernel runs (sm90_wgmma_supported) and
-/// D <= 256, wgmma_sm90; else resident rows tile when it fits, else streamed (split-D)
-/// with BN=256. `cc` = compute capability as 10*major + minor.
+/// D <= 256, wgmma_sm90 unless k is known (k > 0) and < 512; else resident rows tile when it
+/// fits, else streamed (split-D) with BN=256. `cc` = compute capability as 10*major + minor.
 TileConfig choose_tile(std::int64_t n, int k, int d, int sm_count, int cc);
 /// Whether the build holds the sm_90a wgmma kernel and a device of compute capability
 /// `cc` (10*major + minor) can run it.

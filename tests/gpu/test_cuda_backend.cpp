@@ -677,6 +677,11 @@ TEST(TileHeuristic, WgmmaOnlyWhereSupported) {
   const TileConfig want = cuda::sm90_wgmma_supported(90) ? TileConfig::wgmma_sm90 : TileConfig::resident_128x128;
   EXPECT_EQ(cuda::choose_tile(1 << 20, 1024, 128, 132, 90), want);
   EXPECT_EQ(cuda::choose_tile(1 << 20, 1024, 256, 132, 90), want);
+  EXPECT_EQ(cuda::choose_tile(1 << 20, 0, 128, 132, 90), want);  // k unknown (attach)
+  // Few centroids: the mma.sync kernel (its rows tile loads under the centroid tiles).
+  EXPECT_EQ(cuda::choose_tile(1 << 20, 256, 128, 132, 90), TileConfig::resident_128x128);
+  EXPECT_EQ(cuda::choose_tile(1 << 20, 511, 128, 132, 90), TileConfig::resident_128x128);
+  EXPECT_EQ(cuda::choose_tile(1 << 20, 512, 128, 132, 90), want);
   EXPECT_EQ(cuda::tile_bn(TileConfig::wgmma_sm90), 128);
   EXPECT_FALSE(cuda::tile_streams_x(TileConfig::wgmma_sm90));
   EXPECT_FALSE(cuda::tile_streams_x(TileConfig::resident_128x128));
