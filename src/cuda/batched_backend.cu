@@ -197,23 +197,10 @@ struct RaggedSet {
 class CudaBatchedBackend final : public core::BatchedBackend {
  public:
   explicit CudaBatchedBackend(const CudaOptions& o) : opt_(o) {
-    int count = 0;
-    const cudaError_t err = cudaGetDeviceCount(&count);
-    if (err != cudaSuccess || count == 0) {
-      (void)cudaGetLastError();
-      FLASHKM_FAIL(device_unavailable, "device 'cuda' requested, but no CUDA device is present (",
-                   err == cudaSuccess ? "no devices" : cudaGetErrorString(err), ")");
-    }
-    FLASHKM_CHECK(o.device_id >= 0 && o.device_id < count, device_unavailable, "CUDA device ", o.device_id,
-                  " requested, but only ", count, " present");
-    FLASHKM_CHECK(o.precision != Precision::tf32, invalid_argument,
-                  "precision 'tf32' is not implemented on the CUDA backend yet (use fp32, fp16, bf16 or auto)");
+    const DeviceInfo dev = open_device(o);
+    sm_count_ = dev.sm_count;
+    cc_ = dev.cc;
     DeviceGuard g(o.device_id);
-    FLASHKM_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, o.device_id));
-    int cc_major = 0, cc_minor = 0;
-    FLASHKM_CUDA_CHECK(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, o.device_id));
-    FLASHKM_CUDA_CHECK(cudaDeviceGetAttribute(&cc_minor, cudaDevAttrComputeCapabilityMinor, o.device_id));
-    cc_ = 10 * cc_major + cc_minor;
     FLASHKM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   }
   ~CudaBatchedBackend() override {

@@ -133,24 +133,11 @@ struct CentroidSet {
 class CudaBackend final : public core::Backend {
  public:
   explicit CudaBackend(const CudaOptions& o) : opt_(o) {
-    int count = 0;
-    const cudaError_t err = cudaGetDeviceCount(&count);
-    if (err != cudaSuccess || count == 0) {
-      (void)cudaGetLastError();
-      FLASHKM_FAIL(device_unavailable, "device 'cuda' requested, but no CUDA device is present (",
-                   err == cudaSuccess ? "no devices" : cudaGetErrorString(err), ")");
-    }
-    FLASHKM_CHECK(o.device_id >= 0 && o.device_id < count, device_unavailable, "CUDA device ", o.device_id,
-                  " requested, but only ", count, " present");
     FLASHKM_CHECK(o.batch >= 1, invalid_argument, "batch must be >= 1");
-    FLASHKM_CHECK(o.precision != Precision::tf32, invalid_argument,
-                  "precision 'tf32' is not implemented on the CUDA backend yet (use fp32, fp16, bf16 or auto)");
+    const DeviceInfo dev = open_device(o);
+    sm_count_ = dev.sm_count;
+    cc_ = dev.cc;
     DeviceGuard g(o.device_id);
-    FLASHKM_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, o.device_id));
-    int cc_major = 0, cc_minor = 0;
-    FLASHKM_CUDA_CHECK(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, o.device_id));
-    FLASHKM_CUDA_CHECK(cudaDeviceGetAttribute(&cc_minor, cudaDevAttrComputeCapabilityMinor, o.device_id));
-    cc_ = 10 * cc_major + cc_minor;
     FLASHKM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   }
   ~CudaBackend() override {
@@ -1179,6 +1166,27 @@ class CudaBackend final : public core::Backend {
 };
 
 }  // namespace
+
+DeviceInfo open_device(const CudaOptions& o) {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess || count == 0) {
+    (void)cudaGetLastError();
+    FLASHKM_FAIL(device_unavailable, "device 'cuda' requested, but no CUDA device is present (",
+                 err == cudaSuccess ? "no devices" : cudaGetErrorString(err), ")");
+  }
+  FLASHKM_CHECK(o.device_id >= 0 && o.device_id < count, device_unavailable, "CUDA device ", o.device_id,
+                " requested, but only ", count, " present");
+  FLASHKM_CHECK(o.precision != Precision::tf32, invalid_argument,
+                "precision 'tf32' is not implemented on the CUDA backend yet (use fp32, fp16, bf16 or auto)");
+  DeviceInfo info;
+  int cc_major = 0, cc_minor = 0;
+  FLASHKM_CUDA_CHECK(cudaDeviceGetAttribute(&info.sm_count, cudaDevAttrMultiProcessorCount, o.device_id));
+  FLASHKM_CUDA_CHECK(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, o.device_id));
+  FLASHKM_CUDA_CHECK(cudaDeviceGetAttribute(&cc_minor, cudaDevAttrComputeCapabilityMinor, o.device_id));
+  info.cc = 10 * cc_major + cc_minor;
+  return info;
+}
 
 std::unique_ptr<core::Backend> make_cuda_backend(const CudaOptions& options) {
   return std::make_unique<CudaBackend>(options);

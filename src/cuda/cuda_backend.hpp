@@ -22,6 +22,15 @@ struct CudaOptions {
 
 std::unique_ptr<core::Backend> make_cuda_backend(const CudaOptions& options);
 
+/// What a backend needs to know of its device, after the checks every CUDA backend makes
+/// on its options (a device present and in range, a precision it implements): throws
+/// Error(device_unavailable / invalid_argument) with the reason.
+struct DeviceInfo {
+  int sm_count = 0;
+  int cc = 0;  ///< compute capability, 10 * major + minor
+};
+DeviceInfo open_device(const CudaOptions& options);
+
 /// Bytes of device memory the backend holds beyond the input data (for the benchmark).
 std::size_t device_bytes_held(const core::Backend& backend);
 

@@ -11,39 +11,15 @@
 #include "core/random.hpp"
 #include "cuda/centroid_prep.cuh"
 #include "cuda/cuda_check.hpp"
+#include "cuda/device_helpers.cuh"
 #include "cuda/kernels.cuh"
 
 namespace flashkm::cuda {
 namespace {
 
-__device__ __forceinline__ double load_x(const XView& x, std::int64_t row, int col) {
-  const std::int64_t off = row * x.stride + col;
-  switch (x.dtype) {
-    case DType::f32: return double(static_cast<const float*>(x.x)[off]);
-    case DType::f16: return double(__half2float(static_cast<const __half*>(x.x)[off]));
-    case DType::bf16: return double(__bfloat162float(static_cast<const __nv_bfloat16*>(x.x)[off]));
-    default: return static_cast<const double*>(x.x)[off];
-  }
-}
-
-/// Fixed-shape block sum (blockDim.x == 256): the same tree every launch.
-__device__ double block_sum_256(double v, double* sh) {
-  const int tid = threadIdx.x;
-  sh[tid] = v;
-  __syncthreads();
-  for (int s = 128; s > 0; s >>= 1) {
-    if (tid < s) sh[tid] += sh[tid + s];
-    __syncthreads();
-  }
-  const double r = sh[0];
-  __syncthreads();
-  return r;
-}
-
-unsigned blocks_for(std::int64_t n, int per) {
-  const std::int64_t b = (n + per - 1) / per;
-  return static_cast<unsigned>(b < 1 ? 1 : b);
-}
+using detail::blocks_for;
+using detail::block_sum_256;
+using detail::load_x;
 
 // ---- validation ------------------------------------------------------------------------
 __global__ void validate_kernel(XView x, const float* w, float* xnorm, long long* status) {
