@@ -41,16 +41,6 @@ struct AssignKernel {
                      const std::int64_t* row_index = nullptr) {
     for (std::int64_t r0 = 0; r0 < padded(rows); r0 += MR) {
       float* tile = out + r0 * d;
-#if defined(__AVX__)
-      if constexpr (MR >= 4 && MR <= 8) {
-        if (r0 + MR <= rows) {  // a full tile: 8x8 transposes in registers
-          const float* src[MR];
-          FLASHKM_UNROLL for (int r = 0; r < MR; ++r) src[r] = x + (row_index ? row_index[r0 + r] : r0 + r) * ldx;
-          pack_tile8(src, d, tile);
-          continue;
-        }
-      }
-#endif
       for (int r = 0; r < MR; ++r) {
         if (r0 + r < rows) {
           const float* src = x + (row_index ? row_index[r0 + r] : r0 + r) * ldx;
@@ -61,46 +51,6 @@ struct AssignKernel {
       }
     }
   }
-
-#if defined(__AVX__)
-  /// One full tile of pack_a: tile[k * MR + r] = src[r][k]. Groups of 8 columns go through
-  /// an 8x8 transpose (rows MR..7 are zeros, never stored); column k is stored as 8 floats
-  /// at tile + k * MR, its last 8 - MR floats overwritten by column k + 1 (stores in
-  /// ascending k), and the group's last column through a copy of its first MR floats.
-  /// The scalar loop (one strided 4-byte store per element) took ~6 % of argmin2 at d = 128
-  /// and d = 768, K = 256 (perf). The same values land in the same places: no bits change.
-  static inline __attribute__((always_inline)) void pack_tile8(const float* const (&src)[MR], std::int64_t d,
-                                                               float* tile) {
-    const std::int64_t d8 = d / 8 * 8;
-    for (std::int64_t k0 = 0; k0 < d8; k0 += 8) {
-      __m256 v[8];
-      FLASHKM_UNROLL for (int r = 0; r < 8; ++r) v[r] = r < MR ? _mm256_loadu_ps(src[r] + k0) : _mm256_setzero_ps();
-      const __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
-      const __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
-      const __m256 t4 = _mm256_unpacklo_ps(v[4], v[5]), t5 = _mm256_unpackhi_ps(v[4], v[5]);
-      const __m256 t6 = _mm256_unpacklo_ps(v[6], v[7]), t7 = _mm256_unpackhi_ps(v[6], v[7]);
-      const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-      const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-      const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-      const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-      __m256 col[8];  // col[k] lane r = src[r][k0 + k]
-      col[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
-      col[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-      col[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
-      col[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-      col[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
-      col[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-      col[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
-      col[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
-      float* o = tile + k0 * MR;
-      FLASHKM_UNROLL for (int k = 0; k < 7; ++k) _mm256_storeu_ps(o + k * MR, col[k]);
-      float last[8];
-      _mm256_storeu_ps(last, col[7]);
-      FLASHKM_UNROLL for (int r = 0; r < MR; ++r) o[7 * MR + r] = last[r];
-    }
-    for (std::int64_t k = d8; k < d; ++k) FLASHKM_UNROLL for (int r = 0; r < MR; ++r) tile[k * MR + r] = src[r][k];
-  }
-#endif
 
   /// acc = a_tile[0:d][0:MR]^T . panel[0:d][0:NR]
   static inline __attribute__((always_inline)) void tile(const float* __restrict a, const float* __restrict panel,
