@@ -208,19 +208,7 @@ std::vector<Model> fit_batched(std::span<const BatchedProblem> problems, const P
   std::vector<Model> models(problems.size());
   for (std::int64_t b = 0; b < n_problems; ++b) {
     if (problems[b].labels) be->copy_labels(b, problems[b].labels);
-    core::LloydResult& r = runs[b];
-    Model& m = models[b];
-    m.n_clusters = k[b];
-    m.n_features = x0.cols;
-    m.metric = params.metric;
-    m.centroids = std::move(r.centroids);
-    m.cluster_weight = std::move(r.cluster_weight);
-    m.inertia = r.inertia;
-    m.n_iter = r.n_iter;
-    m.converged = r.converged;
-    m.seed = params.seed;
-    m.init = params.init;
-    m.history = std::move(r.history);
+    models[b] = core::model_of(std::move(runs[b]), k[b], x0.cols, params);
   }
   return models;
 }

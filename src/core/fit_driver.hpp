@@ -7,6 +7,7 @@
 
 #include "core/backend.hpp"
 #include "core/checkpoint.hpp"
+#include "core/lloyd.hpp"
 #include "flashkm/kmeans.hpp"
 
 namespace flashkm::core {
@@ -23,6 +24,9 @@ double tol_abs(const Params& params, const FeatureMoments& moments);
 
 /// The seed of run `run` of a fit (n_init): splitmix64 of the fit's seed and the run.
 std::uint64_t run_seed(std::uint64_t seed, int run);
+
+/// The Model of a finished Lloyd run of k clusters over d features (moves the run's arrays).
+Model model_of(LloydResult&& run, std::int64_t k, std::int64_t d, const Params& params);
 
 /// The fit over a backend that has attached X (backend.rows() rows in all): tol scale,
 /// the n_init runs (the lowest inertia wins), the labels into args.labels (what

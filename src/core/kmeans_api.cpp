@@ -120,18 +120,22 @@ Model fit_attached(Backend& backend, const Params& params, const FitArgs& args, 
     backend.copy_labels(args.labels);
   }
 
+  return model_of(std::move(best), k, d, params);
+}
+
+Model model_of(LloydResult&& run, std::int64_t k, std::int64_t d, const Params& params) {
   Model m;
   m.n_clusters = k;
   m.n_features = d;
   m.metric = params.metric;
-  m.centroids = std::move(best.centroids);
-  m.cluster_weight = std::move(best.cluster_weight);
-  m.inertia = best.inertia;
-  m.n_iter = best.n_iter;
-  m.converged = best.converged;
+  m.centroids = std::move(run.centroids);
+  m.cluster_weight = std::move(run.cluster_weight);
+  m.inertia = run.inertia;
+  m.n_iter = run.n_iter;
+  m.converged = run.converged;
   m.seed = params.seed;
   m.init = params.init;
-  m.history = std::move(best.history);
+  m.history = std::move(run.history);
   return m;
 }
 

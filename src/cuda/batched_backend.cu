@@ -656,7 +656,7 @@ class CudaBatchedBackend final : public core::BatchedBackend {
       if (best_kind == 0) {
         const std::int64_t i = st[0];
         int j = 0;
-        while (j < d_ && std::isfinite(host_element(i, j))) ++j;
+        while (j < d_ && std::isfinite(device_element(xv_, i, j))) ++j;
         if (j < d_) FLASHKM_FAIL(invalid_argument, "input contains NaN or infinity: first at row ", i - r0, ", column ", j);
         FLASHKM_FAIL(invalid_argument, "row ", i - r0, " has a squared norm that overflows (values too large)");
       }
@@ -669,20 +669,6 @@ class CudaBatchedBackend final : public core::BatchedBackend {
         FLASHKM_FAIL(invalid_argument, "metric 'cosine' needs non-zero rows: row ", st[2] - r0, " is all zeros");
       FLASHKM_FAIL(invalid_argument, "sample_weight sums to zero: at least one weight must be > 0");
     });
-  }
-
-  float host_element(std::int64_t i, int j) {
-    const std::size_t esz = dtype_size(xv_.dtype);
-    unsigned char buf[8] = {};
-    FLASHKM_CUDA_CHECK(cudaMemcpy(buf, static_cast<const char*>(xv_.x) + (i * xv_.stride + j) * esz, esz,
-                                  cudaMemcpyDeviceToHost));
-    switch (xv_.dtype) {
-      case DType::f32: { float v; std::memcpy(&v, buf, 4); return v; }
-      case DType::f64: { double v; std::memcpy(&v, buf, 8); return float(v); }
-      case DType::f16: { __half v; std::memcpy(&v, buf, 2); return __half2float(v); }
-      case DType::bf16: { __nv_bfloat16 v; std::memcpy(&v, buf, 2); return __bfloat162float(v); }
-    }
-    return 0;
   }
 
   /// The active set's packing: cluster offsets, the problem tables of both tile widths, and

@@ -18,6 +18,7 @@ namespace {
 using detail::blocks_for;
 using detail::block_sum_256;
 using detail::load_x;
+using detail::warp_weighted_distance;
 
 /// Blocks of a launch over `items` work items, one block each; larger counts loop.
 unsigned item_blocks(std::int64_t items) { return static_cast<unsigned>(items < 0x7fffffff ? items : 0x7fffffff); }
@@ -86,25 +87,8 @@ __global__ void chunk_exact_inertia_kernel(XView x, const float* w, const std::i
       if (q >= ch.rows) break;
       const std::int64_t i = ch.row_begin + q;
       const float* c = c32 + (c_row + labels[i]) * x.d;
-      double s = 0, nn = 0;
-      for (int j = lane; j < x.d; j += 32) {
-        const double v = load_x(x, i, j);
-        if (metric == Metric::l2) {
-          const double df = v - double(c[j]);
-          s = fma(df, df, s);
-        } else {
-          s = fma(v, double(c[j]), s);
-          nn = fma(v, v, nn);
-        }
-      }
-      for (int o = 16; o > 0; o >>= 1) {
-        s += __shfl_down_sync(0xffffffffu, s, o);
-        nn += __shfl_down_sync(0xffffffffu, nn, o);
-      }
-      if (lane == 0) {
-        const double dist = metric == Metric::l2 ? s : metric == Metric::cosine ? 1.0 - s / sqrt(nn) : -s;
-        wacc += (w ? double(w[i]) : 1.0) * dist;
-      }
+      const double wd = warp_weighted_distance(x, i, c, metric, w, lane);
+      if (lane == 0) wacc += wd;
     }
     if (lane == 0) sw[warp] = wacc;
     __syncthreads();

@@ -38,6 +38,7 @@
 #include "core/backend.hpp"
 #include "core/device_stream_plan.hpp"
 #include "cuda/cuda_backend.hpp"
+#include "cuda/host_split.hpp"
 #include "cuda/certify.hpp"
 #include "cuda/cuda_check.hpp"
 #include "cuda/flash_assign.hpp"
@@ -81,26 +82,12 @@ constexpr std::int64_t kChunkSlots = kNumCounters + 1;
 
 std::int64_t round_up(std::int64_t v, std::int64_t m) { return (v + m - 1) / m * m; }
 
-/// part(begin, end) over [0, bytes), split across up to 8 host threads when large. One core
-/// moves K x D centroids at ~7 GB/s (measured: a 16 MB compare took 2.3 ms per iteration on
-/// the H200 host), which is most of an iteration for batched problems.
+/// Byte ranges of a large host copy or compare over host threads (2 MiB each at least,
+/// cache-line-aligned cuts).
 template <class Part>
 void host_parallel(std::size_t bytes, const Part& part) {
-  constexpr std::size_t kMinBytesPerThread = std::size_t(2) << 20;
-  const std::size_t hw = std::max(1u, std::thread::hardware_concurrency());
-  const std::size_t t = std::min<std::size_t>({hw, 8, bytes / kMinBytesPerThread});
-  if (t <= 1) return part(std::size_t(0), bytes);
-  const auto chunk = static_cast<std::size_t>(round_up(static_cast<std::int64_t>((bytes + t - 1) / t), 64));
-  std::vector<std::thread> pool;
-  for (std::size_t b = chunk; b < bytes; b += chunk) {
-    try {
-      pool.emplace_back(part, b, std::min(bytes, b + chunk));
-    } catch (const std::system_error&) {  // no thread to be had: do that part here
-      part(b, std::min(bytes, b + chunk));
-    }
-  }
-  part(std::size_t(0), std::min(bytes, chunk));
-  for (auto& th : pool) th.join();
+  host_split(static_cast<std::int64_t>(bytes), 1, std::int64_t(2) << 20, 64,
+             [&](std::int64_t lo, std::int64_t hi) { part(std::size_t(lo), std::size_t(hi)); });
 }
 
 bool host_equal(const void* a, const void* b, std::size_t bytes) {
@@ -831,22 +818,8 @@ class CudaBackend final : public core::Backend {
     std::vector<float> row(static_cast<std::size_t>(d_));
     if (plan_.streamed) rows_->host_rows_f32(&i, 1, row.data());
     else
-      for (int j = 0; j < d_; ++j) row[j] = host_element(i, j);
+      for (int j = 0; j < d_; ++j) row[j] = device_element(xv_, i, j);
     return row;
-  }
-
-  float host_element(std::int64_t i, int j) {
-    const std::size_t esz = dtype_size(xv_.dtype);
-    unsigned char buf[8] = {};
-    FLASHKM_CUDA_CHECK(cudaMemcpy(buf, static_cast<const char*>(xv_.x) + (i * xv_.stride + j) * esz, esz,
-                                  cudaMemcpyDeviceToHost));
-    switch (xv_.dtype) {
-      case DType::f32: { float v; std::memcpy(&v, buf, 4); return v; }
-      case DType::f64: { double v; std::memcpy(&v, buf, 8); return float(v); }
-      case DType::f16: { __half v; std::memcpy(&v, buf, 2); return __half2float(v); }
-      case DType::bf16: { __nv_bfloat16 v; std::memcpy(&v, buf, 2); return __bfloat162float(v); }
-    }
-    return 0;
   }
 
   void choose_precision(DType in) {
@@ -1166,6 +1139,20 @@ class CudaBackend final : public core::Backend {
 };
 
 }  // namespace
+
+float device_element(const XView& x, std::int64_t i, int j) {
+  const std::size_t esz = dtype_size(x.dtype);
+  unsigned char buf[8] = {};
+  FLASHKM_CUDA_CHECK(
+      cudaMemcpy(buf, static_cast<const char*>(x.x) + (i * x.stride + j) * esz, esz, cudaMemcpyDeviceToHost));
+  switch (x.dtype) {
+    case DType::f32: { float v; std::memcpy(&v, buf, 4); return v; }
+    case DType::f64: { double v; std::memcpy(&v, buf, 8); return float(v); }
+    case DType::f16: { __half v; std::memcpy(&v, buf, 2); return __half2float(v); }
+    case DType::bf16: { __nv_bfloat16 v; std::memcpy(&v, buf, 2); return __bfloat162float(v); }
+  }
+  return 0;
+}
 
 DeviceInfo open_device(const CudaOptions& o) {
   int count = 0;

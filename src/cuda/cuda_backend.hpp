@@ -6,6 +6,7 @@
 
 #include "core/backend.hpp"
 #include "cuda/flash_assign.hpp"
+#include "cuda/kernels.cuh"
 
 namespace flashkm::cuda {
 
@@ -30,6 +31,9 @@ struct DeviceInfo {
   int cc = 0;  ///< compute capability, 10 * major + minor
 };
 DeviceInfo open_device(const CudaOptions& options);
+
+/// Element (i, j) of device data x as fp32 (one synchronous copy: for error messages).
+float device_element(const XView& x, std::int64_t i, int j);
 
 /// Bytes of device memory the backend holds beyond the input data (for the benchmark).
 std::size_t device_bytes_held(const core::Backend& backend);

@@ -37,6 +37,30 @@ __device__ __forceinline__ double block_sum_256(double v, double* sh) {
   return r;
 }
 
+/// w_i * distance(x_i, c) by the metric, in fp64 from differences (l2) or products, by one
+/// warp: lanes take columns, then a shuffle tree; the value is valid in lane 0. The exact
+/// inertia kernels of the single and the batched backend (same order, same bits).
+__device__ __forceinline__ double warp_weighted_distance(const XView& x, std::int64_t i, const float* c,
+                                                         Metric metric, const float* w, int lane) {
+  double s = 0, nn = 0;
+  for (int j = lane; j < x.d; j += 32) {
+    const double v = load_x(x, i, j);
+    if (metric == Metric::l2) {
+      const double df = v - double(c[j]);
+      s = fma(df, df, s);
+    } else {
+      s = fma(v, double(c[j]), s);
+      nn = fma(v, v, nn);
+    }
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    s += __shfl_down_sync(0xffffffffu, s, o);
+    nn += __shfl_down_sync(0xffffffffu, nn, o);
+  }
+  const double dist = metric == Metric::l2 ? s : metric == Metric::cosine ? 1.0 - s / sqrt(nn) : -s;
+  return (w ? double(w[i]) : 1.0) * dist;
+}
+
 /// Blocks of `per` threads (or rows) covering n, at least one.
 inline unsigned blocks_for(std::int64_t n, int per) {
   const std::int64_t b = (n + per - 1) / per;

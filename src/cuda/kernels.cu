@@ -20,6 +20,7 @@ namespace {
 using detail::blocks_for;
 using detail::block_sum_256;
 using detail::load_x;
+using detail::warp_weighted_distance;
 
 // ---- validation ------------------------------------------------------------------------
 __global__ void validate_kernel(XView x, const float* w, float* xnorm, long long* status) {
@@ -285,25 +286,8 @@ __global__ void exact_inertia_kernel(XView x, const float* w, const std::int32_t
     if (i >= x.n) break;
     const int b = static_cast<int>(i / x.n_per);
     const float* c = c32 + (std::int64_t(b) * k + labels[i]) * x.d;
-    double s = 0, nn = 0;
-    for (int j = lane; j < x.d; j += 32) {
-      const double v = load_x(x, i, j);
-      if (metric == Metric::l2) {
-        const double df = v - double(c[j]);
-        s = fma(df, df, s);
-      } else {
-        s = fma(v, double(c[j]), s);
-        nn = fma(v, v, nn);
-      }
-    }
-    for (int o = 16; o > 0; o >>= 1) {
-      s += __shfl_down_sync(0xffffffffu, s, o);
-      nn += __shfl_down_sync(0xffffffffu, nn, o);
-    }
-    if (lane == 0) {
-      const double dist = metric == Metric::l2 ? s : metric == Metric::cosine ? 1.0 - s / sqrt(nn) : -s;
-      wacc += (w ? double(w[i]) : 1.0) * dist;
-    }
+    const double wd = warp_weighted_distance(x, i, c, metric, w, lane);
+    if (lane == 0) wacc += wd;
   }
   if (lane == 0) sw[warp] = wacc;
   __syncthreads();

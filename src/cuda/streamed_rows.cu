@@ -13,6 +13,8 @@
 #include <thread>
 #include <vector>
 
+#include "cuda/device_helpers.cuh"
+#include "cuda/host_split.hpp"
 #include "flashkm/error.hpp"
 
 namespace flashkm::cuda {
@@ -20,30 +22,7 @@ namespace {
 
 static_assert(core::kStreamRowGranule % kRowChunk == 0, "chunk boundaries must fall on reduction chunks");
 
-unsigned blocks_for(std::int64_t n, int per) {
-  const std::int64_t b = (n + per - 1) / per;
-  return static_cast<unsigned>(b < 1 ? 1 : b);
-}
-
-/// part(begin, end) over [0, n) items on up to 8 host threads (one when n * item_bytes is small).
-template <class Part>
-void host_split(std::int64_t n, std::int64_t item_bytes, const Part& part) {
-  constexpr std::int64_t kMinBytesPerThread = std::int64_t(4) << 20;
-  const std::int64_t hw = std::max(1u, std::thread::hardware_concurrency());
-  const std::int64_t t = std::min<std::int64_t>({hw, 8, std::max<std::int64_t>(1, n * item_bytes / kMinBytesPerThread)});
-  if (t <= 1 || n < t) return part(std::int64_t(0), n);
-  const std::int64_t per = (n + t - 1) / t;
-  std::vector<std::thread> pool;
-  for (std::int64_t b = per; b < n; b += per) {
-    try {
-      pool.emplace_back(part, b, std::min(n, b + per));
-    } catch (const std::system_error&) {  // no thread to be had: do that part here
-      part(b, std::min(n, b + per));
-    }
-  }
-  part(std::int64_t(0), std::min(n, per));
-  for (auto& th : pool) th.join();
-}
+using detail::blocks_for;
 
 /// Whether [p, p + bytes) is page-locked host memory (cudaMallocHost or cudaHostRegister).
 bool page_locked(const void* p, std::size_t bytes) {
@@ -174,7 +153,7 @@ RowStream::~RowStream() {
 void RowStream::host_rows(void* dst, std::int64_t r0, std::int64_t rows) const {
   const std::int64_t stride = x_.stride();
   const bool contiguous = stride == x_.cols && x_.dtype == dtype_;
-  host_split(rows, row_bytes_, [&](std::int64_t a, std::int64_t b) {
+  host_split(rows, row_bytes_, std::int64_t(4) << 20, 1, [&](std::int64_t a, std::int64_t b) {
     char* out = static_cast<char*>(dst) + a * row_bytes_;
     if (contiguous) {
       std::memcpy(out, x_.row(r0 + a), std::size_t((b - a) * row_bytes_));

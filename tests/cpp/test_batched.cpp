@@ -35,32 +35,6 @@ Model fit_alone(const std::vector<float>& x, std::int64_t d, std::int64_t begin,
   return fit(MatrixView::of(x.data() + begin * d, end - begin, d), p, args);
 }
 
-/// Ragged batch vs alone fits: every problem bitwise, labels equal.
-void check_ragged(const std::vector<float>& x, std::int64_t d, const testing::RaggedShape& s, const Params& p,
-                  const std::vector<float>* w = nullptr, const std::vector<float>* init = nullptr) {
-  const auto n = s.offsets.back();
-  std::vector<std::int32_t> labels(static_cast<std::size_t>(n), -1);
-  RaggedBatch rb;
-  rb.x = MatrixView::of(x.data(), n, d);
-  rb.offsets = s.offsets;
-  rb.n_clusters = s.k;
-  rb.sample_weight = w ? w->data() : nullptr;
-  rb.init_centroids = init ? init->data() : nullptr;
-  rb.labels = labels.data();
-  const std::vector<Model> models = fit_batched(rb, p);
-  ASSERT_EQ(models.size(), s.k.size());
-  const float* ib = init ? init->data() : nullptr;
-  for (std::size_t b = 0; b < s.k.size(); ++b) {
-    std::vector<std::int32_t> alone_labels;
-    const Model alone = fit_alone(x, d, s.offsets[b], s.offsets[b + 1], s.k[b], p, w ? w->data() : nullptr, ib,
-                                  &alone_labels);
-    if (ib) ib += s.k[b] * d;
-    expect_same_fit(models[b], alone, "problem " + std::to_string(b));
-    EXPECT_TRUE(std::equal(alone_labels.begin(), alone_labels.end(), labels.begin() + s.offsets[b]))
-        << "labels of problem " << b;
-  }
-}
-
 TEST(Batched, EqualSizesAsListOfViews) {
   const std::int64_t B = 6, n = 500, d = 8, k = 5;
   std::vector<std::vector<float>> xs;
@@ -97,7 +71,7 @@ TEST_P(RaggedInits, EveryProblemIsItsAloneFit) {
   p.metric = metric;
   p.seed = 11;
   p.max_iter = 30;
-  check_ragged(x, d, s, p);
+  testing::check_ragged_vs_alone(x, d, s, p);
 }
 
 INSTANTIATE_TEST_SUITE_P(All, RaggedInits,
@@ -120,7 +94,7 @@ TEST(Batched, WeightsAndGivenInitPerProblemConvergence) {
   p.init = InitMethod::given;
   p.tol = 1e-3;
   p.max_iter = 100;
-  check_ragged(x, d, s, p, &w, &init);
+  testing::check_ragged_vs_alone(x, d, s, p, &w, &init);
   // Per-problem convergence: the problems stop at different iterations.
   RaggedBatch rb;
   rb.x = MatrixView::of(x.data(), n, d);
@@ -153,7 +127,7 @@ TEST(Batched, EmptyClusterRepairInsideABatch) {
   p.init = InitMethod::given;
   p.max_iter = 20;
   testing::RaggedShape s{off, k};
-  check_ragged(x, d, s, p, nullptr, &init);
+  testing::check_ragged_vs_alone(x, d, s, p, nullptr, &init);
   RaggedBatch rb;
   rb.x = MatrixView::of(x.data(), off.back(), d);
   rb.offsets = off;

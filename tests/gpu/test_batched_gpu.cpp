@@ -42,40 +42,6 @@ Params cuda_params(Precision precision, bool certify) {
   return p;
 }
 
-/// The batch over x (host) vs each problem fitted alone on the GPU; labels too.
-void check_batch_vs_alone(const std::vector<float>& x, std::int64_t d, const RaggedShape& s, const Params& p,
-                          const std::vector<float>* w = nullptr, const std::vector<float>* init = nullptr,
-                          std::int64_t check_every = 1) {
-  const auto n = s.offsets.back();
-  std::vector<std::int32_t> labels(static_cast<std::size_t>(n), -1);
-  RaggedBatch rb;
-  rb.x = MatrixView::of(x.data(), n, d);
-  rb.offsets = s.offsets;
-  rb.n_clusters = s.k;
-  rb.sample_weight = w ? w->data() : nullptr;
-  rb.init_centroids = init ? init->data() : nullptr;
-  rb.labels = labels.data();
-  const std::vector<Model> models = fit_batched(rb, p);
-  ASSERT_EQ(models.size(), s.k.size());
-  std::vector<std::int64_t> init_off(s.k.size() + 1, 0);
-  for (std::size_t b = 0; b < s.k.size(); ++b) init_off[b + 1] = init_off[b] + s.k[b] * d;
-  for (std::size_t b = 0; b < s.k.size(); b += static_cast<std::size_t>(check_every)) {
-    Params q = p;
-    q.n_clusters = s.k[b];
-    FitArgs args;
-    const std::int64_t begin = s.offsets[b], end = s.offsets[b + 1];
-    std::vector<std::int32_t> alone_labels(static_cast<std::size_t>(end - begin), -1);
-    args.labels = alone_labels.data();
-    args.sample_weight = w ? w->data() + begin : nullptr;
-    args.init_centroids = init ? init->data() + init_off[b] : nullptr;
-    const Model alone = fit(MatrixView::of(x.data() + begin * d, end - begin, d), q, args);
-    expect_same_fit(models[b], alone, "problem " + std::to_string(b));
-    std::int64_t differ = 0;
-    for (std::int64_t i = begin; i < end; ++i) differ += labels[i] != alone_labels[i - begin];
-    EXPECT_EQ(differ, 0) << "labels of problem " << b;
-  }
-}
-
 class BatchedCuda : public ::testing::TestWithParam<std::tuple<Precision, bool>> {};
 
 TEST_P(BatchedCuda, RaggedEqualsAloneBitwise) {
@@ -84,7 +50,7 @@ TEST_P(BatchedCuda, RaggedEqualsAloneBitwise) {
   const std::int64_t d = 64;
   const auto s = testing::ragged_shape(13, 100, 3000, 300, 3);
   const auto x = testing::blobs(s.offsets.back(), d, 40, 3.0, 1.0, 5);
-  check_batch_vs_alone(x, d, s, cuda_params(precision, certify));
+  testing::check_ragged_vs_alone(x, d, s, cuda_params(precision, certify));
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, BatchedCuda,
@@ -98,9 +64,9 @@ TEST(BatchedCudaMore, CertifiedNearTiesCascade) {
   const auto s = testing::ragged_shape(7, 500, 4000, 64, 8);
   const auto x = testing::uniform(s.offsets.back(), d, 12);
   Params p = cuda_params(Precision::fp16, true);
-  check_batch_vs_alone(x, d, s, p);
+  testing::check_ragged_vs_alone(x, d, s, p);
   p.precision = Precision::bf16;
-  check_batch_vs_alone(x, d, s, p);
+  testing::check_ragged_vs_alone(x, d, s, p);
 }
 
 TEST(BatchedCudaMore, StreamedLargeDAndWeightsAndMetrics) {
@@ -116,7 +82,7 @@ TEST(BatchedCudaMore, StreamedLargeDAndWeightsAndMetrics) {
     p.metric = metric;
     p.init = InitMethod::random;
     SCOPED_TRACE(to_string(metric));
-    check_batch_vs_alone(x, d, s, p, &w);
+    testing::check_ragged_vs_alone(x, d, s, p, &w);
   }
 }
 
@@ -134,7 +100,7 @@ TEST(BatchedCudaMore, EmptyClusterRepairAndPerProblemConvergence) {
   p.init = InitMethod::given;
   p.tol = 1e-3;
   p.max_iter = 100;
-  check_batch_vs_alone(x, d, RaggedShape{off, k}, p, nullptr, &init);
+  testing::check_ragged_vs_alone(x, d, RaggedShape{off, k}, p, nullptr, &init);
 }
 
 TEST(BatchedCudaMore, DeviceInputInPlaceAndDeviceLabels) {
@@ -184,7 +150,7 @@ TEST(BatchedCudaMore, MoreThan65535Problems) {
   for (std::int64_t b = 0; b < B; ++b) init.insert(init.end(), x.begin() + off[b] * d, x.begin() + (off[b] + ks[b]) * d);
   Params p = cuda_params(Precision::fp16, true);
   p.init = InitMethod::given;
-  check_batch_vs_alone(x, d, RaggedShape{off, ks}, p, nullptr, &init, 6997);
+  testing::check_ragged_vs_alone(x, d, RaggedShape{off, ks}, p, nullptr, &init, 6997);
 }
 
 TEST(BatchedCudaMore, BadInputNamedByProblem) {

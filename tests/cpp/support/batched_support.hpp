@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -64,6 +66,41 @@ inline RaggedShape ragged_shape(std::int64_t problems, std::int64_t n_min, std::
     s.k.push_back(1 + static_cast<std::int64_t>((h >> 17) % static_cast<std::uint64_t>(std::min(k_max, n))));
   }
   return s;
+}
+
+/// Fits the ragged batch of x [N x D] (host) once, then every `check_every`-th problem
+/// alone (its rows, weights and given centroids, n_clusters = k_b) and EXPECTs the two
+/// bitwise equal, labels included. `init`: the problems' given centroids, stacked.
+inline void check_ragged_vs_alone(const std::vector<float>& x, std::int64_t d, const RaggedShape& s,
+                                  const Params& p, const std::vector<float>* w = nullptr,
+                                  const std::vector<float>* init = nullptr, std::int64_t check_every = 1) {
+  const auto n = s.offsets.back();
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(n), -1);
+  RaggedBatch rb;
+  rb.x = MatrixView::of(x.data(), n, d);
+  rb.offsets = s.offsets;
+  rb.n_clusters = s.k;
+  rb.sample_weight = w ? w->data() : nullptr;
+  rb.init_centroids = init ? init->data() : nullptr;
+  rb.labels = labels.data();
+  const std::vector<Model> models = fit_batched(rb, p);
+  ASSERT_EQ(models.size(), s.k.size());
+  std::vector<std::int64_t> init_off(s.k.size() + 1, 0);
+  for (std::size_t b = 0; b < s.k.size(); ++b) init_off[b + 1] = init_off[b] + s.k[b] * d;
+  for (std::size_t b = 0; b < s.k.size(); b += static_cast<std::size_t>(check_every)) {
+    Params q = p;
+    q.n_clusters = s.k[b];
+    const std::int64_t begin = s.offsets[b], end = s.offsets[b + 1];
+    std::vector<std::int32_t> alone_labels(static_cast<std::size_t>(end - begin), -1);
+    FitArgs args;
+    args.labels = alone_labels.data();
+    args.sample_weight = w ? w->data() + begin : nullptr;
+    args.init_centroids = init ? init->data() + init_off[b] : nullptr;
+    const Model alone = fit(MatrixView::of(x.data() + begin * d, end - begin, d), q, args);
+    expect_same_fit(models[b], alone, "problem " + std::to_string(b));
+    EXPECT_TRUE(std::equal(alone_labels.begin(), alone_labels.end(), labels.begin() + begin))
+        << "labels of problem " << b;
+  }
 }
 
 }  // namespace flashkm::testing
