@@ -5,14 +5,16 @@
 # gpu_bench prints per phase. Output: $OUT/profile_<shape>.csv (one row per kernel launch)
 # and $OUT/profile_summary.txt (per kernel name: launches, total and mean µs per launch).
 #   scripts/gpu_profile.sh ["B N K D dtype" ...]   (default: the N=1M D=128 shapes)
+#   BUILD=build-cudacheck scripts/gpu_profile.sh ...  reuses gpu_check.sh's build (same flags).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}
 mkdir -p "$OUT"
 . scripts/gtest_prefix.sh "$OUT/build.log"
-cmake -S . -B build-profile -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHKM_CUDA=ON -DFLASHKM_PYTHON=OFF \
+BUILD=${BUILD:-build-profile}
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHKM_CUDA=ON -DFLASHKM_PYTHON=OFF \
   -DFLASHKM_BENCH=OFF -DFLASHKM_TESTS=ON $PREFIX >> "$OUT/build.log" 2>&1 &&
-  cmake --build build-profile -j16 --target gpu_bench >> "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+  cmake --build "$BUILD" -j16 --target gpu_bench >> "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 [ -n "$NCU" ] || { echo "no ncu on this machine"; exit 1; }
 ITERS=4
@@ -21,9 +23,9 @@ shapes=("$@")
 for s in "${shapes[@]}"; do
   tag=$(echo "$s" | tr ' ' '_')
   # Wall clock per phase without the profiler first (ncu serialises and replays kernels).
-  ./build-profile/tests/gpu/gpu_bench $s $ITERS fp16 0 0 device 2>&1 | tail -1 | tee "$OUT/wall_$tag.json"
+  ./$BUILD/tests/gpu/gpu_bench $s $ITERS fp16 0 0 device 2>&1 | tail -1 | tee "$OUT/wall_$tag.json"
   "$NCU" --clock-control none --metrics gpu__time_duration.sum --csv \
-    ./build-profile/tests/gpu/gpu_bench $s $ITERS fp16 0 0 device > "$OUT/profile_$tag.csv" 2> "$OUT/ncu_$tag.err"
+    ./$BUILD/tests/gpu/gpu_bench $s $ITERS fp16 0 0 device > "$OUT/profile_$tag.csv" 2> "$OUT/ncu_$tag.err"
   python3 - "$OUT/profile_$tag.csv" "$ITERS" "$s" <<'PY' | tee -a "$OUT/profile_summary.txt"
 import csv, sys, collections
 path, iters, shape = sys.argv[1], int(sys.argv[2]), sys.argv[3]
