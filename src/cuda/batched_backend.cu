@@ -897,7 +897,7 @@ class CudaBatchedBackend final : public core::BatchedBackend {
     FLASHKM_CUDA_CHECK(
         cub::DeviceRadixSort::SortPairs(cub_temp_.get(), t_sort, dk, dv, static_cast<int>(rows), 0, bits, stream_));
     launch_cluster_offsets(dk.Current(), rows, nc, row_off_.get(), stream_);
-    launch_piece_counts_ragged(row_off_.get(), nc, d_piece_rows_.get(), npieces_.get(), stream_);
+    launch_piece_counts(row_off_.get(), nc, 0, d_piece_rows_.get(), npieces_.get(), stream_);
     FLASHKM_CUDA_CHECK(
         cub::DeviceScan::ExclusiveSum(cub_temp_.get(), t_scan, npieces_.get(), first_.get(), nc + 1, stream_));
     FLASHKM_CUDA_LAUNCH_CHECK();
@@ -906,7 +906,7 @@ class CudaBatchedBackend final : public core::BatchedBackend {
     psums_.ensure(std::size_t(max_pieces) * (d_ + 1), "update piece sums");
     sums_dev_.ensure(with_x ? std::size_t(nc) * d_ : 1, "cluster sums");
     cw_.ensure(std::size_t(nc), "cluster weights");
-    launch_fill_pieces_ragged(row_off_.get(), first_.get(), nc, d_piece_rows_.get(), pieces_.get(), stream_);
+    launch_fill_pieces(row_off_.get(), first_.get(), nc, 0, d_piece_rows_.get(), max_pieces, pieces_.get(), stream_);
     launch_piece_sums(xv_, w_, xnorm_.get(), metric_ == Metric::cosine, with_x, dv.Current(), pieces_.get(),
                       first_.get() + nc, max_pieces, psums_.get(), stream_);
     launch_combine_pieces(psums_.get(), first_.get(), nc, d_, with_x, sums_dev_.get(), cw_.get(), stream_);

@@ -137,36 +137,7 @@ __global__ void chunk_keys_kernel(const std::int32_t* labels, const ProblemDesc*
   }
 }
 
-// piece_counts_kernel / fill_pieces_kernel of kernels.cu with a piece height per cluster.
-__global__ void piece_counts_ragged_kernel(const std::int32_t* row_off, std::int64_t nc, const std::int32_t* piece_rows,
-                                           std::int64_t* n_pieces) {
-  const std::int64_t c = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c < nc) n_pieces[c] = (std::int64_t(row_off[c + 1] - row_off[c]) + piece_rows[c] - 1) / piece_rows[c];
-  else if (c == nc) n_pieces[c] = 0;
-}
-__global__ void fill_pieces_ragged_kernel(const std::int32_t* row_off, const std::int64_t* first, std::int64_t nc,
-                                          const std::int32_t* piece_rows, Piece* pieces) {
-  const std::int64_t c = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c >= nc) return;
-  const std::int64_t b0 = row_off[c], e = row_off[c + 1], r = piece_rows[c];
-  Piece* out = pieces + first[c];
-  for (std::int64_t b = b0; b < e; b += r) *out++ = Piece{b, b + r < e ? b + r : e};
-}
-
 }  // namespace
-
-void launch_piece_counts_ragged(const std::int32_t* row_off, std::int64_t nc, const std::int32_t* piece_rows,
-                                std::int64_t* n_pieces, cudaStream_t s) {
-  piece_counts_ragged_kernel<<<blocks_for(nc + 1, 256), 256, 0, s>>>(row_off, nc, piece_rows, n_pieces);
-  FLASHKM_CUDA_LAUNCH_CHECK();
-}
-
-void launch_fill_pieces_ragged(const std::int32_t* row_off, const std::int64_t* first, std::int64_t nc,
-                               const std::int32_t* piece_rows, Piece* pieces, cudaStream_t s) {
-  if (nc == 0) return;
-  fill_pieces_ragged_kernel<<<blocks_for(nc, 256), 256, 0, s>>>(row_off, first, nc, piece_rows, pieces);
-  FLASHKM_CUDA_LAUNCH_CHECK();
-}
 
 void launch_prepare_centroids_ragged(const float* c32, const ProblemDesc* problems, int n_problems,
                                      std::int64_t kp_total, int d, int dp, int op, bool l2, void* c_op, float* cterm,

@@ -50,11 +50,4 @@ void launch_chunk_column_sums(const XView& x, const double* centers, const Probl
 void launch_chunk_keys(const std::int32_t* labels, const ProblemDesc* problems, const ProblemChunk* chunks,
                        std::int64_t n_chunks, std::int32_t* keys, std::int32_t* vals, cudaStream_t s);
 
-/// launch_piece_counts / launch_fill_pieces with each cluster's own piece height
-/// (piece_rows[c]: its problem's piece_rows_for(n_b, d), so its pieces are the ones it has alone).
-void launch_piece_counts_ragged(const std::int32_t* row_off, std::int64_t nc, const std::int32_t* piece_rows,
-                                std::int64_t* n_pieces, cudaStream_t s);
-void launch_fill_pieces_ragged(const std::int32_t* row_off, const std::int64_t* first, std::int64_t nc,
-                               const std::int32_t* piece_rows, Piece* pieces, cudaStream_t s);
-
 }  // namespace flashkm::cuda

@@ -1079,7 +1079,7 @@ class CudaBackend final : public core::Backend {
     // Cluster extents from the sorted keys (no histogram atomics), then pieces per cluster.
     launch_cluster_offsets(dk.Current(), n_, nc, row_off_.get(), stream_);
     const std::int64_t piece_rows = piece_rows_for(n_, d_);
-    launch_piece_counts(row_off_.get(), nc, static_cast<int>(piece_rows), npieces_.get(), stream_);
+    launch_piece_counts(row_off_.get(), nc, static_cast<int>(piece_rows), nullptr, npieces_.get(), stream_);
     FLASHKM_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(cub_temp_.get(), t_scan, npieces_.get(), first_.get(), nc + 1, stream_));
     FLASHKM_CUDA_LAUNCH_CHECK();
     // ceil(c / R) <= c / R + 1 per cluster: at most n / R + nc pieces in all.
@@ -1088,7 +1088,8 @@ class CudaBackend final : public core::Backend {
     psums_.ensure(std::size_t(max_pieces) * (d_ + 1), "update piece sums");
     sums_dev_.ensure(with_x ? std::size_t(nc) * d_ : 1, "cluster sums");
     cw_.ensure(std::size_t(nc), "cluster weights");
-    launch_fill_pieces(row_off_.get(), first_.get(), nc, static_cast<int>(piece_rows), pieces_.get(), stream_);
+    launch_fill_pieces(row_off_.get(), first_.get(), nc, static_cast<int>(piece_rows), nullptr, max_pieces,
+                       pieces_.get(), stream_);
     launch_piece_sums(xv_, w_, xnorm_.get(), metric_ == Metric::cosine, with_x, dv.Current(), pieces_.get(),
                       first_.get() + nc, max_pieces, psums_.get(), stream_);
     launch_combine_pieces(psums_.get(), first_.get(), nc, d_, with_x, sums_dev_.get(), cw_.get(), stream_);

@@ -123,60 +123,133 @@ __global__ void cluster_offsets_kernel(const std::int32_t* keys, std::int64_t n,
   const std::int64_t hi = i == n ? nc : std::int64_t(keys[i]);
   for (std::int64_t c = lo; c <= hi; ++c) row_off[c] = static_cast<std::int32_t>(i);
 }
+// Piece heights: one for every cluster, or (per_cluster non-null) each cluster's own (the
+// batched backend: its problem's piece_rows_for(n_b, d), as alone).
+__device__ __forceinline__ std::int64_t piece_rows_of(int piece_rows, const std::int32_t* per_cluster, std::int64_t c) {
+  return per_cluster ? per_cluster[c] : piece_rows;
+}
 __global__ void piece_counts_kernel(const std::int32_t* row_off, std::int64_t nc, int piece_rows,
-                                    std::int64_t* n_pieces) {
+                                    const std::int32_t* per_cluster, std::int64_t* n_pieces) {
   const std::int64_t c = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c < nc) n_pieces[c] = (std::int64_t(row_off[c + 1] - row_off[c]) + piece_rows - 1) / piece_rows;
-  else if (c == nc) n_pieces[c] = 0;
+  if (c < nc) {
+    const std::int64_t r = piece_rows_of(piece_rows, per_cluster, c);
+    n_pieces[c] = (std::int64_t(row_off[c + 1] - row_off[c]) + r - 1) / r;
+  } else if (c == nc) {
+    n_pieces[c] = 0;
+  }
 }
+// One thread per piece, not per cluster: with few large clusters a thread per cluster wrote
+// hundreds of pieces one after another (K=256, N=1M: 41 us). Piece p belongs to the last
+// cluster c with first[c] <= p (clusters without pieces have first[c] == first[c + 1]).
 __global__ void fill_pieces_kernel(const std::int32_t* row_off, const std::int64_t* first, std::int64_t nc,
-                                   int piece_rows, Piece* pieces) {
-  const std::int64_t c = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c >= nc) return;
-  const std::int64_t b0 = row_off[c], e = row_off[c + 1];
-  Piece* out = pieces + first[c];
-  for (std::int64_t b = b0; b < e; b += piece_rows) *out++ = Piece{b, b + piece_rows < e ? b + piece_rows : e};
+                                   int piece_rows, const std::int32_t* per_cluster, std::int64_t max_pieces,
+                                   Piece* pieces) {
+  const std::int64_t p = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (p >= max_pieces || p >= first[nc]) return;
+  std::int64_t lo = 0, hi = nc - 1;
+  while (lo < hi) {
+    const std::int64_t mid = (lo + hi + 1) >> 1;
+    if (first[mid] <= p) lo = mid;
+    else hi = mid - 1;
+  }
+  const std::int64_t r = piece_rows_of(piece_rows, per_cluster, lo);
+  const std::int64_t b = row_off[lo] + (p - first[lo]) * r, e = row_off[lo + 1];
+  pieces[p] = Piece{b, b + r < e ? b + r : e};
 }
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
 
-/// Columns [col0, col0 + 8) of one row as fp32 (exact for every input type), 0 past d:
-/// one 16-byte load (two for fp32) when `vec` says rows are 16-byte aligned.
+/// Eight consecutive elements of a row as loaded: their raw bits in 4-byte words (16 bytes,
+/// 32 for fp32), converted to fp64 only when summed (fewer registers per row in flight).
 template <class T>
-__device__ __forceinline__ void load8(const T* row, int col0, int d, bool vec, float (&v)[8]) {
-  if (vec && col0 + 8 <= d) {
-    if constexpr (sizeof(T) == 2) {
-      const uint4 r = *reinterpret_cast<const uint4*>(row + col0);
-      const T* h = reinterpret_cast<const T*>(&r);
-#pragma unroll
-      for (int j = 0; j < 8; ++j) v[j] = to_float(h[j]);
+struct Row8 {
+  static constexpr int kWords = 2 * static_cast<int>(sizeof(T));
+  std::uint32_t u[kWords];
+  /// Element j as fp64 (exact for every input type, as double(float(element)) is).
+  __device__ __forceinline__ double at(int j) const {
+    if constexpr (sizeof(T) == 4) {
+      return double(__uint_as_float(u[j]));
     } else {
-      const float4 a = *reinterpret_cast<const float4*>(row + col0);
-      const float4 b = *reinterpret_cast<const float4*>(row + col0 + 4);
-      v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+      const unsigned short b = static_cast<unsigned short>(u[j >> 1] >> (16 * (j & 1)));
+      if constexpr (std::is_same_v<T, __half>) return double(__half2float(__ushort_as_half(b)));
+      else return double(__bfloat162float(__ushort_as_bfloat16(b)));
+    }
+  }
+};
+template <class T>
+__device__ __forceinline__ std::uint32_t raw_bits(T v) {
+  if constexpr (sizeof(T) == 4) return __float_as_uint(v);
+  else if constexpr (std::is_same_v<T, __half>) return __half_as_ushort(v);
+  else return __bfloat16_as_ushort(v);
+}
+
+/// Columns [col0, col0 + 8) of one row (0 past d): one 16-byte load (two for fp32) when
+/// `vec` says rows are 16-byte aligned. The rows do not change during the kernel (ld.nc).
+template <class T>
+__device__ __forceinline__ void load_row8(const T* row, int col0, int d, bool vec, Row8<T>& r) {
+  if (vec && col0 + 8 <= d) {
+    const uint4* p = reinterpret_cast<const uint4*>(row + col0);
+#pragma unroll
+    for (int h = 0; h < Row8<T>::kWords / 4; ++h) {
+      const uint4 q = __ldg(p + h);
+      r.u[4 * h] = q.x, r.u[4 * h + 1] = q.y, r.u[4 * h + 2] = q.z, r.u[4 * h + 3] = q.w;
     }
   } else {
 #pragma unroll
-    for (int j = 0; j < 8; ++j) v[j] = col0 + j < d ? to_float(row[col0 + j]) : 0.0f;
+    for (int h = 0; h < Row8<T>::kWords; ++h) r.u[h] = 0;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      if (col0 + j >= d) break;
+      if constexpr (sizeof(T) == 4) r.u[j] = raw_bits(row[col0 + j]);
+      else r.u[j >> 1] |= raw_bits(row[col0 + j]) << (16 * (j & 1));
+    }
+  }
+}
+
+/// kGroup rows of a piece in flight: their columns, weights and norms (1 where absent).
+template <class T, int G>
+struct RowGroup {
+  Row8<T> r[G];
+  float w[G], nrm[G];
+};
+/// Sorted positions [q0, q0 + G) of a piece ending at `end`: their row indices (-1 past end).
+template <int G>
+__device__ __forceinline__ void load_order(const std::int32_t* order, std::int64_t q0, std::int64_t end,
+                                           std::int32_t (&idx)[G]) {
+#pragma unroll
+  for (int u = 0; u < G; ++u) idx[u] = q0 + u < end ? __ldg(order + q0 + u) : -1;
+}
+template <class T, int G>
+__device__ __forceinline__ void load_group(const T* x, std::int64_t stride, int col0, int d, bool vec, bool cols,
+                                           const float* w, const float* xnorm, bool cosine,
+                                           const std::int32_t (&idx)[G], RowGroup<T, G>& g) {
+#pragma unroll
+  for (int u = 0; u < G; ++u) {
+    g.w[u] = 1.0f;
+    g.nrm[u] = 1.0f;
+    if (idx[u] >= 0) {
+      const std::int64_t i = idx[u];
+      if (w) g.w[u] = __ldg(w + i);
+      if (cosine) g.nrm[u] = __ldg(xnorm + i);
+      if (cols) load_row8(x + i * stride, col0, d, vec, g.r[u]);
+    }
   }
 }
 
 // Piece p = blockIdx.x * blockDim.y + threadIdx.y; its threadIdx.x owns 8 consecutive
 // columns (and 8 more every blockDim.x * 8), so a row costs d / 8 threads and many pieces
-// run side by side. The loop is memory-latency-bound (rows are gathered in sorted order):
-// rows go in groups of kGroup whose index, weight and element loads are issued together,
-// and the register budget is kept at 5 blocks per SM so that enough groups are in flight
-// (ncu, H200: 168 registers gave 3 blocks per SM, 2.3 warps per scheduler, 0.87 TB/s).
-// Every column's adds stay one chain in row order (the sums do not depend on the launch
-// shape).
+// run side by side. The rows are gathered in sorted order, so the loop is bound by memory
+// latency (ncu, H200, N=1M D=128 fp16: 179 us, 1.4 TB/s, when each group of rows waited for
+// its order[] entries and then for its rows). So it is software-pipelined: while group g is
+// summed, the rows of group g + 1 and the row indices of group g + 2 are in flight.
+// Every column's adds stay one fp64 chain in row order, acc = fma(scale, x, acc) (what the
+// unpipelined kernel's acc += scale * x contracted to): the sums do not depend on the launch
+// shape, the group size or the pipelining (tests/gpu: PieceSums.* against a host chain).
 template <class T>
-__global__ void __launch_bounds__(128, 5) piece_sums_kernel(const T* x, std::int64_t stride, int d, bool vec,
+__global__ void __launch_bounds__(128, 4) piece_sums_kernel(const T* x, std::int64_t stride, int d, bool vec,
                                                             const float* w, const float* xnorm, bool cosine,
                                                             bool with_x, const std::int32_t* order,
                                                             const Piece* pieces, const std::int64_t* n_pieces,
                                                             double* part, const unsigned char* resume) {
-  constexpr int kGroup = 4;
+  constexpr int kGroup = sizeof(T) == 4 ? 2 : 4;  // 64 bytes of a thread's columns per group
   const std::int64_t p = std::int64_t(blockIdx.x) * blockDim.y + threadIdx.y;
   if (p >= *n_pieces) return;  // no block-wide barrier below
   const Piece pc = pieces[p];
@@ -197,31 +270,29 @@ __global__ void __launch_bounds__(128, 5) piece_sums_kernel(const T* x, std::int
       }
       if (col0 == 0 && threadIdx.x == 0) wacc = out[d];
     }
+    std::int32_t idx[kGroup], idx_next[kGroup];
+    RowGroup<T, kGroup> cur;
+    load_order(order, pc.begin, pc.end, idx);
+    load_group(x, stride, col0, d, vec, cols, w, xnorm, cosine, idx, cur);
+    load_order(order, pc.begin + kGroup, pc.end, idx_next);
     for (std::int64_t q0 = pc.begin; q0 < pc.end; q0 += kGroup) {
-      float v[kGroup][8];
-      float wf[kGroup], nf[kGroup];
-#pragma unroll
-      for (int u = 0; u < kGroup; ++u) {
-        wf[u] = 1.0f;
-        nf[u] = 1.0f;
-        if (q0 + u < pc.end) {
-          const std::int64_t i = order[q0 + u];
-          if (w) wf[u] = w[i];
-          if (cosine) nf[u] = xnorm[i];
-          if (cols) load8(x + i * stride, col0, d, vec, v[u]);
-        }
-      }
+      RowGroup<T, kGroup> next;
+      load_group(x, stride, col0, d, vec, cols, w, xnorm, cosine, idx_next, next);
+      load_order(order, q0 + 2 * kGroup, pc.end, idx);
 #pragma unroll
       for (int u = 0; u < kGroup; ++u) {
         if (q0 + u >= pc.end) break;
-        const double wv = double(wf[u]);
+        const double wv = double(cur.w[u]);
         wacc += wv;
         if (cols) {
-          const double sc = cosine ? wv / sqrt(double(nf[u])) : wv;
+          const double sc = cosine ? wv / sqrt(double(cur.nrm[u])) : wv;
 #pragma unroll
-          for (int j = 0; j < 8; ++j) acc[j] += sc * double(v[u][j]);
+          for (int j = 0; j < 8; ++j) acc[j] = fma(sc, cur.r[u].at(j), acc[j]);
         }
       }
+      cur = next;
+#pragma unroll
+      for (int u = 0; u < kGroup; ++u) idx_next[u] = idx[u];
     }
     if (cols)
       for (int j = 0; j < 8 && col0 + j < d; ++j) out[col0 + j] = acc[j];
@@ -229,46 +300,88 @@ __global__ void __launch_bounds__(128, 5) piece_sums_kernel(const T* x, std::int
     if (!cols) break;
   }
 }
-__global__ void combine_pieces_kernel(const double* part, const std::int64_t* first, int d, bool with_x, double* sums,
-                                      double* weights) {
-  const std::int64_t c = blockIdx.x;
-  const std::int64_t p0 = first[c], p1 = first[c + 1];
-  for (int j = threadIdx.x; j <= d; j += blockDim.x) {
-    if (j < d && !with_x) continue;
-    double acc = 0;
-    for (std::int64_t p = p0; p < p1; ++p) acc += part[p * (d + 1) + j];
-    if (j < d) sums[c * d + j] = acc;
-    else weights[c] = acc;
+
+// One thread per (cluster, column): the column's pieces added in piece order, one chain from
+// 0 (the streamed path's fold adds them the same way, so the bits are the same). A block per
+// cluster of 128 threads over the columns left a few hundred blocks waiting on one load per
+// add when clusters are few and pieces many (K=256, N=1M: 152 us); now the loads of kBatch
+// pieces are issued before their adds, which stay in order.
+__global__ void combine_pieces_kernel(const double* part, const std::int64_t* first, std::int64_t nc, int d,
+                                      bool with_x, double* sums, double* weights) {
+  constexpr int kBatch = 16;
+  const int cols = with_x ? d + 1 : 1;
+  const std::int64_t t = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= nc * cols) return;
+  const std::int64_t c = t / cols;
+  const int j = with_x ? static_cast<int>(t % cols) : d;
+  const std::int64_t p0 = first[c], p1 = first[c + 1], ld = d + 1;
+  const double* col = part + j;
+  double acc = 0;
+  for (std::int64_t p = p0; p < p1; p += kBatch) {
+    double v[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) v[u] = p + u < p1 ? col[(p + u) * ld] : 0.0;
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u)
+      if (p + u < p1) acc += v[u];
   }
+  if (j < d) sums[c * d + j] = acc;
+  else weights[c] = acc;
 }
 
-// blockDim.x == 256 (block_sum_256): the same reduction tree for every cluster and run.
-__global__ void finish_update_kernel(const double* sums, const double* weights, const float* current, int d,
-                                     bool cosine, float* next, double* shift_part, unsigned long long* n_empty) {
-  __shared__ double sh[256];
-  const std::int64_t c = blockIdx.x;
+// block_sum_256's tree over the partial sums of a 256-thread block, computed by one warp:
+// lane l holds the partials of the block's threads l + 32 i (i < 8). Levels 128, 64, 32 of
+// the tree pair them in registers, levels 16 ... 1 are shuffles: the same adds of the same
+// values, so the same bits as block_sum_256. The result is valid in every lane.
+__device__ __forceinline__ double warp_tree_256(double (&v)[8]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) v[i] += v[i + 4];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) v[i] += v[i + 2];
+  double r = v[0] + v[1];
+  for (int o = 16; o > 0; o >>= 1) r += __shfl_down_sync(0xffffffffu, r, o);
+  return __shfl_sync(0xffffffffu, r, 0);
+}
+
+// One warp per cluster, 8 per block: lane l stands for the threads l + 32 i of the former
+// block of 256 per cluster (columns j = l + 32 i + 256 m, each thread's in order), and
+// warp_tree_256 is that block's tree; a block per cluster left half its threads idle at
+// D=128 and waited on 16 barriers (B=500 x K=256: 252 us).
+__global__ void finish_update_kernel(const double* sums, const double* weights, const float* current,
+                                     std::int64_t nc, int d, bool cosine, float* next, double* shift_part,
+                                     unsigned long long* n_empty) {
+  const std::int64_t c = (std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
+  if (c >= nc) return;  // the whole warp: no barrier below
   const double* s = sums + c * d;
   const float* cur = current + c * d;
   float* nx = next + c * d;
   const double w = weights[c];
   bool keep = !(w > 0);
   double scale = keep ? 0.0 : 1.0 / w;
+  double part[8];
   if (cosine && !keep) {
-    double n2 = 0;
-    for (int j = threadIdx.x; j < d; j += 256) n2 += s[j] * s[j];
-    n2 = block_sum_256(n2, sh);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      part[i] = 0;
+      for (int j = lane + 32 * i; j < d; j += 256) part[i] = fma(s[j], s[j], part[i]);
+    }
+    const double n2 = warp_tree_256(part);
     if (n2 == 0) keep = true;  // opposite unit vectors cancelled: keep the old direction
     else scale = 1.0 / sqrt(n2);
   }
-  double acc = 0;
-  for (int j = threadIdx.x; j < d; j += 256) {
-    const float v = keep ? cur[j] : static_cast<float>(s[j] * scale);
-    nx[j] = v;
-    const double diff = double(v) - double(cur[j]);
-    acc += diff * diff;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    part[i] = 0;
+    for (int j = lane + 32 * i; j < d; j += 256) {
+      const float v = keep ? cur[j] : static_cast<float>(s[j] * scale);
+      nx[j] = v;
+      const double diff = double(v) - double(cur[j]);
+      part[i] = fma(diff, diff, part[i]);
+    }
   }
-  acc = block_sum_256(acc, sh);
-  if (threadIdx.x == 0) {
+  const double acc = warp_tree_256(part);
+  if (lane == 0) {
     shift_part[c] = acc;
     if (!(w > 0)) atomicAdd(n_empty, 1ull);
   }
@@ -441,15 +554,16 @@ void launch_cluster_offsets(const std::int32_t* sorted_keys, std::int64_t n, std
   cluster_offsets_kernel<<<blocks_for(n + 1, 256), 256, 0, s>>>(sorted_keys, n, nc, row_off);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
-void launch_piece_counts(const std::int32_t* row_off, std::int64_t nc, int piece_rows, std::int64_t* n_pieces,
-                         cudaStream_t s) {
-  piece_counts_kernel<<<blocks_for(nc + 1, 256), 256, 0, s>>>(row_off, nc, piece_rows, n_pieces);
+void launch_piece_counts(const std::int32_t* row_off, std::int64_t nc, int piece_rows,
+                         const std::int32_t* per_cluster, std::int64_t* n_pieces, cudaStream_t s) {
+  piece_counts_kernel<<<blocks_for(nc + 1, 256), 256, 0, s>>>(row_off, nc, piece_rows, per_cluster, n_pieces);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 void launch_fill_pieces(const std::int32_t* row_off, const std::int64_t* first, std::int64_t nc, int piece_rows,
-                        Piece* pieces, cudaStream_t s) {
-  if (nc == 0) return;
-  fill_pieces_kernel<<<blocks_for(nc, 256), 256, 0, s>>>(row_off, first, nc, piece_rows, pieces);
+                        const std::int32_t* per_cluster, std::int64_t max_pieces, Piece* pieces, cudaStream_t s) {
+  if (nc == 0 || max_pieces == 0) return;
+  fill_pieces_kernel<<<blocks_for(max_pieces, 256), 256, 0, s>>>(row_off, first, nc, piece_rows, per_cluster,
+                                                                  max_pieces, pieces);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 void launch_piece_sums(const XView& x, const float* w, const float* xnorm, bool cosine, bool with_x,
@@ -484,8 +598,8 @@ void launch_piece_sums(const XView& x, const float* w, const float* xnorm, bool 
 void launch_finish_update(const double* sums, const double* weights, const float* current, std::int64_t nc, int d,
                           bool cosine, float* next, double* shift_part, unsigned long long* n_empty, cudaStream_t s) {
   if (nc == 0) return;
-  finish_update_kernel<<<static_cast<unsigned>(nc), 256, 0, s>>>(sums, weights, current, d, cosine, next, shift_part,
-                                                                 n_empty);
+  finish_update_kernel<<<blocks_for(nc * 32, 256), 256, 0, s>>>(sums, weights, current, nc, d, cosine, next,
+                                                                 shift_part, n_empty);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 void launch_sum_parts(const double* part, std::int64_t m, double* out, cudaStream_t s) {
@@ -495,7 +609,8 @@ void launch_sum_parts(const double* part, std::int64_t m, double* out, cudaStrea
 void launch_combine_pieces(const double* part, const std::int64_t* first, std::int64_t n_clusters, int d, bool with_x,
                            double* sums, double* weights, cudaStream_t s) {
   if (n_clusters == 0) return;
-  combine_pieces_kernel<<<static_cast<unsigned>(n_clusters), 128, 0, s>>>(part, first, d, with_x, sums, weights);
+  const std::int64_t threads = n_clusters * (with_x ? d + 1 : 1);
+  combine_pieces_kernel<<<blocks_for(threads, 128), 128, 0, s>>>(part, first, n_clusters, d, with_x, sums, weights);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 void launch_exact_inertia(const XView& x, const float* w, const std::int32_t* labels, const float* c32, int k,

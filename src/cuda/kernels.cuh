@@ -71,14 +71,16 @@ void launch_cluster_offsets(const std::int32_t* sorted_keys, std::int64_t n, std
 struct Piece {
   std::int64_t begin, end;
 };
-/// n_pieces[c] = ceil(rows of cluster c / piece_rows) for c < nc, 0 at c = nc (so that an
-/// exclusive scan over nc + 1 entries ends with the total).
-void launch_piece_counts(const std::int32_t* row_off, std::int64_t nc, int piece_rows, std::int64_t* n_pieces,
-                         cudaStream_t s);
-/// Cluster c's sorted rows [row_off[c], row_off[c+1]) cut into pieces of piece_rows,
-/// written from pieces[first[c]] on (first: the exclusive scan of n_pieces).
+/// n_pieces[c] = ceil(rows of cluster c / R_c) for c < nc, 0 at c = nc (so that an exclusive
+/// scan over nc + 1 entries ends with the total). R_c = piece_rows, or per_cluster[c] where
+/// per_cluster is not null (the batched backend: each problem's own height, as alone).
+void launch_piece_counts(const std::int32_t* row_off, std::int64_t nc, int piece_rows,
+                         const std::int32_t* per_cluster, std::int64_t* n_pieces, cudaStream_t s);
+/// Cluster c's sorted rows [row_off[c], row_off[c+1]) cut into pieces of R_c rows (as
+/// launch_piece_counts), written from pieces[first[c]] on (first: the exclusive scan of
+/// n_pieces); one thread per piece, max_pieces >= first[nc] of them.
 void launch_fill_pieces(const std::int32_t* row_off, const std::int64_t* first, std::int64_t nc, int piece_rows,
-                        Piece* pieces, cudaStream_t s);
+                        const std::int32_t* per_cluster, std::int64_t max_pieces, Piece* pieces, cudaStream_t s);
 /// part[p][0..d) = sum in order of scale_i * x_i over the piece's rows, part[p][d] = sum w_i.
 /// with_x false: only the weights. cosine: scale = w / |x|. Launched over max_pieces blocks;
 /// those at or past *n_pieces (device memory: the count is known only on the device) exit.
@@ -88,11 +90,12 @@ void launch_fill_pieces(const std::int32_t* row_off, const std::int64_t* first, 
 void launch_piece_sums(const XView& x, const float* w, const float* xnorm, bool cosine, bool with_x,
                        const std::int32_t* order, const Piece* pieces, const std::int64_t* n_pieces,
                        std::int64_t max_pieces, double* part, cudaStream_t s, const unsigned char* resume = nullptr);
-/// sums[c][.] = sum over pieces [first[c], first[c+1]) in order.
+/// sums[c][.] = sum over pieces [first[c], first[c+1]) in order: per column one chain from 0,
+/// ((0 + p0) + p1) + ... (ChunkedClusterSums adds completed pieces the same way).
 void launch_combine_pieces(const double* part, const std::int64_t* first, std::int64_t n_clusters, int d,
                            bool with_x, double* sums, double* weights, cudaStream_t s);
 
-/// The division step of a Lloyd update, one block per cluster: next = sums / weight (cosine:
+/// The division step of a Lloyd update, one warp per cluster: next = sums / weight (cosine:
 /// sums / |sums|; sums of zero norm and clusters of weight <= 0 keep `current`, the latter
 /// counted in *n_empty), shift_part[c] = sum over d of (next - current)^2 in a fixed order.
 /// The division is the host path's (s * (1 / w) in fp64, then rounded to fp32).
