@@ -220,7 +220,8 @@ class CudaBatchedBackend final : public core::BatchedBackend {
            npieces_.bytes() + shift_part_.bytes() + seg_out_.bytes() + pstats_.bytes() + pcounts_.bytes() +
            set_bytes(main_) + set_bytes(next_) + cas_.c_op.bytes() + cas_.cterm.bytes() + d_desc_op_.bytes() +
            d_desc_simt_.bytes() + d_koff_.bytes() + d_chunks_.bytes() + d_all_chunks_.bytes() + t_flash_.bytes() +
-           t_simt_.bytes() + d_sub_chunks_.bytes() + d_sub_off_.bytes() + d_piece_rows_.bytes();
+           t_simt_.bytes() + d_sub_chunks_.bytes() + d_sub_off_.bytes() + d_piece_rows_.bytes() +
+           d_cluster_of_.bytes();
   }
 
   // ---- attach ---------------------------------------------------------------------------
@@ -713,16 +714,57 @@ class CudaBatchedBackend final : public core::BatchedBackend {
     upload(d_chunks_, L.chunks, "row chunks of the active problems", stream_);
     L.rows_total = 0;
     for (const std::int64_t b : active) L.rows_total += rows(b);
-    // Each cluster's piece height: its problem's, as alone (the pieces fix the sums' order).
-    // ceil(c / R) <= c / R + 1 per cluster: at most sum n_b / R_b + K_total pieces.
-    std::vector<std::int32_t> prows(static_cast<std::size_t>(L.k_total));
+    // The update's sort keys. Cluster-major keys (koff[a] + label) take ceil(log2 K_total)
+    // bits: B500 K256 is 17 bits, three radix passes. Label-major keys (label << slot_bits |
+    // slot) sorted on the label bits alone (stable) put each cluster's rows in row order as
+    // well, and the full keys come out non-decreasing (within a label, the rows arrive slot
+    // by slot): one pass at K256. The clusters are then the keys v, some of them no cluster
+    // (slot >= m or label >= k_slot: no rows, cluster_of -1); used where that saves bits and
+    // the key space stays within 2 K_total. The sums are the same bits either way (the same
+    // rows in the same order, the same pieces).
+    auto bits_for = [](std::int64_t v) {
+      int b = 0;
+      while ((std::int64_t(1) << b) < v) ++b;
+      return b;
+    };
+    const std::int64_t k_max = m ? *std::max_element(k.begin(), k.end()) : 1;
+    const int full_bits = std::max(1, bits_for(L.k_total)), slot_bits = bits_for(std::int64_t(m)),
+              label_bits = std::max(1, bits_for(k_max));
+    L.slot_bits = -1;
+    L.n_keys = L.k_total;
+    L.begin_bit = 0;
+    L.end_bit = full_bits;
+    if (label_bits < full_bits && (k_max << slot_bits) <= 2 * L.k_total &&
+        (k_max << slot_bits) <= (std::int64_t(1) << 31)) {
+      L.slot_bits = slot_bits;
+      L.n_keys = k_max << slot_bits;
+      L.begin_bit = slot_bits;
+      L.end_bit = slot_bits + label_bits;
+    }
+    // Each cluster's piece height: its problem's, as alone (the pieces fix the sums' order),
+    // per key. ceil(c / R) <= c / R + 1 per cluster: at most sum n_b / R_b + K_total pieces.
+    std::vector<std::int64_t> r_of(m);
     L.max_pieces = L.k_total;
     for (std::size_t a = 0; a < m; ++a) {
-      const std::int64_t r = piece_rows_for(rows(active[a]), d_);
-      std::fill(prows.begin() + L.koff[a], prows.begin() + L.koff[a + 1], static_cast<std::int32_t>(r));
-      L.max_pieces += rows(active[a]) / r;
+      r_of[a] = piece_rows_for(rows(active[a]), d_);
+      L.max_pieces += rows(active[a]) / r_of[a];
     }
-    upload(d_piece_rows_, prows, "piece rows per cluster", stream_);
+    std::vector<std::int32_t> prows(static_cast<std::size_t>(L.n_keys), 1);
+    if (L.slot_bits < 0) {
+      for (std::size_t a = 0; a < m; ++a)
+        std::fill(prows.begin() + L.koff[a], prows.begin() + L.koff[a + 1], static_cast<std::int32_t>(r_of[a]));
+    } else {
+      std::vector<std::int32_t> cluster_of(static_cast<std::size_t>(L.n_keys), -1);
+      const std::int64_t mask = (std::int64_t(1) << L.slot_bits) - 1;
+      for (std::int64_t v = 0; v < L.n_keys; ++v) {
+        const std::int64_t a = v & mask, label = v >> L.slot_bits;
+        if (a >= std::int64_t(m)) continue;
+        prows[v] = static_cast<std::int32_t>(r_of[a]);
+        if (label < k[a]) cluster_of[v] = static_cast<std::int32_t>(L.koff[a] + label);
+      }
+      upload(d_cluster_of_, cluster_of, "cluster of each sort key", stream_);
+    }
+    upload(d_piece_rows_, prows, "piece rows per sort key", stream_);
     ++layout_gen_;
     sub_which_.clear();
     next_valid_ = false;
@@ -876,40 +918,42 @@ class CudaBatchedBackend final : public core::BatchedBackend {
   /// piece_rows_for(n_b, d) (as alone), fp64 sums in order -> sums_dev_ [K_total x d]
   /// (with_x) and cw_ [K_total].
   void sort_reduce(bool with_x) {
-    const std::int64_t nc = layout_.k_total, rows = layout_.rows_total;
+    const Layout& L = layout_;
+    const std::int64_t nc = L.k_total, nk = L.n_keys, rows = L.rows_total;
     ensure_scratch();
     std::int32_t* keys = reinterpret_cast<std::int32_t*>(scratch_.get());
     std::int32_t* vals = keys + n_total_;
     keys_alt_.ensure(std::size_t(n_total_), "sort keys");
     vals_alt_.ensure(std::size_t(n_total_), "sort values");
-    launch_chunk_keys(labels_.get(), d_desc_op_.get(), d_chunks_.get(), static_cast<std::int64_t>(layout_.chunks.size()),
-                      keys, vals, stream_);
+    launch_chunk_keys(labels_.get(), d_desc_op_.get(), d_chunks_.get(), static_cast<std::int64_t>(L.chunks.size()),
+                      L.slot_bits, keys, vals, stream_);
     cub::DoubleBuffer<std::int32_t> dk(keys, keys_alt_.get()), dv(vals, vals_alt_.get());
-    int bits = 1;
-    while ((std::int64_t(1) << bits) < nc) ++bits;
-    row_off_.ensure(std::size_t(nc + 1), "cluster row offsets");
-    npieces_.ensure(std::size_t(nc + 1), "pieces per cluster");
-    first_.ensure(std::size_t(nc + 1), "update piece offsets");
+    row_off_.ensure(std::size_t(nk + 1), "cluster row offsets");
+    npieces_.ensure(std::size_t(nk + 1), "pieces per cluster");
+    first_.ensure(std::size_t(nk + 1), "update piece offsets");
     std::size_t t_sort = 0, t_scan = 0;
-    FLASHKM_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, t_sort, dk, dv, static_cast<int>(rows), 0, bits, stream_));
-    FLASHKM_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(nullptr, t_scan, npieces_.get(), first_.get(), nc + 1, stream_));
+    FLASHKM_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, t_sort, dk, dv, static_cast<int>(rows), L.begin_bit,
+                                                       L.end_bit, stream_));
+    FLASHKM_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(nullptr, t_scan, npieces_.get(), first_.get(), nk + 1, stream_));
     cub_temp_.ensure(std::max(t_sort, t_scan), "radix sort / scan workspace");
+    FLASHKM_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(cub_temp_.get(), t_sort, dk, dv, static_cast<int>(rows),
+                                                       L.begin_bit, L.end_bit, stream_));
+    // From here on the clusters are the sort keys v (cluster c itself with cluster-major keys).
+    launch_cluster_offsets(dk.Current(), rows, nk, row_off_.get(), stream_);
+    launch_piece_counts(row_off_.get(), nk, 0, d_piece_rows_.get(), npieces_.get(), stream_);
     FLASHKM_CUDA_CHECK(
-        cub::DeviceRadixSort::SortPairs(cub_temp_.get(), t_sort, dk, dv, static_cast<int>(rows), 0, bits, stream_));
-    launch_cluster_offsets(dk.Current(), rows, nc, row_off_.get(), stream_);
-    launch_piece_counts(row_off_.get(), nc, 0, d_piece_rows_.get(), npieces_.get(), stream_);
-    FLASHKM_CUDA_CHECK(
-        cub::DeviceScan::ExclusiveSum(cub_temp_.get(), t_scan, npieces_.get(), first_.get(), nc + 1, stream_));
+        cub::DeviceScan::ExclusiveSum(cub_temp_.get(), t_scan, npieces_.get(), first_.get(), nk + 1, stream_));
     FLASHKM_CUDA_LAUNCH_CHECK();
-    const std::int64_t max_pieces = layout_.max_pieces;
+    const std::int64_t max_pieces = L.max_pieces;
     pieces_.ensure(std::size_t(max_pieces), "update pieces");
     psums_.ensure(std::size_t(max_pieces) * (d_ + 1), "update piece sums");
     sums_dev_.ensure(with_x ? std::size_t(nc) * d_ : 1, "cluster sums");
     cw_.ensure(std::size_t(nc), "cluster weights");
-    launch_fill_pieces(row_off_.get(), first_.get(), nc, 0, d_piece_rows_.get(), max_pieces, pieces_.get(), stream_);
+    launch_fill_pieces(row_off_.get(), first_.get(), nk, 0, d_piece_rows_.get(), max_pieces, pieces_.get(), stream_);
     launch_piece_sums(xv_, w_, xnorm_.get(), metric_ == Metric::cosine, with_x, dv.Current(), pieces_.get(),
-                      first_.get() + nc, max_pieces, psums_.get(), stream_);
-    launch_combine_pieces(psums_.get(), first_.get(), nc, d_, with_x, sums_dev_.get(), cw_.get(), stream_);
+                      first_.get() + nk, max_pieces, psums_.get(), stream_);
+    launch_combine_pieces(psums_.get(), first_.get(), nk, d_, with_x, sums_dev_.get(), cw_.get(), stream_,
+                          L.slot_bits < 0 ? nullptr : d_cluster_of_.get());
   }
 
   struct Layout {
@@ -922,6 +966,9 @@ class CudaBatchedBackend final : public core::BatchedBackend {
     std::vector<std::int64_t> chunk_off;  // [m + 1]
     std::int64_t rows_total = 0;
     std::int64_t max_pieces = 0;          // bound on the update's pieces
+    int slot_bits = -1;                   // label-major sort keys (>= 0) or cluster-major (-1)
+    std::int64_t n_keys = 0;              // the key space: K_total, or k_max << slot_bits
+    int begin_bit = 0, end_bit = 1;       // the bits the radix sort sorts on
   };
 
   CudaOptions opt_;
@@ -942,7 +989,7 @@ class CudaBatchedBackend final : public core::BatchedBackend {
 
   DeviceBuffer<unsigned char> xown_, xop_, cub_temp_;
   DeviceBuffer<float> w_own_, xnorm_, dist_;
-  DeviceBuffer<std::int32_t> labels_, keys_alt_, vals_alt_, row_off_, d_piece_rows_;
+  DeviceBuffer<std::int32_t> labels_, keys_alt_, vals_alt_, row_off_, d_piece_rows_, d_cluster_of_;
   DeviceBuffer<std::int64_t> scratch_, first_, npieces_, d_koff_, d_sub_off_;
   DeviceBuffer<unsigned long long> counters_, pstats_, pcounts_;
   DeviceBuffer<double> part_, psums_, sums_dev_, cw_, shift_part_, seg_out_;

@@ -125,13 +125,14 @@ __global__ void chunk_column_sums_kernel(XView x, const double* centers, const P
 }
 
 __global__ void chunk_keys_kernel(const std::int32_t* labels, const ProblemDesc* problems, const ProblemChunk* chunks,
-                                  std::int64_t n_chunks, std::int32_t* keys, std::int32_t* vals) {
+                                  std::int64_t n_chunks, int slot_bits, std::int32_t* keys, std::int32_t* vals) {
   for (std::int64_t cc = blockIdx.x; cc < n_chunks; cc += gridDim.x) {
     const ProblemChunk ch = chunks[cc];
     const std::int64_t key0 = problems[ch.slot].c32_row;
     for (int q = threadIdx.x; q < ch.rows; q += blockDim.x) {
       const std::int64_t i = ch.row_begin + q;
-      keys[ch.out + q] = static_cast<std::int32_t>(key0 + labels[i]);
+      keys[ch.out + q] = static_cast<std::int32_t>(slot_bits < 0 ? key0 + labels[i]
+                                                                 : (std::int64_t(labels[i]) << slot_bits) | ch.slot);
       vals[ch.out + q] = static_cast<std::int32_t>(i);
     }
   }
@@ -180,9 +181,9 @@ void launch_chunk_column_sums(const XView& x, const double* centers, const Probl
 }
 
 void launch_chunk_keys(const std::int32_t* labels, const ProblemDesc* problems, const ProblemChunk* chunks,
-                       std::int64_t n_chunks, std::int32_t* keys, std::int32_t* vals, cudaStream_t s) {
+                       std::int64_t n_chunks, int slot_bits, std::int32_t* keys, std::int32_t* vals, cudaStream_t s) {
   if (n_chunks == 0) return;
-  chunk_keys_kernel<<<item_blocks(n_chunks), 256, 0, s>>>(labels, problems, chunks, n_chunks, keys, vals);
+  chunk_keys_kernel<<<item_blocks(n_chunks), 256, 0, s>>>(labels, problems, chunks, n_chunks, slot_bits, keys, vals);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 

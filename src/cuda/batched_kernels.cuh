@@ -45,9 +45,11 @@ void launch_chunk_exact_inertia(const XView& x, const float* w, const std::int32
 /// sum (x - centers[slot])^2; part [n_chunks x d].
 void launch_chunk_column_sums(const XView& x, const double* centers, const ProblemChunk* chunks, std::int64_t n_chunks,
                               double* part, cudaStream_t s);
-/// Sort keys of the rows of the chunks, compacted: keys[out + q] = problems[slot].c32_row +
-/// labels[row], vals[out + q] = row (a problem's clusters get the keys [c32_row, c32_row + k)).
+/// Sort keys of the rows of the chunks, compacted: vals[out + q] = row, and keys[out + q] =
+/// problems[slot].c32_row + labels[row] when slot_bits < 0 (a problem's clusters get the keys
+/// [c32_row, c32_row + k)), else (labels[row] << slot_bits) | slot (label-major: a sort on the
+/// label bits alone, stable, leaves these keys in order; see the batched sort_reduce).
 void launch_chunk_keys(const std::int32_t* labels, const ProblemDesc* problems, const ProblemChunk* chunks,
-                       std::int64_t n_chunks, std::int32_t* keys, std::int32_t* vals, cudaStream_t s);
+                       std::int64_t n_chunks, int slot_bits, std::int32_t* keys, std::int32_t* vals, cudaStream_t s);
 
 }  // namespace flashkm::cuda

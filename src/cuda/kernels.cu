@@ -307,14 +307,16 @@ __global__ void __launch_bounds__(128, 4) piece_sums_kernel(const T* x, std::int
 // add when clusters are few and pieces many (K=256, N=1M: 152 us); now the loads of kBatch
 // pieces are issued before their adds, which stay in order.
 __global__ void combine_pieces_kernel(const double* part, const std::int64_t* first, std::int64_t nc, int d,
-                                      bool with_x, double* sums, double* weights) {
+                                      bool with_x, const std::int32_t* cluster_of, double* sums, double* weights) {
   constexpr int kBatch = 16;
   const int cols = with_x ? d + 1 : 1;
   const std::int64_t t = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (t >= nc * cols) return;
-  const std::int64_t c = t / cols;
+  const std::int64_t v = t / cols;  // the cluster in the sort's key order
+  const std::int64_t c = cluster_of ? cluster_of[v] : v;
+  if (c < 0) return;  // a key no cluster has
   const int j = with_x ? static_cast<int>(t % cols) : d;
-  const std::int64_t p0 = first[c], p1 = first[c + 1], ld = d + 1;
+  const std::int64_t p0 = first[v], p1 = first[v + 1], ld = d + 1;
   const double* col = part + j;
   double acc = 0;
   for (std::int64_t p = p0; p < p1; p += kBatch) {
@@ -607,10 +609,11 @@ void launch_sum_parts(const double* part, std::int64_t m, double* out, cudaStrea
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 void launch_combine_pieces(const double* part, const std::int64_t* first, std::int64_t n_clusters, int d, bool with_x,
-                           double* sums, double* weights, cudaStream_t s) {
+                           double* sums, double* weights, cudaStream_t s, const std::int32_t* cluster_of) {
   if (n_clusters == 0) return;
   const std::int64_t threads = n_clusters * (with_x ? d + 1 : 1);
-  combine_pieces_kernel<<<blocks_for(threads, 128), 128, 0, s>>>(part, first, n_clusters, d, with_x, sums, weights);
+  combine_pieces_kernel<<<blocks_for(threads, 128), 128, 0, s>>>(part, first, n_clusters, d, with_x, cluster_of,
+                                                                 sums, weights);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 void launch_exact_inertia(const XView& x, const float* w, const std::int32_t* labels, const float* c32, int k,

@@ -92,8 +92,11 @@ void launch_piece_sums(const XView& x, const float* w, const float* xnorm, bool 
                        std::int64_t max_pieces, double* part, cudaStream_t s, const unsigned char* resume = nullptr);
 /// sums[c][.] = sum over pieces [first[c], first[c+1]) in order: per column one chain from 0,
 /// ((0 + p0) + p1) + ... (ChunkedClusterSums adds completed pieces the same way).
+/// cluster_of (optional, [n_clusters]): the clusters are the sort's keys, written to row
+/// cluster_of[v] of sums / weights (nothing where it is -1); null: v itself.
 void launch_combine_pieces(const double* part, const std::int64_t* first, std::int64_t n_clusters, int d,
-                           bool with_x, double* sums, double* weights, cudaStream_t s);
+                           bool with_x, double* sums, double* weights, cudaStream_t s,
+                           const std::int32_t* cluster_of = nullptr);
 
 /// The division step of a Lloyd update, one warp per cluster: next = sums / weight (cosine:
 /// sums / |sums|; sums of zero norm and clusters of weight <= 0 keep `current`, the latter

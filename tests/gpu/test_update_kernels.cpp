@@ -191,7 +191,10 @@ TEST(UpdateKernels, CombinePiecesEqualsHostChainsBitwise) {
   REQUIRE_GPU();
   std::mt19937_64 rng(7);
   for (int d : {1, 5, 128, 300}) {
-    for (bool with_x : {true, false}) {
+    for (int mode = 0; mode < 4; ++mode) {
+      // mode & 1: weights only; mode & 2: the clusters are sort keys mapped by cluster_of
+      // (a shuffled map with keys of no cluster, as the batched backend's label-major keys).
+      const bool with_x = (mode & 1) == 0, mapped = (mode & 2) != 0;
       // Clusters with 0 ... 70 pieces (and one with 400), values with signed zeros.
       const std::int64_t nc = 257;
       std::vector<std::int64_t> first(nc + 1, 0);
@@ -202,21 +205,31 @@ TEST(UpdateKernels, CombinePiecesEqualsHostChainsBitwise) {
         const std::uint64_t z = rng();
         v = z % 11 == 0 ? -0.0 : std::ldexp(double(std::int64_t(z % 2000001) - 1000000), int((z >> 32) % 60) - 30);
       }
+      std::vector<std::int32_t> cluster_of(nc);
+      for (std::int64_t v = 0; v < nc; ++v) cluster_of[v] = static_cast<std::int32_t>(v);
+      if (mapped) {
+        std::shuffle(cluster_of.begin(), cluster_of.end(), rng);
+        for (std::int64_t v = 0; v < nc; v += 9) cluster_of[v] = -1;
+      }
       std::vector<double> rs(std::size_t(nc * d), 0.0), rw(nc, 0.0);
-      for (std::int64_t c = 0; c < nc; ++c)
+      for (std::int64_t v = 0; v < nc; ++v) {
+        const std::int64_t c = cluster_of[v];
+        if (c < 0) continue;
         for (int j = 0; j <= d; ++j) {
           double acc = 0;
-          for (std::int64_t p = first[c]; p < first[c + 1]; ++p) acc += part[p * d1 + j];
+          for (std::int64_t p = first[v]; p < first[v + 1]; ++p) acc += part[p * d1 + j];
           if (j < d) rs[c * d + j] = with_x ? acc : 0.0;
           else rw[c] = acc;
         }
+      }
       Dev<double> dpart(part), dsums(std::vector<double>(std::size_t(nc * d), 0.0)), dw(std::vector<double>(nc, 0.0));
       Dev<std::int64_t> dfirst(first);
-      cuda::launch_combine_pieces(dpart.p, dfirst.p, nc, d, with_x, dsums.p, dw.p, nullptr);
+      Dev<std::int32_t> dmap(cluster_of);
+      cuda::launch_combine_pieces(dpart.p, dfirst.p, nc, d, with_x, dsums.p, dw.p, nullptr, mapped ? dmap.p : nullptr);
       CK(cudaDeviceSynchronize());
       const auto gs = dsums.get(), gw = dw.get();
-      EXPECT_EQ(0, std::memcmp(gs.data(), rs.data(), gs.size() * 8)) << "d " << d << " with_x " << with_x;
-      EXPECT_EQ(0, std::memcmp(gw.data(), rw.data(), gw.size() * 8)) << "d " << d << " with_x " << with_x;
+      EXPECT_EQ(0, std::memcmp(gs.data(), rs.data(), gs.size() * 8)) << "d " << d << " mode " << mode;
+      EXPECT_EQ(0, std::memcmp(gw.data(), rw.data(), gw.size() * 8)) << "d " << d << " mode " << mode;
     }
   }
 }
