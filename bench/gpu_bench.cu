@@ -10,8 +10,9 @@
 // Data: standard normal on the device (counter-based), fp16 or fp32; init = first K rows
 // of each problem (as the Python peers). Prints one JSON object per line.
 //
-//   gpu_bench B N K D dtype(f16|f32) iters precision(auto|fp16|bf16|fp32) certify(0|1) [tile [device|host [equal|ragged]]]
+//   gpu_bench B N K D dtype(f16|f32) iters precision(auto|fp16|bf16|tf32|fp32) certify(0|1) [tile [device|host [equal|ragged]]]
 //   tile: 0 heuristic, 1 resident_128x128, 2 stream_128x256, 3 stream_128x128, 4 wgmma_sm90
+//   (tf32 runs on the mma.sync configs 1-3; its heuristic: 1 for D <= 128, else 2)
 //   (the batched path takes the heuristic's tile, as fit_batched does)
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -192,7 +193,7 @@ int run_batched(int B, std::int64_t N, int K, int D, bool f16, int iters, const 
 
 int main(int argc, char** argv) {
   if (argc < 9) {
-    std::fprintf(stderr, "usage: gpu_bench B N K D f16|f32 iters auto|fp16|bf16|fp32 certify [tile]\n");
+    std::fprintf(stderr, "usage: gpu_bench B N K D f16|f32 iters auto|fp16|bf16|tf32|fp32 certify [tile [device|host [equal|ragged]]]\n");
     return 1;
   }
   const int B = std::atoi(argv[1]);

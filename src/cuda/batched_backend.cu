@@ -337,8 +337,9 @@ class CudaBatchedBackend final : public core::BatchedBackend {
     if (op_ != Operand::fp32) {
       const int dp = static_cast<int>(round_up(d_, kChunkD));
       // The single backend's choice for one problem (a function of D and the device), so
-      // that every problem runs the kernel it runs alone (wgmma_sm90 on an H200, D <= 256).
-      tile_ = choose_tile(n_total_, 0, d_, sm_count_, cc_);
+      // that every problem runs the kernel it runs alone (wgmma_sm90 on an H200, D <= 256;
+      // tf32: the mma.sync kernels).
+      tile_ = op_ == Operand::tf32 ? choose_tile_tf32(d_) : choose_tile(n_total_, 0, d_, sm_count_, cc_);
       FLASHKM_CHECK(tile_ != TileConfig::wgmma_sm90 || (sm90_wgmma_supported(cc_) && dp <= 256), internal,
                     "the tile heuristic chose wgmma_sm90 where it cannot run");
       flash_rows_ = flash_tile_rows(tile_, dp);
@@ -348,7 +349,9 @@ class CudaBatchedBackend final : public core::BatchedBackend {
       probe.x_stride = xv_.stride;
       probe.x_batch = 0;
       probe.d = d_;
-      if (tile_streams_x(tile_) && !x_streamable(probe, op_)) {
+      // Streamed tiles read x as aligned operands: fp16/bf16 from a 16-bit copy made once;
+      // tf32 converts while loading.
+      if (op_ != Operand::tf32 && tile_streams_x(tile_) && !x_streamable(probe, op_)) {
         xop_.reset(std::size_t(n_total_) * dp * 2, "a 16-bit operand copy of the data (large d)");
         launch_convert_rows(xv_, op_ == Operand::fp16 ? 0 : 1, dp, xop_.get(), stream_);
         FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -404,7 +407,10 @@ class CudaBatchedBackend final : public core::BatchedBackend {
     single_b_ = -1;
     CudaOptions o;
     o.device_id = opt_.device_id;
-    o.precision = op_ == Operand::fp16 ? Precision::fp16 : op_ == Operand::bf16 ? Precision::bf16 : Precision::fp32;
+    o.precision = op_ == Operand::fp16   ? Precision::fp16
+                  : op_ == Operand::bf16 ? Precision::bf16
+                  : op_ == Operand::tf32 ? Precision::tf32
+                                         : Precision::fp32;
     o.certify = opt_.certify;
     auto be = make_cuda_backend(o);
     const MatrixView xb = MatrixView::raw(static_cast<const char*>(xv_.x) +
@@ -810,7 +816,7 @@ class CudaBatchedBackend final : public core::BatchedBackend {
     cs.op = op;
     cs.dp = static_cast<int>(round_up(d_, simt ? kSimtBK : kChunkD));
     cs.kp_total = simt ? layout_.kp_total_simt : layout_.kp_total_op;
-    const std::size_t m = layout_.active.size(), esz = simt ? 4 : 2;
+    const std::size_t m = layout_.active.size(), esz = static_cast<std::size_t>(operand_bytes(op));
     if (own_c32) cs.c32.ensure(std::size_t(layout_.k_total) * d_, "centroids");
     cs.c_op.ensure(std::size_t(cs.kp_total) * cs.dp * esz, "centroid operands");
     cs.cterm.ensure(std::size_t(cs.kp_total), "centroid norms");

@@ -9,9 +9,12 @@
 
 #include <cstdint>
 
+#include "cuda/tf32_round.hpp"
+
 namespace flashkm::cuda {
 
-/// Row `row` of the operand array c_op [. x dp] (op 0 fp16, 1 bf16, 2 fp32) and cterm from
+/// Row `row` of the operand array c_op [. x dp] (op = Operand: 0 fp16, 1 bf16, 2 fp32, 3 tf32:
+/// fp32 storage holding the value rounded to tf32) and cterm from
 /// src [d] (real) or zeros (padding past k: cterm +inf). cmax_bits / dcmax_bits point at the
 /// problem's entries (atomicMax of float bits, rounded up). Every lane of the warp calls it.
 __device__ __forceinline__ void prepare_centroid_row(const float* src, bool real, std::int64_t row, int lane, int d,
@@ -33,6 +36,9 @@ __device__ __forceinline__ void prepare_centroid_row(const float* src, bool real
       const __nv_bfloat16 h = __float2bfloat16_rn(v);
       static_cast<__nv_bfloat16*>(c_op)[o] = h;
       r = __bfloat162float(h);
+    } else if (op == 3) {
+      r = round_to_tf32(v);
+      static_cast<float*>(c_op)[o] = r;
     } else {
       static_cast<float*>(c_op)[o] = v;
     }

@@ -12,9 +12,12 @@
 namespace flashkm::cuda {
 
 /// The operand format for `precision` given the input dtype and max |x| of the data.
+/// tf32 only when asked for: 'auto' keeps the 16-bit operands (twice the tensor-core rate;
+/// certified labels are exact either way).
 inline Operand choose_operand(Precision precision, DType in, float max_abs) {
   switch (precision) {
     case Precision::fp32: return Operand::fp32;
+    case Precision::tf32: return Operand::tf32;  // fp32's exponent range: no range check
     case Precision::fp16:
       FLASHKM_CHECK(max_abs <= 65504.0f, invalid_argument, "precision 'fp16': data has |x| up to ", max_abs,
                     ", beyond the fp16 range (use bf16 or auto)");
@@ -35,7 +38,8 @@ struct CertConstants {
 
 /// Bound on |computed score - exact score| for a row x (DESIGN.md section 3; derivation in
 /// docs/CUDA.md): x rounded to the operand with unit roundoff ux (relative) and etax
-/// (absolute, fp16 subnormals); the centroids' rounding enters as its exact size,
+/// (absolute: fp16 subnormals; for bf16 and tf32, fp32's, covering tensor cores that flush
+/// subnormal operands); the centroids' rounding enters as its exact size,
 /// dcmax = max_j |c_j - operand(c_j)| (prepare_centroids; about 0.4 u cmax for fp16,
 /// where the previous bound charged u cmax); fp32 accumulation over dp terms; the fp32
 /// |c|^2 and the final fma rounded to 2^-24 each.
@@ -48,12 +52,16 @@ inline CertConstants cert_constants(Operand op, DType x_dtype, Metric metric, in
   double u = 0, eta = 0;
   if (op == Operand::fp16) { u = 0x1p-11; eta = 0x1p-25; }
   if (op == Operand::bf16) { u = 0x1p-8; eta = 0x1p-126; }
-  // x given in the operand format is exact there: only the centroids are rounded.
-  const bool x_exact = (op == Operand::fp16 && x_dtype == DType::f16) || (op == Operand::bf16 && x_dtype == DType::bf16);
+  // tf32: 10 explicit mantissa bits, round to nearest (round_to_tf32), fp32's exponents.
+  if (op == Operand::tf32) { u = 0x1p-11; eta = 0x1p-126; }
+  // x given in the operand format is exact there: only the centroids are rounded. fp16
+  // (11 significant bits, exponents within fp32's) and bf16 (8) are exact in tf32 too.
+  const bool x_exact = (op == Operand::fp16 && x_dtype == DType::f16) || (op == Operand::bf16 && x_dtype == DType::bf16) ||
+                       (op == Operand::tf32 && (x_dtype == DType::f16 || x_dtype == DType::bf16));
   const double ux = x_exact ? 0.0 : u;
   const double etax = x_exact ? 0.0 : eta;
   // Accumulation: gamma_m = m*t / (1 - m*t). Tensor cores: m = dp terms at t = 2^-23
-  // (truncating accumulation). SIMT kernel: IEEE round-to-nearest fma chains of kSimtBK
+  // (truncating accumulation; tf32 x tf32 products, 22 bits, are exact in fp32 as b16's are). SIMT kernel: IEEE round-to-nearest fma chains of kSimtBK
   // terms per chunk, chunk sums added in order, so each product passes through at most
   // m = kSimtBK + dp/kSimtBK roundings of t = 2^-24 (Higham, Thm 3.1 and blocked
   // summation): |fl(x.c) - x.c| <= gamma_m |x|.|c|.

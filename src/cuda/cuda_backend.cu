@@ -773,7 +773,8 @@ class CudaBackend final : public core::Backend {
   /// problems.
   core::DeviceStreamPlan plan_for(const MatrixView& x, bool weighted) const {
     const DType dev = x.dtype == DType::f64 ? DType::f32 : x.dtype;
-    const bool op_copy = d_ > 256 && dev == DType::f32;  // large-d fp32 may need 16-bit operand rows
+    // large-d fp32 may need 16-bit operand rows (tf32 operands convert while loading: never)
+    const bool op_copy = d_ > 256 && dev == DType::f32 && opt_.precision != Precision::tf32;
     const double dp = static_cast<double>(round_up(d_, kChunkD));
     core::DeviceStreamInput in;
     in.rows = n_;
@@ -824,7 +825,18 @@ class CudaBackend final : public core::Backend {
 
   void choose_precision(DType in) {
     op_ = choose_operand(opt_.precision, in, max_abs_);  // certify.hpp (shared with the batched backend)
-    if (op_ != Operand::fp32) {
+    if (op_ == Operand::tf32) {
+      // tf32 runs on the mma.sync kernels only, and converts x while loading in every config
+      // (no operand copy of x).
+      const int dp = static_cast<int>(round_up(d_, kChunkD));
+      tile_ = opt_.tile != TileConfig::automatic ? opt_.tile : choose_tile_tf32(d_);
+      FLASHKM_CHECK(tile_ != TileConfig::wgmma_sm90, invalid_argument,
+                    "tile config wgmma_sm90 takes fp16/bf16 operands; precision 'tf32' runs on the mma.sync "
+                    "tile configs (1, 2, 3 or automatic)");
+      FLASHKM_CHECK(tile_supports(tile_, op_, dp), invalid_argument,
+                    "tile config resident_128x128 with precision 'tf32' needs d <= 128 (d = ", d_,
+                    "); use a streamed config or automatic");
+    } else if (op_ != Operand::fp32) {
       const int dp = static_cast<int>(round_up(d_, kChunkD));
       tile_ = opt_.tile != TileConfig::automatic ? opt_.tile : choose_tile(n_per_, 0, d_, sm_count_, cc_);
       FLASHKM_CHECK(tile_ != TileConfig::wgmma_sm90 || sm90_wgmma_supported(cc_), invalid_argument,
@@ -854,9 +866,10 @@ class CudaBackend final : public core::Backend {
   /// Shape and allocate a centroid set of k centroids per problem for `op`.
   void size_set(CentroidSet& cs, int k, Operand op, bool own_c32 = true) {
     // The tile config per set: choose_tile() knows k now (attach() chose with k unknown);
-    // a config given in the options applies to every set.
-    cs.tile = opt_.tile != TileConfig::automatic || op == Operand::fp32 ? tile_
-                                                                         : choose_tile(n_per_, k, d_, sm_count_, cc_);
+    // a config given in the options applies to every set, and tf32's does not depend on k.
+    cs.tile = opt_.tile != TileConfig::automatic || op == Operand::fp32 || op == Operand::tf32
+                  ? tile_
+                  : choose_tile(n_per_, k, d_, sm_count_, cc_);
     FLASHKM_ASSERT(tile_streams_x(cs.tile) == tile_streams_x(tile_), "a set's tile config reads x unlike attach's");
     const int bn = op == Operand::fp32 ? kSimtBN : tile_bn(cs.tile);
     cs.k = k;
@@ -864,7 +877,7 @@ class CudaBackend final : public core::Backend {
     cs.kp = static_cast<int>(round_up(k, bn));
     cs.dp = static_cast<int>(round_up(d_, op == Operand::fp32 ? kSimtBK : kChunkD));
     const int B = opt_.batch;
-    const std::size_t esz = op == Operand::fp32 ? 4 : 2;
+    const std::size_t esz = static_cast<std::size_t>(operand_bytes(op));
     if (own_c32) cs.c32.ensure(std::size_t(B) * k * d_, "centroids");
     cs.c_op.ensure(std::size_t(B) * cs.kp * cs.dp * esz, "centroid operands");
     cs.cterm.ensure(std::size_t(B) * cs.kp, "centroid norms");
@@ -1165,8 +1178,6 @@ DeviceInfo open_device(const CudaOptions& o) {
   }
   FLASHKM_CHECK(o.device_id >= 0 && o.device_id < count, device_unavailable, "CUDA device ", o.device_id,
                 " requested, but only ", count, " present");
-  FLASHKM_CHECK(o.precision != Precision::tf32, invalid_argument,
-                "precision 'tf32' is not implemented on the CUDA backend yet (use fp32, fp16, bf16 or auto)");
   DeviceInfo info;
   int cc_major = 0, cc_minor = 0;
   FLASHKM_CUDA_CHECK(cudaDeviceGetAttribute(&info.sm_count, cudaDevAttrMultiProcessorCount, o.device_id));

@@ -1,11 +1,13 @@
-// FlashAssign kernels: tensor-core (mma.sync m16n8k16, fp16/bf16 operands, fp32
-// accumulation), an exact-fp32 SIMT variant, and the fp64 re-check of flagged rows.
+// FlashAssign kernels: tensor-core (mma.sync m16n8k16 with fp16/bf16 operands, m16n8k8 with
+// tf32 operands; fp32 accumulation), an exact-fp32 SIMT variant, and the fp64 re-check of
+// flagged rows.
 //
 // Tensor-core kernel, per thread block (see FlashAssignTraits):
 //   PROLOGUE   load the rows tile (resident configs: [BM x dp] once; streamed: per chunk)
 //              and the first centroid chunks through a STAGES-deep cp.async pipeline
 //   MAIN LOOP  over t = (centroid tile j, D chunk dc): wait for stage t, prefetch t+S-1,
-//              ldmatrix + mma into the [BM x BN] fp32 accumulators
+//              fragment loads (b16: ldmatrix; tf32: 8-byte LDS) + mma into the [BM x BN]
+//              fp32 accumulators
 //   EPILOGUE j when dc is the last chunk: s = alpha*acc + cterm_j, fold into per-row
 //              (best, index, second) registers, zero the accumulators
 //   FINISH     merge the top-2 over the 4 lanes of a quad (shuffles) and over the warps
@@ -24,6 +26,7 @@
 #include "cuda/flash_assign_common.cuh"
 #include "cuda/mma_sm80.cuh"
 #include "cuda/problem_tiles.cuh"
+#include "cuda/tf32_round.hpp"
 
 namespace flashkm::cuda {
 namespace {
@@ -33,12 +36,17 @@ using namespace detail;
 // ------------------------------------------------------------------------------------
 // Kernel traits (tile sizes as template arguments, everything else derived)
 // ------------------------------------------------------------------------------------
+// T: the operand as stored in shared memory: __half, __nv_bfloat16, or float holding tf32
+// values (round_to_tf32). Every smem row of a stage is 128 bytes (8 chunks of 16 B) for
+// either size, so the stages, the swizzle groups and the smem budget are the same.
 template <class T_, int BM_, int BN_, int WARPS_M_, int WARPS_N_, int STAGES_, bool RESIDENT_>
 struct FlashAssignTraits {
   using T = T_;
+  static constexpr bool kTf32 = std::is_same_v<T, float>;
   static constexpr int kBM = BM_;            // rows per block
   static constexpr int kBN = BN_;            // centroids per tile
-  static constexpr int kBK = kChunkD;        // D chunk per pipeline stage (64 x 2 B = 128 B rows)
+  static constexpr int kChunkElems = 16 / int(sizeof(T));  // elements per 16-byte chunk (8 b16, 4 tf32)
+  static constexpr int kBK = 8 * kChunkElems;              // D chunk per pipeline stage (128 B rows: 64 b16, 32 tf32)
   static constexpr int kStages = STAGES_;
   static constexpr bool kResident = RESIDENT_;
   static constexpr int kWarpsM = WARPS_M_, kWarpsN = WARPS_N_;
@@ -50,7 +58,8 @@ struct FlashAssignTraits {
   // 64x64 warp tiles: 128 B of ldmatrix traffic per mma, under the ~128 B/clk/SM of shared
   // memory at the tensor-core rate (64x32 tiles would need ~133 B/clk).
   static_assert(kWM % 16 == 0 && kWN % 16 == 0, "warp tile must be a multiple of 16x16");
-  static_assert(kBK == 64, "the swizzle assumes 8 chunks of 16 B per smem row");
+  static_assert(kBK * sizeof(T) == 128, "the swizzle assumes 8 chunks of 16 B per smem row");
+  static_assert(kChunkD % kBK == 0, "the padded width dp (a multiple of kChunkD) must be whole stages");
   static_assert(kStages >= 2, "need at least double buffering");
   static constexpr int kCStageElems = kBN * kBK;
   static constexpr int kXStageElems = kBM * kBK;
@@ -67,14 +76,29 @@ struct FlashAssignTraits {
   }
 };
 
-/// 16-byte chunk `ch` of row `r` in a swizzled tile whose rows hold `row_chunks` chunks.
-__device__ __forceinline__ int swz(int r, int ch) { return (ch & ~7) | ((ch ^ r) & 7); }
+/// 16-byte chunk `ch` of row `r` in a swizzled tile, permuted within its group of 8 chunks
+/// (128 B, one pass over the 32 banks) so that each fragment load hits every bank once.
+/// b16: ldmatrix reads one chunk of 8 consecutive rows -> XOR with r. tf32: a half-warp reads
+/// an 8-byte pair from 4 consecutive rows (rows g..g+3, pairs at one chunk pair) -> XOR the
+/// chunk pair with r mod 4.
+template <bool kTf32>
+__device__ __forceinline__ int swz(int r, int ch) {
+  if constexpr (kTf32) return ch ^ ((r & 3) << 1);
+  else return (ch & ~7) | ((ch ^ r) & 7);
+}
+
+/// An fp32 value as the operand the kernel stores (tf32: rounded to nearest, not truncated).
+template <class T> __device__ __forceinline__ T to_operand(float v) {
+  if constexpr (std::is_same_v<T, float>) return round_to_tf32(v);
+  else return from_f32<T>(v);
+}
+__device__ __forceinline__ std::uint32_t tf32_bits(float v) { return __float_as_uint(round_to_tf32(v)); }
 
 template <class Tr, class XIn, bool kXAsync>
 __global__ void __launch_bounds__(Tr::kThreads, 1) flash_assign_kernel(const AssignParams p) {
   using T = typename Tr::T;
   constexpr int kBM = Tr::kBM, kBN = Tr::kBN, kBK = Tr::kBK, kStages = Tr::kStages;
-  constexpr int kMT = Tr::kMT, kNT = Tr::kNT;
+  constexpr int kMT = Tr::kMT, kNT = Tr::kNT, kCE = Tr::kChunkElems;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* sC = reinterpret_cast<T*>(smem_raw);  // (kStages, BN, BK) swizzled
   T* sX = reinterpret_cast<T*>(smem_raw + Tr::kCRegionBytes);  // resident: (BM, dp); streamed: (kStages, BM, BK)
@@ -104,7 +128,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) flash_assign_kernel(const Ass
       const T* src = cb + std::int64_t(j) * kBN * p.dp + dc * kBK;
       for (int i = tid; i < kBN * 8; i += Tr::kThreads) {
         const int r = i >> 3, ch = i & 7;
-        arch::cp_async_cg_16(dst + r * kBK + swz(r, ch) * 8, src + std::int64_t(r) * p.dp + ch * 8, 16);
+        arch::cp_async_cg_16(dst + r * kBK + swz<Tr::kTf32>(r, ch) * kCE, src + std::int64_t(r) * p.dp + ch * kCE, 16);
       }
     };
     // x rows [row0, row0+BM) x chunks [ch0, ch0+n_ch) into dst (row stride rs elements).
@@ -113,24 +137,24 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) flash_assign_kernel(const Ass
         for (int i = tid; i < kBM * n_ch; i += Tr::kThreads) {
           const int r = i / n_ch, ch = i % n_ch;
           const std::int64_t row = row0 + r;
-          const int col = (ch0 + ch) * 8;
+          const int col = (ch0 + ch) * kCE;
           const bool ok = row < w.n && col < p.d;
           const XIn* src = ok ? xb + row * p.x_stride + col : xb;
-          arch::cp_async_cg_16(dst + r * rs + swz(r, ch) * 8, src, ok ? 16 : 0);
+          arch::cp_async_cg_16(dst + r * rs + swz<Tr::kTf32>(r, ch) * kCE, src, ok ? 16 : 0);
         }
       } else {
         for (int i = tid; i < kBM * n_ch; i += Tr::kThreads) {
           const int r = i / n_ch, ch = i % n_ch;
           const std::int64_t row = row0 + r;
-          const int col = (ch0 + ch) * 8;
-          alignas(16) T v[8];
+          const int col = (ch0 + ch) * kCE;
+          alignas(16) T v[kCE];
 #pragma unroll
-          for (int e = 0; e < 8; ++e) {
+          for (int e = 0; e < kCE; ++e) {
             float f = 0.0f;
             if (row < w.n && col + e < p.d) f = to_f32<XIn>(xb[row * p.x_stride + col + e]);
-            v[e] = from_f32<T>(f);
+            v[e] = to_operand<T>(f);
           }
-          *reinterpret_cast<uint4*>(dst + r * rs + swz(r, ch) * 8) = *reinterpret_cast<const uint4*>(v);
+          *reinterpret_cast<uint4*>(dst + r * rs + swz<Tr::kTf32>(r, ch) * kCE) = *reinterpret_cast<const uint4*>(v);
         }
       }
     };
@@ -141,7 +165,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) flash_assign_kernel(const Ass
     };
 
     // ---- PROLOGUE ------------------------------------------------------------------
-    if constexpr (Tr::kResident) load_x(sX, p.dp, 0, p.dp / 8);
+    if constexpr (Tr::kResident) load_x(sX, p.dp, 0, p.dp / kCE);
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
       if (s < n_t) load_stage(s);
@@ -175,31 +199,76 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) flash_assign_kernel(const Ass
       const T* xs = Tr::kResident ? sX : sX + stage * Tr::kXStageElems;
       const int xrs = Tr::kResident ? p.dp : kBK;
       const int xch0 = Tr::kResident ? dc * 8 : 0;
+      if constexpr (Tr::kTf32) {
+        // k8 steps. Thread (g, tq) loads the 8-byte pair at k = 2tq, 2tq+1 of the step from
+        // each of its rows and centroids, and hands it to the mma as its k = tq and tq + 4:
+        // A and B permute k alike, so each mma still sums the step's 8 products. Rows streamed
+        // by cp.async are fp32 as given: rounded here (resident tiles and the centroid
+        // operands are stored rounded).
 #pragma unroll
-      for (int ks = 0; ks < kBK / 16; ++ks) {
-        std::uint32_t a[kMT][4];
+        for (int ks = 0; ks < kBK / 8; ++ks) {
+          const int ch = ks * 2 + (tq >> 1);  // the pair's 16-byte chunk within the stage row
+          const int off = (tq & 1) * 2;       // and its first float within the chunk
+          std::uint32_t a[kMT][4];
 #pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) {
-          const int r = wm * Tr::kWM + mt * 16 + (lane & 15);
-          const int ch = ks * 2 + (lane >> 4);
-          arch::SM75_U32x4_LDSM_N(a[mt], xs + r * xrs + (xch0 + ((ch ^ r) & 7)) * 8);
+          for (int mt = 0; mt < kMT; ++mt) {
+            const int r = wm * Tr::kWM + mt * 16 + g;  // rows r and r + 8 (same r mod 4)
+            const float2 lo = *reinterpret_cast<const float2*>(xs + r * xrs + (xch0 + swz<true>(r, ch)) * 4 + off);
+            const float2 hi =
+                *reinterpret_cast<const float2*>(xs + (r + 8) * xrs + (xch0 + swz<true>(r + 8, ch)) * 4 + off);
+            if constexpr (kXAsync) {
+              a[mt][0] = tf32_bits(lo.x);
+              a[mt][1] = tf32_bits(hi.x);
+              a[mt][2] = tf32_bits(lo.y);
+              a[mt][3] = tf32_bits(hi.y);
+            } else {
+              a[mt][0] = __float_as_uint(lo.x);
+              a[mt][1] = __float_as_uint(hi.x);
+              a[mt][2] = __float_as_uint(lo.y);
+              a[mt][3] = __float_as_uint(hi.y);
+            }
+          }
+          std::uint32_t bfr[kNT][2];
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt) {
+            const int r = wn * Tr::kWN + nt * 8 + g;
+            const float2 v = *reinterpret_cast<const float2*>(cs + r * kBK + swz<true>(r, ch) * 4 + off);
+            bfr[nt][0] = __float_as_uint(v.x);
+            bfr[nt][1] = __float_as_uint(v.y);
+          }
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < kNT; ++nt)
+              arch::SM80_16x8x8_F32TF32TF32F32_TN(acc[mt][nt], a[mt], bfr[nt][0], bfr[nt][1]);
         }
-        std::uint32_t bfr[kNT][2];
+      } else {
 #pragma unroll
-        for (int np = 0; np < kNT / 2; ++np) {
-          const int r = wn * Tr::kWN + np * 16 + (lane & 7) + ((lane >> 4) << 3);
-          const int ch = ks * 2 + ((lane >> 3) & 1);
-          std::uint32_t q[4];
-          arch::SM75_U32x4_LDSM_N(q, cs + r * kBK + ((ch ^ r) & 7) * 8);
-          bfr[2 * np][0] = q[0];
-          bfr[2 * np][1] = q[1];
-          bfr[2 * np + 1][0] = q[2];
-          bfr[2 * np + 1][1] = q[3];
+        for (int ks = 0; ks < kBK / 16; ++ks) {
+          std::uint32_t a[kMT][4];
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt) {
+            const int r = wm * Tr::kWM + mt * 16 + (lane & 15);
+            const int ch = ks * 2 + (lane >> 4);
+            arch::SM75_U32x4_LDSM_N(a[mt], xs + r * xrs + (xch0 + ((ch ^ r) & 7)) * 8);
+          }
+          std::uint32_t bfr[kNT][2];
+#pragma unroll
+          for (int np = 0; np < kNT / 2; ++np) {
+            const int r = wn * Tr::kWN + np * 16 + (lane & 7) + ((lane >> 4) << 3);
+            const int ch = ks * 2 + ((lane >> 3) & 1);
+            std::uint32_t q[4];
+            arch::SM75_U32x4_LDSM_N(q, cs + r * kBK + ((ch ^ r) & 7) * 8);
+            bfr[2 * np][0] = q[0];
+            bfr[2 * np][1] = q[1];
+            bfr[2 * np + 1][0] = q[2];
+            bfr[2 * np + 1][1] = q[3];
+          }
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < kNT; ++nt) arch::Mma16816<T>::run(acc[mt][nt], a[mt], bfr[nt][0], bfr[nt][1]);
         }
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-          for (int nt = 0; nt < kNT; ++nt) arch::Mma16816<T>::run(acc[mt][nt], a[mt], bfr[nt][0], bfr[nt][1]);
       }
 
       // ---- EPILOGUE of centroid tile j -------------------------------------------
@@ -435,8 +504,16 @@ using Stream256H = FlashAssignTraits<__half, 128, 256, 2, 4, 3, false>;
 using Stream256B = FlashAssignTraits<__nv_bfloat16, 128, 256, 2, 4, 3, false>;
 using Stream128H = FlashAssignTraits<__half, 128, 128, 2, 2, 4, false>;
 using Stream128B = FlashAssignTraits<__nv_bfloat16, 128, 128, 2, 2, 4, false>;
+// tf32: the same shapes; 128-byte smem rows hold 32 instead of 64 elements, so a stage
+// takes the same bytes (the resident rows tile twice as many per D: dp <= 128).
+using ResidentT = FlashAssignTraits<float, 128, 128, 2, 2, 3, true>;
+using Stream256T = FlashAssignTraits<float, 128, 256, 2, 4, 3, false>;
+using Stream128T = FlashAssignTraits<float, 128, 128, 2, 2, 4, false>;
 
 constexpr int kMaxResidentDp = 256;
+/// The resident rows tile's bytes per row at most (b16: dp <= 256; tf32: dp <= 128): with
+/// three centroid stages, 112 KB of shared memory, two blocks per SM.
+constexpr int kMaxResidentRowBytes = kMaxResidentDp * 2;
 
 /// The grid of an assign launch with bm-row tiles (problem_tiles.cuh: how blocks find work).
 dim3 grid_for(const AssignParams& p, int bm) {
@@ -486,6 +563,36 @@ void dispatch_operand(const AssignParams& p, TileConfig tile, cudaStream_t s) {
   return run_flash_assign<TrS128, T, true>(p, s);
 }
 
+/// tf32 operands: no operand copy of x in any config. Resident: any dtype converted and
+/// rounded while loading. Streamed: aligned fp32 rows by cp.async (rounded in registers),
+/// anything else converted and rounded while loading.
+template <class TrS>
+void dispatch_tf32_streamed(const AssignParams& p, cudaStream_t s) {
+  if (x_streamable(p, Operand::tf32)) return run_flash_assign<TrS, float, true>(p, s);
+  switch (p.x_dtype) {
+    case DType::f32: return run_flash_assign<TrS, float, false>(p, s);
+    case DType::f16: return run_flash_assign<TrS, __half, false>(p, s);
+    case DType::bf16: return run_flash_assign<TrS, __nv_bfloat16, false>(p, s);
+    default: break;
+  }
+  FLASHKM_FAIL(internal, "flash_assign: unsupported input dtype ", to_string(p.x_dtype));
+}
+
+void dispatch_tf32(const AssignParams& p, TileConfig tile, cudaStream_t s) {
+  FLASHKM_ASSERT(tile_supports(tile, Operand::tf32, p.dp), "tf32 operands: unsupported tile config for this d");
+  if (tile == TileConfig::resident_128x128) {
+    switch (p.x_dtype) {
+      case DType::f32: return run_flash_assign<ResidentT, float, false>(p, s);
+      case DType::f16: return run_flash_assign<ResidentT, __half, false>(p, s);
+      case DType::bf16: return run_flash_assign<ResidentT, __nv_bfloat16, false>(p, s);
+      default: break;
+    }
+    FLASHKM_FAIL(internal, "flash_assign: unsupported input dtype ", to_string(p.x_dtype));
+  }
+  if (tile == TileConfig::stream_128x256) return dispatch_tf32_streamed<Stream256T>(p, s);
+  return dispatch_tf32_streamed<Stream128T>(p, s);
+}
+
 }  // namespace
 
 TileConfig choose_tile(std::int64_t, int k, int d, int, int cc) {
@@ -502,6 +609,24 @@ TileConfig choose_tile(std::int64_t, int k, int d, int, int cc) {
   return dp <= kMaxResidentDp ? TileConfig::resident_128x128 : TileConfig::stream_128x256;
 }
 
+TileConfig choose_tile_tf32(int d) {
+  const int dp = (d + kChunkD - 1) / kChunkD * kChunkD;
+  // Not measured yet: the b16 rule (resident while the rows tile fits 64 KB) in bytes.
+  return tile_supports(TileConfig::resident_128x128, Operand::tf32, dp) ? TileConfig::resident_128x128
+                                                                         : TileConfig::stream_128x256;
+}
+
+bool tile_supports(TileConfig t, Operand op, int dp) {
+  if (op == Operand::fp32) return false;  // the SIMT kernel has no tile configs
+  switch (t) {
+    case TileConfig::wgmma_sm90: return op != Operand::tf32 && dp <= kMaxResidentDp;
+    case TileConfig::resident_128x128: return dp * operand_bytes(op) <= kMaxResidentRowBytes;
+    case TileConfig::stream_128x256:
+    case TileConfig::stream_128x128: return true;
+    default: return false;
+  }
+}
+
 int tile_bn(TileConfig t) { return t == TileConfig::stream_128x256 ? 256 : 128; }
 
 bool tile_streams_x(TileConfig t) { return t == TileConfig::stream_128x256 || t == TileConfig::stream_128x128; }
@@ -512,18 +637,21 @@ int flash_tile_rows(TileConfig t, int dp) {
 }
 
 bool x_streamable(const AssignParams& p, Operand op) {
-  const DType want = op == Operand::fp16 ? DType::f16 : DType::bf16;
-  return p.x_dtype == want && (p.d % 8 == 0 || (p.x_zero_padded && p.x_stride >= (p.d + 7) / 8 * 8)) &&
-         p.x_stride % 8 == 0 && p.x_batch % 8 == 0 &&
+  if (op == Operand::fp32) return false;
+  const DType want = op == Operand::fp16 ? DType::f16 : op == Operand::bf16 ? DType::bf16 : DType::f32;
+  const int ce = 16 / operand_bytes(op);  // elements per 16-byte copy
+  return p.x_dtype == want && (p.d % ce == 0 || (p.x_zero_padded && p.x_stride >= (p.d + ce - 1) / ce * ce)) &&
+         p.x_stride % ce == 0 && p.x_batch % ce == 0 &&
          (reinterpret_cast<std::uintptr_t>(p.x) & 15) == 0;
 }
 
 void launch_flash_assign(const AssignParams& p, Operand op, TileConfig tile, cudaStream_t s) {
   if (empty_launch(p)) return;
+  if (op == Operand::tf32) return dispatch_tf32(p, tile, s);  // mma.sync m16n8k8: never wgmma
   if (tile == TileConfig::wgmma_sm90) return launch_flash_assign_sm90(p, op, s);
   if (op == Operand::fp16) return dispatch_operand<__half, ResidentH, Stream256H, Stream128H>(p, tile, s);
   if (op == Operand::bf16) return dispatch_operand<__nv_bfloat16, ResidentB, Stream256B, Stream128B>(p, tile, s);
-  FLASHKM_FAIL(internal, "launch_flash_assign: operand must be fp16 or bf16");
+  FLASHKM_FAIL(internal, "launch_flash_assign: operand must be fp16, bf16 or tf32");
 }
 
 void launch_simt_assign(const AssignParams& p, cudaStream_t s) {

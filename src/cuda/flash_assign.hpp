@@ -37,8 +37,11 @@ struct ProblemTile {
   std::int32_t unused = 0;
 };
 
-/// Operand format of the distance products.
-enum class Operand : std::uint8_t { fp16 = 0, bf16 = 1, fp32 = 2 };
+/// Operand format of the distance products. tf32: fp32 values rounded to tf32 (10 explicit
+/// mantissa bits, fp32's exponent range; stored as fp32) for mma.sync m16n8k8 (never wgmma).
+enum class Operand : std::uint8_t { fp16 = 0, bf16 = 1, fp32 = 2, tf32 = 3 };
+/// Bytes per operand element in memory (centroid operand arrays, shared-memory tiles).
+constexpr int operand_bytes(Operand op) { return op == Operand::fp16 || op == Operand::bf16 ? 2 : 4; }
 
 /// Everything a FlashAssign kernel reads and writes (a POD, like flash-attention's params).
 struct AssignParams {
@@ -115,6 +118,13 @@ enum class TileConfig : std::uint8_t {
 /// D <= 256, wgmma_sm90 unless k is known (k > 0) and < 512; else resident rows tile when it
 /// fits, else streamed (split-D) with BN=256. `cc` = compute capability as 10*major + minor.
 TileConfig choose_tile(std::int64_t n, int k, int d, int sm_count, int cc);
+/// The tile config for tf32 operands (mma.sync only: the wgmma kernel takes fp16/bf16): the
+/// resident rows tile while [128 x dp] fp32 fits the b16 config's 64 KB (dp <= 128), else
+/// streamed with BN=256. Beside choose_tile(), which the fp16/bf16 operands use.
+TileConfig choose_tile_tf32(int d);
+/// Whether the tensor-core kernels can run config t with operand op at padded width dp
+/// (wgmma: fp16/bf16, dp <= 256; resident: dp * operand bytes <= 512; streamed: any).
+bool tile_supports(TileConfig t, Operand op, int dp);
 /// Whether the build holds the sm_90a wgmma kernel and a device of compute capability
 /// `cc` (10*major + minor) can run it.
 bool sm90_wgmma_supported(int cc);
@@ -127,15 +137,19 @@ int flash_tile_rows(TileConfig t, int dp);
 /// Width of the centroid tile (kp must be a multiple of it) and of a D chunk.
 int tile_bn(TileConfig t);
 constexpr int kChunkD = 64;
-/// Whether the streamed configs can read x directly (16-bit operand type, aligned rows).
+/// Whether the streamed configs can read x directly with 16-byte copies (x already in the
+/// operand's storage type: f16 / bf16 / f32 for tf32; aligned rows). When not, fp16/bf16
+/// need an operand copy of x; tf32 converts while loading instead.
 bool x_streamable(const AssignParams& p, Operand op);
 
 /// Rows per tile of the kernels (a ragged launch's tile table is cut for these).
 constexpr int kFlashBM = 128;
 constexpr int kSimtBM = 64;
 
-/// Tensor-core FlashAssign (op = fp16 or bf16). x must be readable as op (streamed
-/// configs) or any dtype (resident config converts while loading).
+/// Tensor-core FlashAssign (op = fp16, bf16 or tf32). fp16/bf16: x must be readable as op
+/// (streamed configs) or any dtype (resident config converts while loading); tf32: any
+/// dtype in every mma.sync config (fp32 rows are copied as they are and rounded to tf32 in
+/// registers; others converted and rounded while loading).
 void launch_flash_assign(const AssignParams& p, Operand op, TileConfig tile, cudaStream_t s);
 /// The wgmma kernel behind TileConfig::wgmma_sm90 (flash_assign_sm90.cu); d <= 256, any
 /// input dtype, kp a multiple of 128. Only on a device where sm90_wgmma_supported().

@@ -44,7 +44,7 @@ void launch_f64_to_f32(const double* src, std::int64_t n, int d, std::int64_t st
 /// Rows converted to 16-bit operands [n x dp] zero-padded (op: 0 fp16, 1 bf16).
 void launch_convert_rows(const XView& x, int op, int dp, void* dst, cudaStream_t s);
 
-/// Centroids fp32 [kt x d] (kt = B*k) -> operand copy [B][kp x dp] (op 0 fp16, 1 bf16, 2 fp32),
+/// Centroids fp32 [kt x d] (kt = B*k) -> operand copy [B][kp x dp] (op 0 fp16, 1 bf16, 2 fp32, 3 tf32),
 /// cterm [B][kp] (|c|^2 or 0; +inf past k), cmax [B] (max |c| rounded up, as float bits),
 /// dcmax [B] (max |c - operand(c)|, the operands' exact rounding error, rounded up; 0 for
 /// fp32), overflow flag (|c| > 65504 with fp16). cmax and dcmax are atomicMax'ed: zero them.

@@ -77,6 +77,23 @@ __device__ __forceinline__ void SM80_16x8x16_F32BF16BF16F32_TN(float (&d)[4], co
 #endif
 }
 
+/// D = A(16x8, row) * B(8x8, col) + C, tf32 operands (fp32 registers whose 13 low mantissa
+/// bits the tensor cores ignore: round first, tf32_round.hpp), fp32 accumulators. Fragments
+/// (PTX ISA, m16n8k8 .tf32; g = lane / 4, q = lane % 4): a0 (g, q), a1 (g+8, q), a2 (g, q+4),
+/// a3 (g+8, q+4); b0 (k q, n g), b1 (k q+4, n g); accumulators as in m16n8k16.
+__device__ __forceinline__ void SM80_16x8x8_F32TF32TF32F32_TN(float (&d)[4], const std::uint32_t (&a)[4],
+                                                              std::uint32_t b0, std::uint32_t b1) {
+#if defined(FLASHKM_SM80_ENABLED)
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+  __trap();
+#endif
+}
+
 /// The operand-type -> instruction map used by the kernel traits.
 template <class T> struct Mma16816;
 template <> struct Mma16816<__half> {

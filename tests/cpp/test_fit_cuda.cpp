@@ -32,7 +32,7 @@ TEST_F(FitCuda, SeparatedBlobsMatchTheCpuExactly) {
   const std::int64_t n = 20011, d = 64, k = 37;
   const auto x = testing::separated_blobs(n, d, k, 1.0, 41);
   const std::vector<float> c0(x.begin(), x.begin() + k * d);
-  for (Precision prec : {Precision::fp32, Precision::fp16, Precision::bf16, Precision::automatic}) {
+  for (Precision prec : {Precision::fp32, Precision::fp16, Precision::bf16, Precision::tf32, Precision::automatic}) {
     SCOPED_TRACE(to_string(prec));
     std::vector<std::int32_t> lc, lg;
     const Model cpu = fit_on(Device::cpu, Precision::automatic, x, d, c0, 6, lc);

@@ -54,7 +54,8 @@ TEST_P(BatchedCuda, RaggedEqualsAloneBitwise) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, BatchedCuda,
-                         ::testing::Combine(::testing::Values(Precision::fp16, Precision::bf16, Precision::fp32),
+                         ::testing::Combine(::testing::Values(Precision::fp16, Precision::bf16, Precision::fp32,
+                                                              Precision::tf32),
                                             ::testing::Bool()));
 
 TEST(BatchedCudaMore, CertifiedNearTiesCascade) {

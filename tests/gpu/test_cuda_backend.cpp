@@ -17,6 +17,7 @@
 #include "core/backend.hpp"
 #include "cuda/cuda_backend.hpp"
 #include "cuda/cuda_check.hpp"
+#include "cuda/tf32_round.hpp"
 #include "flashkm/error.hpp"
 
 using namespace flashkm;
@@ -144,7 +145,7 @@ TEST_P(Modes, CertifiedLabelsMatchFloat64) {
 
 INSTANTIATE_TEST_SUITE_P(All, Modes,
                          ::testing::Combine(::testing::Values(Precision::fp16, Precision::bf16, Precision::fp32,
-                                                              Precision::automatic),
+                                                              Precision::tf32, Precision::automatic),
                                             ::testing::Values(100, 128, 768)));
 
 // Rows built to be near-ties: the midpoint of two centroids plus a tiny push toward one.
@@ -163,7 +164,7 @@ TEST(CudaBackend, CertifiedOnNearTies) {
     for (int q = 0; q < d; ++q) x[i * d + q] = t * c[a * d + q] + (1 - t) * c[bb * d + q] + 0.01f * nd(rng);
   }
   const Ref ref = reference(x, n, d, c, k);
-  for (Precision p : {Precision::fp16, Precision::bf16}) {
+  for (Precision p : {Precision::fp16, Precision::bf16, Precision::tf32}) {
     auto certified = gpu(p, true);
     certified->attach(MatrixView::of(x.data(), n, d), nullptr, Metric::l2);
     certified->set_centroids(c.data(), k);
@@ -194,7 +195,7 @@ TEST(CudaBackend, MeasuredErrorUnderBound) {
     std::vector<float> x = blobs(n, d, 50, 0.5f, 11 + d);
     std::vector<float> c(x.begin() + std::int64_t(n - k) * d, x.end());
     // fp32: the exact SIMT kernel, which is also the certification cascade's second level.
-    for (Precision p : {Precision::fp16, Precision::bf16, Precision::fp32}) {
+    for (Precision p : {Precision::fp16, Precision::bf16, Precision::tf32, Precision::fp32}) {
       auto b = gpu(p, false);
       b->attach(MatrixView::of(x.data(), n, d), nullptr, Metric::l2);
       b->set_centroids(c.data(), k);
@@ -212,6 +213,7 @@ TEST(CudaBackend, MeasuredErrorUnderBound) {
           s += double(v) * v;
           const float r = p == Precision::fp16   ? __half2float(__float2half(v))
                           : p == Precision::bf16 ? __bfloat162float(__float2bfloat16(v))
+                          : p == Precision::tf32 ? cuda::round_to_tf32(v)
                                                  : v;
           ds += (double(v) - r) * (double(v) - r);
         }
@@ -222,7 +224,7 @@ TEST(CudaBackend, MeasuredErrorUnderBound) {
       // SIMT kernel's blocked fma chains round to nearest (16 + dp/16 roundings of 2^-24);
       // tensor cores dp terms of 2^-23.
       const bool f32 = p == Precision::fp32;
-      const double u = p == Precision::fp16 ? 0x1p-11 : p == Precision::bf16 ? 0x1p-8 : 0.0;
+      const double u = p == Precision::fp16 || p == Precision::tf32 ? 0x1p-11 : p == Precision::bf16 ? 0x1p-8 : 0.0;
       const int dp = f32 ? (d + 15) / 16 * 16 : (d + 63) / 64 * 64;
       const double t = f32 ? 0x1p-24 : 0x1p-23;
       const double m = f32 ? 16 + dp / 16 : dp;
@@ -531,7 +533,6 @@ TEST(CudaBackend, BadInputAndOutOfMemory) {
   b2->attach(MatrixView::of(x.data(), 1000, 16), nullptr, Metric::l2);
   b2->set_centroids(x.data(), 4);
   EXPECT_GT(b2->assign().inertia, 0.0);
-  EXPECT_THROW(gpu(Precision::tf32, true), Error);
 }
 
 // The certification cascade on data where every value is a small dyadic rational, so the
@@ -539,8 +540,9 @@ TEST(CudaBackend, BadInputAndOutOfMemory) {
 // Rows: exact midpoints of two centroids (exact ties: no finite-precision level can certify
 // them, they must reach fp64) and midpoints pushed by 1/8 along one coordinate toward the
 // first centroid (gap 1..3: inside the tensor-core bound (2E ~ 6 for fp16, ~ 48 for bf16
-// here), far outside the fp32 one (2E < 0.03), so the fp32 level must settle them). Every
-// value is exact in fp16 and bf16, so every level computes these scores exactly.
+// here; tf32 operands of fp32 data: fp16's), far outside the fp32 one (2E < 0.03), so the
+// fp32 level must settle them). Every value is exact in fp16, bf16 and tf32, so every level
+// computes these scores exactly.
 TEST(CudaBackend, CascadeLevelsBothExercised) {
   REQUIRE_GPU();
   const int d = 128, k = 64;
@@ -570,7 +572,7 @@ TEST(CudaBackend, CascadeLevelsBothExercised) {
   const Ref ref = reference(x, n, d, c, k);
   std::int64_t exact_ties = 0;
   for (std::int64_t i = 0; i < n; ++i) exact_ties += ref.second[i] == ref.best[i];
-  for (Precision p : {Precision::fp16, Precision::bf16}) {
+  for (Precision p : {Precision::fp16, Precision::bf16, Precision::tf32}) {
     std::vector<std::vector<std::int32_t>> lab(2, std::vector<std::int32_t>(n));
     std::vector<std::vector<float>> dist(2, std::vector<float>(n));
     core::AssignStats st[2];

@@ -219,6 +219,8 @@ TEST(Streamed, InnerProductAndWeightsAndBf16) {
   expect_same_fit(run_fit(x, p, budget, w.data()), run_fit(x, p, 0, w.data()), "l2, weighted");
   p.precision = Precision::bf16;  // more rows for the cascade
   expect_same_fit(run_fit(x, p, budget, w.data()), run_fit(x, p, 0, w.data()), "l2, weighted, bf16 operands");
+  p.precision = Precision::tf32;  // mma.sync m16n8k8 (no operand copy of the rows)
+  expect_same_fit(run_fit(x, p, budget, w.data()), run_fit(x, p, 0, w.data()), "l2, weighted, tf32 operands");
   p.precision = Precision::fp32;  // the SIMT path (no cascade)
   expect_same_fit(run_fit(x, p, budget, w.data()), run_fit(x, p, 0, w.data()), "l2, weighted, fp32 operands");
   p.precision = Precision::automatic;
