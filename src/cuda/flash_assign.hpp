@@ -148,8 +148,9 @@ constexpr int kSimtBM = 64;
 
 /// Tensor-core FlashAssign (op = fp16, bf16 or tf32). fp16/bf16: x must be readable as op
 /// (streamed configs) or any dtype (resident config converts while loading); tf32: any
-/// dtype in every mma.sync config (fp32 rows are copied as they are and rounded to tf32 in
-/// registers; others converted and rounded while loading).
+/// dtype in every mma.sync config, never an operand copy (streamed configs copy aligned fp32
+/// rows as they are and round them in registers; everything else is converted and rounded
+/// while loading).
 void launch_flash_assign(const AssignParams& p, Operand op, TileConfig tile, cudaStream_t s);
 /// The wgmma kernel behind TileConfig::wgmma_sm90 (flash_assign_sm90.cu); d <= 256, any
 /// input dtype, kp a multiple of 128. Only on a device where sm90_wgmma_supported().
