@@ -45,7 +45,7 @@ t0=$(date +%s)
 . scripts/gtest_prefix.sh "$OUT/build.log"  # sets PREFIX (GoogleTest)
 cmake -S . -B build-cudacheck -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHKM_CUDA=ON -DFLASHKM_PYTHON=OFF \
   -DFLASHKM_BENCH=OFF -DFLASHKM_TESTS=ON $PREFIX >> "$OUT/build.log" 2>&1 &&
-  cmake --build build-cudacheck -j16 --target flashkm_test_gpu flashkm_test_gpu_batched gpu_bench gpu_ooc_bench >> "$OUT/build.log" 2>&1
+  cmake --build build-cudacheck -j16 --target flashkm_test_gpu flashkm_test_gpu_tf32 flashkm_test_gpu_batched gpu_bench gpu_ooc_bench >> "$OUT/build.log" 2>&1
 rc_build=$?
 # The rest of the tree (CPU tests, CLI) for ctest; its failure does not stop the GPU checks.
 [ $CTEST -eq 0 ] || cmake --build build-cudacheck -j16 > "$OUT/build_all.log" 2>&1 || echo "full build failed (see build_all.log)"
@@ -58,6 +58,9 @@ if [ $TESTS -eq 1 ]; then
   # Tests: the GPU test binary first (verbose: it prints measured error ratios), then ctest.
   ./build-cudacheck/tests/gpu/flashkm_test_gpu 2>&1 | tee "$OUT/test_gpu.log" | grep -E "^\[  |device:|precision|near-ties|cascade|worst|device update|FAIL|Failure|error" | head -100
   rc_test=${PIPESTATUS[0]}
+  # precision=tf32 (its own binary): odd shapes, near-ties, fits against the CPU.
+  ./build-cudacheck/tests/gpu/flashkm_test_gpu_tf32 2>&1 | tee "$OUT/test_gpu_tf32.log" | grep -E "^\[  (FAILED|PASSED)|tf32|Failure|error" | head -40
+  [ ${PIPESTATUS[0]} -eq 0 ] || rc_test=1
   # Batched / ragged fits against per-problem CUDA fits (bitwise).
   ./build-cudacheck/tests/gpu/flashkm_test_gpu_batched 2>&1 | tee "$OUT/test_gpu_batched.log" | grep -E "^\[  |FAIL|Failure|error|differ" | head -60
   [ ${PIPESTATUS[0]} -eq 0 ] || rc_test=1
