@@ -301,34 +301,35 @@ __global__ void __launch_bounds__(128, 4) piece_sums_kernel(const T* x, std::int
   }
 }
 
-// One thread per (cluster, column): the column's pieces added in piece order, one chain from
-// 0 (the streamed path's fold adds them the same way, so the bits are the same). A block per
-// cluster of 128 threads over the columns left a few hundred blocks waiting on one load per
-// add when clusters are few and pieces many (K=256, N=1M: 152 us); now the loads of kBatch
-// pieces are issued before their adds, which stay in order.
-__global__ void combine_pieces_kernel(const double* part, const std::int64_t* first, std::int64_t nc, int d,
-                                      bool with_x, const std::int32_t* cluster_of, double* sums, double* weights) {
-  constexpr int kBatch = 16;
-  const int cols = with_x ? d + 1 : 1;
-  const std::int64_t t = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (t >= nc * cols) return;
-  const std::int64_t v = t / cols;  // the cluster in the sort's key order
+// One block per sort key (a cluster, or none: cluster_of < 0), its threads over the columns;
+// each column's pieces are added in piece order, one chain from 0 (the streamed path's fold
+// adds them the same way, so the bits are the same). The loads of kBatch pieces are issued
+// before their adds, which stay in order: with few clusters and many pieces (K=256, N=1M,
+// 64 pieces each) a load per add left the kernel waiting on memory (152 us on the H200).
+// A thread per (cluster, column) instead was slower still (318 us there; 365 us at B=500
+// K=256 against 117 for a block per cluster): its 64-bit index arithmetic and dependent
+// loads per element cost more than the idle threads of a block per cluster.
+__global__ void combine_pieces_kernel(const double* part, const std::int64_t* first, int d, bool with_x,
+                                      const std::int32_t* cluster_of, double* sums, double* weights) {
+  constexpr int kBatch = 8;
+  const std::int64_t v = blockIdx.x;  // the key (the cluster in the sort's key order)
   const std::int64_t c = cluster_of ? cluster_of[v] : v;
   if (c < 0) return;  // a key no cluster has
-  const int j = with_x ? static_cast<int>(t % cols) : d;
   const std::int64_t p0 = first[v], p1 = first[v + 1], ld = d + 1;
-  const double* col = part + j;
-  double acc = 0;
-  for (std::int64_t p = p0; p < p1; p += kBatch) {
-    double v[kBatch];
+  for (int j = with_x ? static_cast<int>(threadIdx.x) : d + static_cast<int>(threadIdx.x); j <= d; j += blockDim.x) {
+    const double* col = part + j;
+    double acc = 0;
+    for (std::int64_t p = p0; p < p1; p += kBatch) {
+      double x[kBatch];
 #pragma unroll
-    for (int u = 0; u < kBatch; ++u) v[u] = p + u < p1 ? col[(p + u) * ld] : 0.0;
+      for (int u = 0; u < kBatch; ++u) x[u] = p + u < p1 ? col[(p + u) * ld] : 0.0;
 #pragma unroll
-    for (int u = 0; u < kBatch; ++u)
-      if (p + u < p1) acc += v[u];
+      for (int u = 0; u < kBatch; ++u)
+        if (p + u < p1) acc += x[u];
+    }
+    if (j < d) sums[c * d + j] = acc;
+    else weights[c] = acc;
   }
-  if (j < d) sums[c * d + j] = acc;
-  else weights[c] = acc;
 }
 
 // block_sum_256's tree over the partial sums of a 256-thread block, computed by one warp:
@@ -611,9 +612,10 @@ void launch_sum_parts(const double* part, std::int64_t m, double* out, cudaStrea
 void launch_combine_pieces(const double* part, const std::int64_t* first, std::int64_t n_clusters, int d, bool with_x,
                            double* sums, double* weights, cudaStream_t s, const std::int32_t* cluster_of) {
   if (n_clusters == 0) return;
-  const std::int64_t threads = n_clusters * (with_x ? d + 1 : 1);
-  combine_pieces_kernel<<<blocks_for(threads, 128), 128, 0, s>>>(part, first, n_clusters, d, with_x, cluster_of,
-                                                                 sums, weights);
+  // Threads over the d + 1 columns (sums and the weight), whole warps, at most 256.
+  const int threads = with_x ? std::min(256, (d + 1 + 31) / 32 * 32) : 32;
+  combine_pieces_kernel<<<static_cast<unsigned>(n_clusters), threads, 0, s>>>(part, first, d, with_x, cluster_of,
+                                                                              sums, weights);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 void launch_exact_inertia(const XView& x, const float* w, const std::int32_t* labels, const float* c32, int k,
