@@ -337,10 +337,10 @@ class CudaBatchedBackend final : public core::BatchedBackend {
     if (op_ != Operand::fp32) {
       const int dp = static_cast<int>(round_up(d_, kChunkD));
       // The single backend's choice for one problem (a function of D and the device), so
-      // that every problem runs the kernel it runs alone (wgmma_sm90 on an H200, D <= 256;
+      // that every problem runs the kernel it runs alone (wgmma_sm90 on an H200, D <= 768;
       // tf32: the mma.sync kernels).
       tile_ = op_ == Operand::tf32 ? choose_tile_tf32(d_) : choose_tile(n_total_, 0, d_, sm_count_, cc_);
-      FLASHKM_CHECK(tile_ != TileConfig::wgmma_sm90 || (sm90_wgmma_supported(cc_) && dp <= 256), internal,
+      FLASHKM_CHECK(tile_ != TileConfig::wgmma_sm90 || (sm90_wgmma_supported(cc_) && dp <= kMaxWgmmaDp), internal,
                     "the tile heuristic chose wgmma_sm90 where it cannot run");
       flash_rows_ = flash_tile_rows(tile_, dp);
       AssignParams probe{};
@@ -879,6 +879,7 @@ class CudaBatchedBackend final : public core::BatchedBackend {
     p.n_tiles = simt ? n_simt_ : n_flash_;
     p.tile_rows = simt ? kSimtBM : flash_rows_;
     p.c_rows_total = cs.kp_total;
+    p.x_rows = n_total_;  // every problem's rows are rows of x (the wgmma kernel's rows tensor map)
     if (certify) {
       const CertConstants k = cert_constants(cs.op, xv_.dtype, metric_, cs.dp, d_);
       p.cert_a = k.a;

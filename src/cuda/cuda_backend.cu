@@ -842,8 +842,8 @@ class CudaBackend final : public core::Backend {
       FLASHKM_CHECK(tile_ != TileConfig::wgmma_sm90 || sm90_wgmma_supported(cc_), invalid_argument,
                     "tile config wgmma_sm90 needs a compute capability 9.0 device and an sm_90a build (device has ",
                     cc_ / 10, ".", cc_ % 10, ")");
-      FLASHKM_CHECK(tile_ != TileConfig::wgmma_sm90 || dp <= 256, invalid_argument,
-                    "tile config wgmma_sm90 needs d <= 256 (d = ", d_, ")");
+      FLASHKM_CHECK(tile_ != TileConfig::wgmma_sm90 || dp <= kMaxWgmmaDp, invalid_argument,
+                    "tile config wgmma_sm90 needs d <= ", kMaxWgmmaDp, " (d = ", d_, ")");
       AssignParams probe{};
       probe.x = xv_.x;
       probe.x_dtype = xv_.dtype;

@@ -597,12 +597,15 @@ void dispatch_tf32(const AssignParams& p, TileConfig tile, cudaStream_t s) {
 
 TileConfig choose_tile(std::int64_t, int k, int d, int, int cc) {
   const int dp = (d + kChunkD - 1) / kChunkD * kChunkD;
-  // Hopper: the wgmma kernel (flash_assign_sm90.cu) for the shapes it takes, except few
-  // centroids (k known and < 512): its rows tile loads between centroid tiles, not under
-  // them, so with 2 centroid tiles per rows tile the mma.sync kernel is faster (H200,
-  // session 3, N1M D128 fp16 assign: K256 0.58 ms wgmma vs 0.39 ms resident_128x128; K1k
-  // 0.88 vs 1.17). Both give the same bits (tests/gpu WgmmaTile).
-  if (dp <= kMaxResidentDp && sm90_wgmma_supported(cc) && (k == 0 || k >= 512)) return TileConfig::wgmma_sm90;
+  // Hopper: the wgmma kernel (flash_assign_sm90.cu) for every shape it takes. Its rows
+  // tiles load by TMA into a second buffer under the previous tile's MMA, so it no longer
+  // loses to the mma.sync kernel at few centroids (session 3's K256 0.58 ms wgmma vs 0.39
+  // resident_128x128 was the rows tile loading between centroid tiles). One config for
+  // every k at a given D: attach() chooses with k unknown, and the configs must agree on
+  // how they read x (tile_streams_x). Both kernels give the same certified labels (tests/gpu
+  // WgmmaTile).
+  (void)k;
+  if (dp <= kMaxWgmmaDp && sm90_wgmma_supported(cc)) return TileConfig::wgmma_sm90;
   // Resident rows tile when [128 x dp] fp16 fits beside three centroid stages (<= 112 KB,
   // two blocks per SM); otherwise split-D streaming with 256-wide centroid tiles, which
   // halves the re-reads of each rows chunk against 128-wide tiles.
@@ -619,7 +622,7 @@ TileConfig choose_tile_tf32(int d) {
 bool tile_supports(TileConfig t, Operand op, int dp) {
   if (op == Operand::fp32) return false;  // the SIMT kernel has no tile configs
   switch (t) {
-    case TileConfig::wgmma_sm90: return op != Operand::tf32 && dp <= kMaxResidentDp;
+    case TileConfig::wgmma_sm90: return op != Operand::tf32 && dp <= kMaxWgmmaDp;
     case TileConfig::resident_128x128: return dp * operand_bytes(op) <= kMaxResidentRowBytes;
     case TileConfig::stream_128x256:
     case TileConfig::stream_128x128: return true;

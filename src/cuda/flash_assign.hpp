@@ -97,6 +97,9 @@ struct AssignParams {
   int tile_rows = 0;               ///< rows per tile the table was cut for: must be the kernel's BM
                                    ///< (flash_tile_rows() for the tensor-core configs)
   std::int64_t c_rows_total = 0;   ///< rows of the operand array c (sum of kp; the wgmma kernel's tensor map)
+  /// Rows of x (ragged launches; 0: unknown). The wgmma kernel's rows tensor map spans them;
+  /// unknown, it loads a problem's last partial tile without TMA (it might end past x).
+  std::int64_t x_rows = 0;
   /// [batch x 2] when set: per problem (rows flagged, label changes) of this launch, counted
   /// besides counters[0] / counters[1] (batched fits report statistics per problem).
   unsigned long long* problem_stats = nullptr;
@@ -109,21 +112,23 @@ enum class TileConfig : std::uint8_t {
   stream_128x256 = 2,    ///< rows and centroids streamed in 64-wide D chunks, 8 warps
   stream_128x128 = 3,    ///< same, 4 warps (fewer re-reads of nothing, more blocks)
   /// Hopper only (sm_90a build, compute capability 9.0): wgmma, rows tile [256 x D]
-  /// (D <= 128; [128 x D] for D <= 256) resident, [128 x D] centroid tiles by TMA,
-  /// a producer warp and two consumer warpgroups (flash_assign_sm90.cu). D <= 256.
+  /// (D <= 128; [128 x D] up to D = kMaxWgmmaDp) by TMA (or converted by the consumers),
+  /// [128 x 64] centroid chunks by TMA, a producer warp and two consumer warpgroups
+  /// (flash_assign_sm90.cu).
   wgmma_sm90 = 4,
 };
 
 /// The heuristic: on a device where the wgmma kernel runs (sm90_wgmma_supported) and
-/// D <= 256, wgmma_sm90 unless k is known (k > 0) and < 512; else resident rows tile when it
-/// fits, else streamed (split-D) with BN=256. `cc` = compute capability as 10*major + minor.
+/// padded D <= kMaxWgmmaDp, wgmma_sm90 (the same config for every k at a given D: attach
+/// chooses with k unknown); else resident rows tile when it fits, else streamed (split-D)
+/// with BN=256. `cc` = compute capability as 10*major + minor.
 TileConfig choose_tile(std::int64_t n, int k, int d, int sm_count, int cc);
 /// The tile config for tf32 operands (mma.sync only: the wgmma kernel takes fp16/bf16): the
 /// resident rows tile while [128 x dp] fp32 fits the b16 config's 64 KB (dp <= 128), else
 /// streamed with BN=256. Beside choose_tile(), which the fp16/bf16 operands use.
 TileConfig choose_tile_tf32(int d);
 /// Whether the tensor-core kernels can run config t with operand op at padded width dp
-/// (wgmma: fp16/bf16, dp <= 256; resident: dp * operand bytes <= 512; streamed: any).
+/// (wgmma: fp16/bf16, dp <= kMaxWgmmaDp; resident: dp * operand bytes <= 512; streamed: any).
 bool tile_supports(TileConfig t, Operand op, int dp);
 /// Whether the build holds the sm_90a wgmma kernel and a device of compute capability
 /// `cc` (10*major + minor) can run it.
@@ -137,6 +142,8 @@ int flash_tile_rows(TileConfig t, int dp);
 /// Width of the centroid tile (kp must be a multiple of it) and of a D chunk.
 int tile_bn(TileConfig t);
 constexpr int kChunkD = 64;
+/// Largest padded D of TileConfig::wgmma_sm90 (its rows tile [128 x D] in shared memory).
+constexpr int kMaxWgmmaDp = 768;
 /// Whether the streamed configs can read x directly with 16-byte copies (x already in the
 /// operand's storage type: f16 / bf16 / f32 for tf32; aligned rows). When not, fp16/bf16
 /// need an operand copy of x; tf32 converts while loading instead.
@@ -152,8 +159,8 @@ constexpr int kSimtBM = 64;
 /// rows as they are and round them in registers; everything else is converted and rounded
 /// while loading).
 void launch_flash_assign(const AssignParams& p, Operand op, TileConfig tile, cudaStream_t s);
-/// The wgmma kernel behind TileConfig::wgmma_sm90 (flash_assign_sm90.cu); d <= 256, any
-/// input dtype, kp a multiple of 128. Only on a device where sm90_wgmma_supported().
+/// The wgmma kernel behind TileConfig::wgmma_sm90 (flash_assign_sm90.cu); padded d <=
+/// kMaxWgmmaDp, any input dtype, kp a multiple of 128. Only on a device where sm90_wgmma_supported().
 void launch_flash_assign_sm90(const AssignParams& p, Operand op, cudaStream_t s);
 
 /// Exact-fp32 SIMT assign (fp32 FMA chains; certified with u = 0). c is fp32 [kp x dp],

@@ -6,6 +6,7 @@
 // a message when no CUDA device is present.
 #include <gtest/gtest.h>
 
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -137,6 +138,49 @@ TEST(BatchedCudaMore, DeviceInputInPlaceAndDeviceLabels) {
   // Bitwise run to run.
   const auto again = fit_batched(hb, p);
   for (std::int64_t b = 0; b < B; ++b) expect_same_fit(again[b], from_host[b], "rerun, problem " + std::to_string(b));
+}
+
+// 16-bit rows on the device in the operand type (the wgmma kernel reads them by TMA on an
+// H200; the other kernels by 16-byte loads) against the same values as fp32 on the host
+// (converted while loading): uncertified, the operands are the same, so are the fits, bit
+// for bit. Ragged sizes, not multiples of the rows tile, d = 128 and 512.
+TEST(BatchedCudaMore, HalfDeviceInputEqualsFloatInput) {
+  REQUIRE_GPU();
+  for (const std::int64_t d : {128, 512}) {
+    const auto s = testing::ragged_shape(9, 300, 2500, 200, 11 + d);
+    const std::int64_t n = s.offsets.back();
+    auto x = testing::blobs(n, d, 30, 3.0, 1.0, 13);
+    std::vector<__half> xh(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      xh[i] = __float2half_rn(x[i]);
+      x[i] = __half2float(xh[i]);
+    }
+    std::vector<float> init;
+    for (std::size_t b = 0; b < s.k.size(); ++b)
+      init.insert(init.end(), x.begin() + s.offsets[b] * d, x.begin() + (s.offsets[b] + s.k[b]) * d);
+    void* dx = nullptr;
+    ASSERT_EQ(cudaMalloc(&dx, xh.size() * 2), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(dx, xh.data(), xh.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+    Params p = cuda_params(Precision::fp16, false);
+    p.init = InitMethod::given;
+    RaggedBatch rb;
+    rb.x = MatrixView::raw(dx, DType::f16, n, d, 0, Location::cuda, 0);
+    rb.offsets = s.offsets;
+    rb.n_clusters = s.k;
+    rb.init_centroids = init.data();
+    std::vector<std::int32_t> lh(static_cast<std::size_t>(n), -1), lf(static_cast<std::size_t>(n), -1);
+    rb.labels = lh.data();
+    const auto from_half = fit_batched(rb, p);
+    cudaFree(dx);
+    RaggedBatch fb = rb;
+    fb.x = MatrixView::of(x.data(), n, d);
+    fb.labels = lf.data();
+    const auto from_float = fit_batched(fb, p);
+    ASSERT_EQ(from_half.size(), from_float.size());
+    for (std::size_t b = 0; b < from_half.size(); ++b)
+      expect_same_fit(from_half[b], from_float[b], "d " + std::to_string(d) + " problem " + std::to_string(b));
+    EXPECT_EQ(lh, lf) << "d " << d;
+  }
 }
 
 TEST(BatchedCudaMore, MoreThan65535Problems) {
