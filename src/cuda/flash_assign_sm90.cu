@@ -358,6 +358,18 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         arch::named_barrier_sync(4 + cw, 128);
       }
 
+      // finish_row reads each row's |x|^2 and old label, row after row (its stores may alias
+      // the next row's loads): fetch those lines now, under the tile's MMA.
+      if (tq == 0)
+#pragma unroll
+        for (int r = 0; r < 2 * kMB; ++r) {
+          const std::int64_t row = t.row0 + (cw * kMB + r / 2) * 64 + wq * 16 + g + 8 * (r % 2);
+          if (row < t.n) {
+            arch::prefetch_l1(p.xnorm + t.row_begin + row);
+            arch::prefetch_l1(p.labels + t.row_begin + row);
+          }
+        }
+
       float best[2 * kMB], second[2 * kMB], bstart[2 * kMB];
       int lidx[2 * kMB], jbest[2 * kMB];
 #pragma unroll
