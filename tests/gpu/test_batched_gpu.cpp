@@ -19,16 +19,10 @@
 #include "flashkm/flashkm.hpp"
 #include "support/batched_support.hpp"
 #include "support/reference.hpp"
+#include "support/require_gpu.hpp"
 
 namespace flashkm {
 namespace {
-
-#define REQUIRE_GPU()                                                                      \
-  do {                                                                                     \
-    if (!core::cuda_device_present())                                                      \
-      GTEST_SKIP() << "no CUDA device present: the batched CUDA tests need a GPU "         \
-                      "(run scripts/gpu_check.sh on a GPU machine)";                        \
-  } while (0)
 
 using testing::expect_same_fit;
 using testing::RaggedShape;

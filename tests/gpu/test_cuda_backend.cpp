@@ -21,17 +21,11 @@
 #include "cuda/cuda_check.hpp"
 #include "cuda/tf32_round.hpp"
 #include "flashkm/error.hpp"
+#include "support/require_gpu.hpp"
 
 using namespace flashkm;
 
 namespace {
-
-#define REQUIRE_GPU()                                                                      \
-  do {                                                                                     \
-    if (!core::cuda_device_present())                                                      \
-      GTEST_SKIP() << "no CUDA device present: the CUDA backend tests need a GPU "         \
-                      "(run scripts/gpu_check.sh on a GPU machine)";                        \
-  } while (0)
 
 /// Gaussian blobs: k0 centres, spread s, in [n x d].
 std::vector<float> blobs(std::int64_t n, int d, int k0, float spread, std::uint64_t seed) {

@@ -24,17 +24,11 @@
 #include "flashkm/kmeans.hpp"
 #include "io/matrix.hpp"
 #include "io/npy.hpp"
+#include "support/require_gpu.hpp"
 
 using namespace flashkm;
 
 namespace {
-
-#define REQUIRE_GPU()                                                                      \
-  do {                                                                                     \
-    if (!core::cuda_device_present())                                                      \
-      GTEST_SKIP() << "no CUDA device present: the streamed CUDA tests need a GPU "        \
-                      "(run scripts/gpu_check.sh --ooc on a GPU machine)";                  \
-  } while (0)
 
 constexpr std::int64_t kN = 60000;  // 29+ chunks of 2048 rows: prefix + many streamed chunks
 constexpr int kD = 32;

@@ -23,16 +23,10 @@
 #include "flashkm/error.hpp"
 #include "flashkm/flashkm.hpp"
 #include "support/reference.hpp"
+#include "support/require_gpu.hpp"
 
 namespace flashkm {
 namespace {
-
-#define REQUIRE_GPU()                                                                      \
-  do {                                                                                     \
-    if (!core::cuda_device_present())                                                      \
-      GTEST_SKIP() << "no CUDA device present: the CUDA backend tests need a GPU "         \
-                      "(run scripts/gpu_check.sh on a GPU machine)";                        \
-  } while (0)
 
 using cuda::TileConfig;
 

@@ -16,18 +16,12 @@
 
 #include "core/backend.hpp"
 #include "cuda/kernels.cuh"
+#include "support/require_gpu.hpp"
 
 using namespace flashkm;
 using flashkm::cuda::Piece;
 
 namespace {
-
-#define REQUIRE_GPU()                                                                      \
-  do {                                                                                     \
-    if (!core::cuda_device_present())                                                      \
-      GTEST_SKIP() << "no CUDA device present: the update kernel tests need a GPU "        \
-                      "(run scripts/gpu_check.sh on a GPU machine)";                        \
-  } while (0)
 
 #define CK(call) ASSERT_EQ(cudaSuccess, (call)) << #call
 
