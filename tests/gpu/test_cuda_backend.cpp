@@ -21,23 +21,35 @@
 #include "cuda/cuda_check.hpp"
 #include "cuda/tf32_round.hpp"
 #include "flashkm/error.hpp"
+#include "support/gpu_test_data.hpp"
 #include "support/require_gpu.hpp"
 
 using namespace flashkm;
 
 namespace {
 
-/// Gaussian blobs: k0 centres, spread s, in [n x d].
-std::vector<float> blobs(std::int64_t n, int d, int k0, float spread, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<float> centres(static_cast<std::size_t>(k0) * d), x(static_cast<std::size_t>(n) * d);
-  for (auto& v : centres) v = 3.0f * nd(rng);
-  for (std::int64_t i = 0; i < n; ++i) {
-    const int c = static_cast<int>(rng() % k0);
-    for (int j = 0; j < d; ++j) x[i * d + j] = centres[c * d + j] + spread * nd(rng);
+using gpu_test::blobs;
+using gpu_test::first_rows_per_problem;
+
+/// x rounded to the operand type (so fp32 and 16-bit inputs carry the same values), and
+/// that 16-bit copy on the device (owned by the caller: cudaFree).
+void* round_to_operand(std::vector<float>& x, Precision prec) {
+  std::vector<std::uint16_t> h(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    if (prec == Precision::fp16) {
+      const __half v = __float2half_rn(x[i]);
+      x[i] = __half2float(v);
+      std::memcpy(&h[i], &v, 2);
+    } else {
+      const __nv_bfloat16 v = __float2bfloat16_rn(x[i]);
+      x[i] = __bfloat162float(v);
+      std::memcpy(&h[i], &v, 2);
+    }
   }
-  return x;
+  void* dx = nullptr;
+  if (cudaMalloc(&dx, h.size() * 2) != cudaSuccess) return nullptr;
+  if (cudaMemcpy(dx, h.data(), h.size() * 2, cudaMemcpyHostToDevice) != cudaSuccess) return nullptr;
+  return dx;
 }
 
 struct Ref {
@@ -149,16 +161,9 @@ TEST(CudaBackend, CertifiedOnNearTies) {
   REQUIRE_GPU();
   const int d = 128, k = 64;
   const std::int64_t n = 8192;
-  std::mt19937_64 rng(3);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<float> c(static_cast<std::size_t>(k) * d), x(static_cast<std::size_t>(n) * d);
-  for (auto& v : c) v = nd(rng);
-  for (std::int64_t i = 0; i < n; ++i) {
-    const int a = static_cast<int>(rng() % k);
-    const int bb = (a + 1 + static_cast<int>(rng() % (k - 1))) % k;
-    const float t = 0.5f + 1e-4f * nd(rng);
-    for (int q = 0; q < d; ++q) x[i * d + q] = t * c[a * d + q] + (1 - t) * c[bb * d + q] + 0.01f * nd(rng);
-  }
+  const gpu_test::NearTies data = gpu_test::near_tie_rows(n, d, k, 1e-4f, 3);
+  const std::vector<float>& x = data.x;
+  const std::vector<float>& c = data.c;
   const Ref ref = reference(x, n, d, c, k);
   for (Precision p : {Precision::fp16, Precision::bf16, Precision::tf32}) {
     auto certified = gpu(p, true);
@@ -440,17 +445,9 @@ TEST(CudaBackend, DeviceInputHalfAndBatched) {
   const int B = 3, d = 128, k = 50;
   const std::int64_t n = 5000;
   std::vector<float> x = blobs(B * n, d, 20, 1.0f, 13);
-  std::vector<__half> xh(x.size());
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    xh[i] = __float2half(x[i]);
-    x[i] = __half2float(xh[i]);  // the reference sees the data as given
-  }
-  void* dx = nullptr;
-  ASSERT_EQ(cudaMalloc(&dx, xh.size() * 2), cudaSuccess);
-  ASSERT_EQ(cudaMemcpy(dx, xh.data(), xh.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
-  std::vector<float> c(std::size_t(B) * k * d);
-  for (int b = 0; b < B; ++b)
-    std::copy(x.begin() + b * n * d, x.begin() + (b * n + k) * d, c.begin() + std::size_t(b) * k * d);
+  void* dx = round_to_operand(x, Precision::fp16);  // the reference sees the data as given
+  ASSERT_NE(dx, nullptr);
+  const std::vector<float> c = first_rows_per_problem(x, B, n, d, k);
   cuda::CudaOptions o;
   o.batch = B;
   auto bb = cuda::make_cuda_backend(o);
@@ -705,26 +702,6 @@ class WgmmaTile : public ::testing::TestWithParam<WgmmaCase> {};
 
 namespace {
 
-/// x rounded to the operand type (so fp32 and 16-bit inputs carry the same values), and
-/// that 16-bit copy on the device (owned by the caller: cudaFree).
-void* round_to_operand(std::vector<float>& x, Precision prec) {
-  std::vector<std::uint16_t> h(x.size());
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    if (prec == Precision::fp16) {
-      const __half v = __float2half_rn(x[i]);
-      x[i] = __half2float(v);
-      std::memcpy(&h[i], &v, 2);
-    } else {
-      const __nv_bfloat16 v = __float2bfloat16_rn(x[i]);
-      x[i] = __bfloat162float(v);
-      std::memcpy(&h[i], &v, 2);
-    }
-  }
-  void* dx = nullptr;
-  if (cudaMalloc(&dx, h.size() * 2) != cudaSuccess) return nullptr;
-  if (cudaMemcpy(dx, h.data(), h.size() * 2, cudaMemcpyHostToDevice) != cudaSuccess) return nullptr;
-  return dx;
-}
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
@@ -747,9 +724,7 @@ TEST_P(WgmmaTile, MatchesResidentAndExactKernels) {
   std::vector<float> x = blobs(B * n, d, 40, 1.0f, 21 + d + k);
   void* dx = round_to_operand(x, prec);
   ASSERT_NE(dx, nullptr);
-  std::vector<float> c(std::size_t(B) * k * d);
-  for (int b = 0; b < B; ++b)
-    std::copy(x.begin() + b * n * d, x.begin() + (b * n + k) * d, c.begin() + std::size_t(b) * k * d);
+  const std::vector<float> c = first_rows_per_problem(x, B, n, d, k);
   std::vector<Ref> refs;
   for (int b = 0; b < B; ++b)
     refs.push_back(reference(std::vector<float>(x.begin() + b * n * d, x.begin() + (b + 1) * n * d), n, d,
@@ -835,16 +810,9 @@ TEST(WgmmaTileSingle, CertifiedOnNearTies) {
   REQUIRE_WGMMA();
   const int d = 128, k = 64;
   const std::int64_t n = 8192;
-  std::mt19937_64 rng(3);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<float> c(static_cast<std::size_t>(k) * d), x(static_cast<std::size_t>(n) * d);
-  for (auto& v : c) v = nd(rng);
-  for (std::int64_t i = 0; i < n; ++i) {
-    const int a = static_cast<int>(rng() % k);
-    const int bb = (a + 1 + static_cast<int>(rng() % (k - 1))) % k;
-    const float t = 0.5f + 1e-4f * nd(rng);
-    for (int q = 0; q < d; ++q) x[i * d + q] = t * c[a * d + q] + (1 - t) * c[bb * d + q] + 0.01f * nd(rng);
-  }
+  const gpu_test::NearTies data = gpu_test::near_tie_rows(n, d, k, 1e-4f, 3);
+  const std::vector<float>& x = data.x;
+  const std::vector<float>& c = data.c;
   const Ref ref = reference(x, n, d, c, k);
   const MatrixView xv = MatrixView::of(x.data(), n, d);
   for (Precision p : {Precision::fp16, Precision::bf16}) {
@@ -868,17 +836,9 @@ TEST(WgmmaTileSingle, DeviceHalfInputBatched) {
   const int B = 3, d = 128, k = 130;
   const std::int64_t n = 5000;
   std::vector<float> x = blobs(B * n, d, 20, 1.0f, 17);
-  std::vector<__half> xh(x.size());
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    xh[i] = __float2half(x[i]);
-    x[i] = __half2float(xh[i]);  // the reference sees the data as given
-  }
-  void* dx = nullptr;
-  ASSERT_EQ(cudaMalloc(&dx, xh.size() * 2), cudaSuccess);
-  ASSERT_EQ(cudaMemcpy(dx, xh.data(), xh.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
-  std::vector<float> c(std::size_t(B) * k * d);
-  for (int b = 0; b < B; ++b)
-    std::copy(x.begin() + b * n * d, x.begin() + (b * n + k) * d, c.begin() + std::size_t(b) * k * d);
+  void* dx = round_to_operand(x, Precision::fp16);  // the reference sees the data as given
+  ASSERT_NE(dx, nullptr);
+  const std::vector<float> c = first_rows_per_problem(x, B, n, d, k);
   const MatrixView xv = MatrixView::raw(dx, DType::f16, B * n, d, 0, Location::cuda, 0);
   for (Precision p : {Precision::fp16, Precision::bf16}) {
     auto wg = gpu_tile(p, true, cuda::TileConfig::wgmma_sm90, B);

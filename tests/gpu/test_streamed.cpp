@@ -24,6 +24,7 @@
 #include "flashkm/kmeans.hpp"
 #include "io/matrix.hpp"
 #include "io/npy.hpp"
+#include "support/gpu_test_data.hpp"
 #include "support/require_gpu.hpp"
 
 using namespace flashkm;
@@ -34,19 +35,9 @@ constexpr std::int64_t kN = 60000;  // 29+ chunks of 2048 rows: prefix + many st
 constexpr int kD = 32;
 constexpr int kK = 40;
 
-/// Gaussian blobs with overlap (spread 1.5 around centres 3 apart): near-ties exist, so the
-/// certification cascade has rows to re-check in every chunk.
-std::vector<float> blobs(std::int64_t n, int d, int k0, float spread, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<float> centres(static_cast<std::size_t>(k0) * d), x(static_cast<std::size_t>(n) * d);
-  for (auto& v : centres) v = 3.0f * nd(rng);
-  for (std::int64_t i = 0; i < n; ++i) {
-    const int c = static_cast<int>(rng() % k0);
-    for (int j = 0; j < d; ++j) x[i * d + j] = centres[c * d + j] + spread * nd(rng);
-  }
-  return x;
-}
+// Gaussian blobs with overlap (spread 1.5 around centres 3 apart): near-ties exist, so the
+// certification cascade has rows to re-check in every chunk.
+using gpu_test::blobs;
 
 const std::vector<float>& data() {
   static const std::vector<float> x = blobs(kN, kD, 25, 1.5f, 11);

@@ -22,6 +22,7 @@
 #include "cuda/tf32_round.hpp"
 #include "flashkm/error.hpp"
 #include "flashkm/flashkm.hpp"
+#include "support/gpu_test_data.hpp"
 #include "support/reference.hpp"
 #include "support/require_gpu.hpp"
 
@@ -173,16 +174,9 @@ TEST(Tf32, CertifiedNearTiesEqualFloat64) {
   for (int d : {77, 200}) {
     const int k = 64;
     const std::int64_t n = 8192;
-    std::mt19937_64 rng(3 + d);
-    std::normal_distribution<float> nd(0.0f, 1.0f);
-    std::vector<float> c(static_cast<std::size_t>(k) * d), x(static_cast<std::size_t>(n) * d);
-    for (auto& v : c) v = nd(rng);
-    for (std::int64_t i = 0; i < n; ++i) {
-      const int a = static_cast<int>(rng() % k);
-      const int bb = (a + 1 + static_cast<int>(rng() % (k - 1))) % k;
-      const float t = 0.5f + 1e-5f * nd(rng);
-      for (int q = 0; q < d; ++q) x[i * d + q] = t * c[a * d + q] + (1 - t) * c[bb * d + q] + 0.01f * nd(rng);
-    }
+    const gpu_test::NearTies data = gpu_test::near_tie_rows(n, d, k, 1e-5f, 3 + d);
+    const std::vector<float>& x = data.x;
+    const std::vector<float>& c = data.c;
     const auto ref = testing::nearest_f64(x, c, d);
     const MatrixView xv = MatrixView::of(x.data(), n, d);
     auto cert = tf32_backend(true);
