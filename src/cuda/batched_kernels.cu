@@ -18,6 +18,7 @@ namespace {
 using detail::blocks_for;
 using detail::block_sum_256;
 using detail::load_x;
+using detail::sum_over_8_warps;
 using detail::warp_weighted_distance;
 
 /// Blocks of a launch over `items` work items, one block each; larger counts loop.
@@ -90,14 +91,8 @@ __global__ void chunk_exact_inertia_kernel(XView x, const float* w, const std::i
       const double wd = warp_weighted_distance(x, i, c, metric, w, lane);
       if (lane == 0) wacc += wd;
     }
-    if (lane == 0) sw[warp] = wacc;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      double t = 0;
-      for (int q = 0; q < 8; ++q) t += sw[q];
-      part[cc] = t;
-    }
-    __syncthreads();  // sw is rewritten by the next chunk
+    const double t = sum_over_8_warps(wacc, sw);  // ends with a barrier: sw is free for the next chunk
+    if (threadIdx.x == 0) part[cc] = t;
   }
 }
 

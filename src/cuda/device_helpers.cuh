@@ -61,6 +61,19 @@ __device__ __forceinline__ double warp_weighted_distance(const XView& x, std::in
   return (w ? double(w[i]) : 1.0) * dist;
 }
 
+/// Sum over the 8 warps of a 256-thread block of their lane 0's `v`, in warp order (the
+/// exact inertia kernels of both backends: same adds, same bits); valid in thread 0. Every
+/// thread must call it; it ends with a barrier, so `sw` may be reused right after.
+__device__ __forceinline__ double sum_over_8_warps(double v, double (&sw)[8]) {
+  if ((threadIdx.x & 31) == 0) sw[threadIdx.x >> 5] = v;
+  __syncthreads();
+  double t = 0;
+  if (threadIdx.x == 0)
+    for (int q = 0; q < 8; ++q) t += sw[q];
+  __syncthreads();
+  return t;
+}
+
 /// Blocks of `per` threads (or rows) covering n, at least one.
 inline unsigned blocks_for(std::int64_t n, int per) {
   const std::int64_t b = (n + per - 1) / per;

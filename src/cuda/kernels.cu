@@ -20,6 +20,7 @@ namespace {
 using detail::blocks_for;
 using detail::block_sum_256;
 using detail::load_x;
+using detail::sum_over_8_warps;
 using detail::warp_weighted_distance;
 
 // ---- validation ------------------------------------------------------------------------
@@ -405,13 +406,8 @@ __global__ void exact_inertia_kernel(XView x, const float* w, const std::int32_t
     const double wd = warp_weighted_distance(x, i, c, metric, w, lane);
     if (lane == 0) wacc += wd;
   }
-  if (lane == 0) sw[warp] = wacc;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    double t = 0;
-    for (int q = 0; q < 8; ++q) t += sw[q];
-    part[blockIdx.x] = t;
-  }
+  const double t = sum_over_8_warps(wacc, sw);
+  if (threadIdx.x == 0) part[blockIdx.x] = t;
 }
 
 // ---- per-feature sums: block per chunk, threads over d, rows in order ----------------------
