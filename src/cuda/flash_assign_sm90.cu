@@ -100,6 +100,12 @@ bool resident_centroids(const AssignParams& p, int bn, int dc, int stages, int r
   return kp_max > 0 && rows_buffers == 2 && kp_max / bn * dc <= stages;
 }
 
+bool defer_finish() {
+  // Benchmarking knob, as above (the same bits either way: only when the writes happen).
+  const char* e = std::getenv("FLASHKM_SM90_WRITE_AT_TILE_END");
+  return !(e != nullptr && e[0] == '1');
+}
+
 void dispatch(const AssignParams& p, Operand op, const CUtensorMap& cmap, cudaStream_t s) {
   static_assert(kSm90MaxChunks == 12, "one case per chunk count below (and in CMakeLists.txt)");
   switch (p.dp / kChunkD) {

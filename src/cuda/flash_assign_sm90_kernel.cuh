@@ -27,7 +27,12 @@
 //       in ping-pong (named barriers: they take turns issuing a tile's wgmmas, so one's fold
 //       runs under the other's MMA, FlashAttention-3's inter-warpgroup overlap); certified
 //       launches fold more per score and run faster without it (measured).
-//   FINISH  merge over the 4 lanes of a quad (each row lives in one quad), finish_row().
+//       Few centroids (every chunk of every problem fits the ring, double-buffered rows):
+//       the chunks stay resident, loaded once per problem a block reaches (blocks then walk
+//       contiguous tiles), and only the rows stream.
+//   FINISH  merge over the 4 lanes of a quad (each row lives in one quad); finish_row()
+//       (certify, write label and distance: memory latency) runs while the next tile's
+//       first wgmmas do.
 // Accumulation order per accumulator: chunks ascending, k-steps ascending, the first
 // overwriting (scale_d = 0): one fixed wgmma sequence, whoever loaded the rows tile.
 // Index tracking: a score that beats the best records its tile-local column (an immediate
@@ -261,7 +266,8 @@ struct Ring {
 template <class Tr, int kDc, bool kSecond>
 __global__ void __launch_bounds__(Tr::kThreads, 1)
     flash_assign_sm90_kernel(const AssignParams p, const __grid_constant__ CUtensorMap tmap_c,
-                             const __grid_constant__ CUtensorMap tmap_x, const int rows_mode, const int resident_c) {
+                             const __grid_constant__ CUtensorMap tmap_x, const int rows_mode, const int resident_c,
+                             const int defer_finish) {
 #if defined(FLASHKM_SM90A_ENABLED)
   using T = typename Tr::T;
   constexpr int kBM = Tr::kBM, kBN = Tr::kBN, kMB = Tr::kMB, kChunk = Tr::kChunk;
@@ -399,6 +405,29 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     // loads_q - 1, i.e. wait on ((loaded >> q) & 1) ^ 1.
     int cur_b = -1;
     unsigned loaded = 0;
+    // A tile's results (certify, labels, distances, change counts: loads and stores with
+    // the latency of memory) are written while the next tile's first wgmmas run, not
+    // between the tiles' MMA: `pend` holds the quad-merged (best, index, second) of this
+    // thread's rows of tile `pt` until then.
+    Top2 pend[2 * kMB];
+    RowTile pt;
+    bool pending = false;
+    auto write_pending = [&]() {
+      int changed = 0;
+#pragma unroll
+      for (int mb = 0; mb < kMB; ++mb)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const std::int64_t row = pt.row0 + (cw * kMB + mb) * 64 + wq * 16 + g + 8 * h;
+          if (tq == 0 && row < pt.n) changed += finish_row(p, pt, pt.row_begin + row, pend[2 * mb + h]);
+        }
+      const int warp_sum = __reduce_add_sync(0xffffffffu, changed);
+      if (lane == 0 && warp_sum) {
+        atomicAdd(&p.counters[1], (unsigned long long)warp_sum);
+        if (p.problem_stats) atomicAdd(&p.problem_stats[2 * std::int64_t(pt.b) + 1], (unsigned long long)warp_sum);
+      }
+      pending = false;
+    };
     for (int i = 0; block_tile<kBM>(p, i, t, resident); ++i) {
       if (t.row0 >= t.n) continue;
       const int n_j = t.kp / kBN;
@@ -521,6 +550,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
           }
         });
         if constexpr (kPingPong) arch::named_barrier_arrive(2 + (cw ^ 1), 256);  // the other's turn
+        if (j == 0 && pending) write_pending();  // the previous tile's writes, under this MMA
         arch::wgmma_wait<0>();
         if (lane == 0) {
           if (!resident) arch::mbar_arrive(&empty[prev]);
@@ -532,8 +562,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       if (n_j == 0 && lane == 0) arch::mbar_arrive(&rows_empty[rb.slot]);
       rb.advance();
 
-      // ---- FINISH: merge over the quad, certify, write -----------------------------------
-      int changed = 0;
+      // ---- FINISH: merge over the quad (registers only); the writes are deferred -------
+      if (pending) write_pending();  // a tile without centroid tiles (n_j == 0)
 #pragma unroll
       for (int mb = 0; mb < kMB; ++mb)
 #pragma unroll
@@ -545,15 +575,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
           v.second = kSecond ? second[r] : INFINITY;
           v = top2_shfl_xor(v, 1);
           v = top2_shfl_xor(v, 2);
-          const std::int64_t row = t.row0 + (cw * kMB + mb) * 64 + wq * 16 + g + 8 * h;
-          if (tq == 0 && row < t.n) changed += finish_row(p, t, t.row_begin + row, v);
+          pend[r] = v;
         }
-      const int warp_sum = __reduce_add_sync(0xffffffffu, changed);
-      if (lane == 0 && warp_sum) {
-        atomicAdd(&p.counters[1], (unsigned long long)warp_sum);
-        if (p.problem_stats) atomicAdd(&p.problem_stats[2 * std::int64_t(t.b) + 1], (unsigned long long)warp_sum);
-      }
+      pt = t;
+      pending = true;
+      if (!defer_finish) write_pending();
     }
+    if (pending) write_pending();
   }
 #else
   __trap();  // built for sm_90a only; the host never launches it elsewhere
@@ -582,6 +610,9 @@ CUtensorMap rows_tensor_map(const AssignParams& p, Operand op, int bm, int& mode
 /// (flash_assign_sm90.cu): they fit (kp_max / bn * dc <= stages) and the rows are double
 /// buffered, so only rows stream.
 bool resident_centroids(const AssignParams& p, int bn, int dc, int stages, int rows_buffers);
+/// Whether a tile's results are written under the next tile's first MMA (flash_assign_sm90.cu;
+/// FLASHKM_SM90_WRITE_AT_TILE_END=1 writes them at the tile's end instead: the A/B knob).
+bool defer_finish();
 
 template <class Tr, int kDc, bool kSecond>
 void run_sm90(const AssignParams& p, Operand op, const CUtensorMap& cmap, cudaStream_t s) {
@@ -602,7 +633,7 @@ void run_sm90(const AssignParams& p, Operand op, const CUtensorMap& cmap, cudaSt
   // N1M D128 fp16: K8192 576 TFLOP/s vs 542 with one block per tile, K1024 330 vs 293.
   const std::int64_t total = p.tiles ? p.n_tiles : tiles * p.batch;
   const dim3 grid(static_cast<unsigned>(total < sms ? total : sms), 1, 1);
-  kernel<<<grid, Tr::kThreads, smem, s>>>(p, cmap, xmap, mode, resident ? 1 : 0);
+  kernel<<<grid, Tr::kThreads, smem, s>>>(p, cmap, xmap, mode, resident ? 1 : 0, defer_finish() ? 1 : 0);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 
