@@ -879,7 +879,6 @@ class CudaBatchedBackend final : public core::BatchedBackend {
     p.n_tiles = simt ? n_simt_ : n_flash_;
     p.tile_rows = simt ? kSimtBM : flash_rows_;
     p.c_rows_total = cs.kp_total;
-    for (const ProblemDesc& pd : simt ? layout_.desc_simt : layout_.desc_op) p.kp_max = std::max(p.kp_max, pd.kp);
     p.x_rows = n_total_;  // every problem's rows are rows of x (the wgmma kernel's rows tensor map)
     if (certify) {
       const CertConstants k = cert_constants(cs.op, xv_.dtype, metric_, cs.dp, d_);

@@ -97,10 +97,6 @@ struct AssignParams {
   int tile_rows = 0;               ///< rows per tile the table was cut for: must be the kernel's BM
                                    ///< (flash_tile_rows() for the tensor-core configs)
   std::int64_t c_rows_total = 0;   ///< rows of the operand array c (sum of kp; the wgmma kernel's tensor map)
-  /// Largest kp of the ragged launch's problems (host-known; 0: unknown). The wgmma kernel
-  /// keeps every centroid chunk resident in shared memory when they fit (small k); equal
-  /// problems use kp.
-  int kp_max = 0;
   /// Rows of x (ragged launches; 0: unknown). The wgmma kernel's rows tensor map spans them;
   /// unknown, it loads a problem's last partial tile without TMA (it might end past x).
   std::int64_t x_rows = 0;

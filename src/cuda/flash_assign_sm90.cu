@@ -2,8 +2,6 @@
 // count, whether the build and device can run it. The kernel, its design and its launchers
 // are in flash_assign_sm90_kernel.cuh; each chunk count is compiled in its own generated
 // translation unit (flash_assign_sm90_instance.cu.in), declared extern here.
-#include <cstdlib>
-
 #include "cuda/flash_assign_sm90_kernel.cuh"
 
 namespace flashkm::cuda {
@@ -86,24 +84,6 @@ CUtensorMap rows_tensor_map(const AssignParams& p, Operand op, int bm, int& mode
     return CUtensorMap{};
   }
   return b16_tensor_map(p.x, op, rows, std::uint64_t(p.d), std::uint64_t(p.x_stride), bm);
-}
-
-bool resident_centroids(const AssignParams& p, int bn, int dc, int stages, int rows_buffers) {
-  // Benchmarking knob: FLASHKM_SM90_STREAM_CENTROIDS=1 streams the centroids even where
-  // they fit (the A/B comparison of bench/results; same bits either way, tested).
-  // Read at every launch (a test switches it between two launches).
-  const char* e = std::getenv("FLASHKM_SM90_STREAM_CENTROIDS");
-  if (e != nullptr && e[0] == '1') return false;
-  const std::int64_t kp_max = p.problems ? p.kp_max : p.kp;
-  // One rows buffer would leave the tile's MMA waiting for its own rows: streaming the
-  // centroids at least overlaps those loads with the previous tile's.
-  return kp_max > 0 && rows_buffers == 2 && kp_max / bn * dc <= stages;
-}
-
-bool defer_finish() {
-  // Benchmarking knob, as above (the same bits either way: only when the writes happen).
-  const char* e = std::getenv("FLASHKM_SM90_WRITE_AT_TILE_END");
-  return !(e != nullptr && e[0] == '1');
 }
 
 void dispatch(const AssignParams& p, Operand op, const CUtensorMap& cmap, cudaStream_t s) {

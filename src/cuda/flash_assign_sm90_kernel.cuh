@@ -27,12 +27,12 @@
 //       in ping-pong (named barriers: they take turns issuing a tile's wgmmas, so one's fold
 //       runs under the other's MMA, FlashAttention-3's inter-warpgroup overlap); certified
 //       launches fold more per score and run faster without it (measured).
-//       Few centroids (every chunk of every problem fits the ring, double-buffered rows):
-//       the chunks stay resident, loaded once per problem a block reaches (blocks then walk
-//       contiguous tiles), and only the rows stream.
 //   FINISH  merge over the 4 lanes of a quad (each row lives in one quad); finish_row()
 //       (certify, write label and distance: memory latency) runs while the next tile's
-//       first wgmmas do.
+//       first wgmmas do (measured on the H200, bench/results/gpu_2026-11-30-h200-session5-
+//       knob-ab.jsonl: assign 13 % faster at N1M K256 D128, 7 % at K1024, 9 % at B500 K256,
+//       7 % at D768, equal at K8192). Centroid chunks kept resident for small k instead of
+//       streamed per rows tile measured 6-7 % slower there (K256, B500) and were dropped.
 // Accumulation order per accumulator: chunks ascending, k-steps ascending, the first
 // overwriting (scale_d = 0): one fixed wgmma sequence, whoever loaded the rows tile.
 // Index tracking: a score that beats the best records its tile-local column (an immediate
@@ -124,36 +124,25 @@ enum RowsMode : int {
                          ///< unknown: ragged launch without AssignParams::x_rows), else consumers
 };
 
-/// One (problem, rows tile) of a block. Persistent grid (one block per SM), work items
-/// mapped to (problem, row0) by problem_tile() (problem_tiles.cuh: the one mapping of every
-/// assign kernel; equal-sized problems problem-major, or a ragged tile table cut for kBM
-/// rows). Streamed centroids: the i-th tile of block x is item x + i*gridDim.x (blocks
-/// running at the same time work on neighbouring tiles, so on the same problems' centroids
-/// in L2). Resident centroids: block x takes the contiguous items [x*T/G, (x+1)*T/G), so
-/// that it changes problem (and reloads its centroids) as rarely as possible.
-/// Producer and consumers both iterate it, so they agree on the sequence of tiles (a tile
-/// with row0 >= n is skipped by both).
+/// One (problem, rows tile) of a block. Persistent grid (one block per SM): the i-th tile
+/// of block x is work item x + i*gridDim.x, mapped to (problem, row0) by problem_tile()
+/// (problem_tiles.cuh: the one mapping of every assign kernel; equal-sized problems
+/// problem-major, or a ragged tile table cut for kBM rows). Producer and consumers both
+/// iterate it, so they agree on the sequence of tiles (a tile with row0 >= n is skipped by
+/// both).
 using RowTile = TileWork;
 template <int BM>
-__device__ __forceinline__ bool block_tile(const AssignParams& p, int i, RowTile& t, bool resident) {
-  const std::int64_t total = tile_count(p, BM);
-  std::int64_t linear;
-  if (resident) {
-    const std::int64_t end = (std::int64_t(blockIdx.x) + 1) * total / gridDim.x;
-    linear = std::int64_t(blockIdx.x) * total / gridDim.x + i;
-    if (linear >= end) return false;
-  } else {
-    linear = std::int64_t(blockIdx.x) + std::int64_t(i) * gridDim.x;
-    if (linear >= total) return false;
-  }
+__device__ __forceinline__ bool block_tile(const AssignParams& p, int i, RowTile& t) {
+  const std::int64_t linear = std::int64_t(blockIdx.x) + std::int64_t(i) * gridDim.x;
+  if (linear >= tile_count(p, BM)) return false;
   t = problem_tile(p, linear, BM);
   return true;
 }
 
 /// The block's first tile from its i-th on that has rows (row0 < n) into t; its index, or -1.
 template <int BM>
-__device__ __forceinline__ int next_tile(const AssignParams& p, int i, RowTile& t, bool resident) {
-  for (; block_tile<BM>(p, i, t, resident); ++i)
+__device__ __forceinline__ int next_tile(const AssignParams& p, int i, RowTile& t) {
+  for (; block_tile<BM>(p, i, t); ++i)
     if (t.row0 < t.n) return i;
   return -1;
 }
@@ -266,8 +255,7 @@ struct Ring {
 template <class Tr, int kDc, bool kSecond>
 __global__ void __launch_bounds__(Tr::kThreads, 1)
     flash_assign_sm90_kernel(const AssignParams p, const __grid_constant__ CUtensorMap tmap_c,
-                             const __grid_constant__ CUtensorMap tmap_x, const int rows_mode, const int resident_c,
-                             const int defer_finish) {
+                             const __grid_constant__ CUtensorMap tmap_x, const int rows_mode) {
 #if defined(FLASHKM_SM90A_ENABLED)
   using T = typename Tr::T;
   constexpr int kBM = Tr::kBM, kBN = Tr::kBN, kMB = Tr::kMB, kChunk = Tr::kChunk;
@@ -292,8 +280,6 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   T* sX = reinterpret_cast<T*>(smem + 1024);                      // (kR, kDc, kBM, 64) swizzled
   T* sC = sX + std::size_t(kR) * kRowsElems;                      // (kS, kBN, 64) swizzled
   const int wg = threadIdx.x / 128;
-  // Every centroid chunk of every problem fits in the stage ring (host: resident_centroids()).
-  const bool resident = resident_c != 0;
 
   if (threadIdx.x == 0) {
 #pragma unroll
@@ -334,37 +320,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         rb.advance();
       };
       RowTile t, tn;
-      int i = next_tile<kBM>(p, 0, t, resident);
+      int i = next_tile<kBM>(p, 0, t);
       if (i >= 0) issue_rows(t);
-      if (resident) {
-        // Resident centroids: chunk q of the problem's centroids lives in stage q for as
-        // long as the block stays on that problem. Round r loads a problem's chunks once;
-        // the consumers release every stage when they start the next problem's first tile
-        // (so every stage's `empty` completes one phase per round: wait parity (r&1)^1).
-        int cur_b = -1;
-        unsigned round = 0;
-        while (i >= 0) {
-          const int in = next_tile<kBM>(p, i + 1, tn, resident);
-          if (t.b != cur_b) {
-            if (cur_b >= 0) ++round;
-            cur_b = t.b;
-            const int n_q = t.kp / kBN * kDc;
-#pragma unroll 1
-            for (int q = 0; q < n_q; ++q) {
-              arch::mbar_wait(&empty[q], (round & 1u) ^ 1u);
-              arch::mbar_arrive_expect_tx(&full[q], static_cast<unsigned>(kStageElems * sizeof(T)));
-              arch::SM90_TMA_LOAD_2D(sC + std::size_t(q) * kStageElems, &tmap_c, &full[q], (q % kDc) * kChunk,
-                                     static_cast<int>(t.c_row) + q / kDc * kBN);
-            }
-          }
-          // The next tile's rows into the other buffer: it lands while this tile multiplies.
-          if (in >= 0) issue_rows(tn);
-          i = in;
-          t = tn;
-        }
-      }
-      while (!resident && i >= 0) {
-        const int in = next_tile<kBM>(p, i + 1, tn, resident);
+      while (i >= 0) {
+        const int in = next_tile<kBM>(p, i + 1, tn);
         bool next_rows = in < 0;  // the next tile's rows are issued
         const int n_q = t.kp / kBN * kDc;
         for (int q = 0, j = 0, c = 0; q < n_q; ++q) {
@@ -399,12 +358,6 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     Ring<kS> st;
     Ring<kR> rb;
     RowTile t;
-    // Resident centroids: the problem whose chunks the stages hold, and per stage the
-    // parity of its loads so far (bit q flips when the producer reloads stage q): stage q
-    // holds the current problem's chunk q once `full[q]` completed the phase of parity
-    // loads_q - 1, i.e. wait on ((loaded >> q) & 1) ^ 1.
-    int cur_b = -1;
-    unsigned loaded = 0;
     // A tile's results (certify, labels, distances, change counts: loads and stores with
     // the latency of memory) are written while the next tile's first wgmmas run, not
     // between the tiles' MMA: `pend` holds the quad-merged (best, index, second) of this
@@ -428,20 +381,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       }
       pending = false;
     };
-    for (int i = 0; block_tile<kBM>(p, i, t, resident); ++i) {
+    for (int i = 0; block_tile<kBM>(p, i, t); ++i) {
       if (t.row0 >= t.n) continue;
       const int n_j = t.kp / kBN;
-      if (resident && t.b != cur_b) {
-        // A new problem: this consumer is done with the previous problem's chunks (its
-        // last wgmmas were waited for), so it releases every stage; the producer reloads
-        // the ones the new problem uses.
-        if (cur_b >= 0 && lane == 0)
-#pragma unroll 1
-          for (int q = 0; q < kS; ++q) arch::mbar_arrive(&empty[q]);
-        cur_b = t.b;
-        const int n_q = n_j * kDc;
-        loaded ^= n_q >= 32 ? ~0u : (1u << n_q) - 1u;
-      }
       T* sXb = sX + std::size_t(rb.slot) * kRowsElems;
       arch::mbar_wait(&rows_full[rb.slot], rb.phase);
       if (tma_row<kBM>(p, t, rows_mode) < 0) {
@@ -531,29 +473,20 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         if constexpr (kPingPong) arch::named_barrier_sync(2 + cw, 256);  // my turn to issue
         int prev = 0;  // the previous chunk's stage
         static_for<kDc>([&](auto cc) {
-          constexpr int c = decltype(cc)::value;
-          if (resident) {
-            const int q = j * kDc + c;
-            arch::mbar_wait(&full[q], ((loaded >> q) & 1u) ^ 1u);
-            issue_chunk(cc, q);
-          } else {
-            arch::mbar_wait(&full[st.slot], st.phase);
-            issue_chunk(cc, st.slot);
-          }
-          if constexpr (c > 0) {
+          arch::mbar_wait(&full[st.slot], st.phase);
+          issue_chunk(cc, st.slot);
+          if constexpr (decltype(cc)::value > 0) {
             arch::wgmma_wait<1>();  // the previous chunk's wgmmas are done: release its stage
-            if (!resident && lane == 0) arch::mbar_arrive(&empty[prev]);
+            if (lane == 0) arch::mbar_arrive(&empty[prev]);
           }
-          if (!resident) {
-            prev = st.slot;
-            st.advance();
-          }
+          prev = st.slot;
+          st.advance();
         });
         if constexpr (kPingPong) arch::named_barrier_arrive(2 + (cw ^ 1), 256);  // the other's turn
         if (j == 0 && pending) write_pending();  // the previous tile's writes, under this MMA
         arch::wgmma_wait<0>();
         if (lane == 0) {
-          if (!resident) arch::mbar_arrive(&empty[prev]);
+          arch::mbar_arrive(&empty[prev]);
           if (j == n_j - 1) arch::mbar_arrive(&rows_empty[rb.slot]);  // the rows tile's last reader
         }
 #pragma unroll
@@ -579,7 +512,6 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         }
       pt = t;
       pending = true;
-      if (!defer_finish) write_pending();
     }
     if (pending) write_pending();
   }
@@ -606,13 +538,6 @@ static_assert(Sm90H128::stages(kSm90MaxChunks) >= 2, "dp = kMaxWgmmaDp must leav
 /// Tensor map of the rows when TMA can read them as they are, and the RowsMode
 /// (flash_assign_sm90.cu).
 CUtensorMap rows_tensor_map(const AssignParams& p, Operand op, int bm, int& mode);
-/// Whether the launch keeps every problem's centroid chunks resident in the stage ring
-/// (flash_assign_sm90.cu): they fit (kp_max / bn * dc <= stages) and the rows are double
-/// buffered, so only rows stream.
-bool resident_centroids(const AssignParams& p, int bn, int dc, int stages, int rows_buffers);
-/// Whether a tile's results are written under the next tile's first MMA (flash_assign_sm90.cu;
-/// FLASHKM_SM90_WRITE_AT_TILE_END=1 writes them at the tile's end instead: the A/B knob).
-bool defer_finish();
 
 template <class Tr, int kDc, bool kSecond>
 void run_sm90(const AssignParams& p, Operand op, const CUtensorMap& cmap, cudaStream_t s) {
@@ -624,7 +549,6 @@ void run_sm90(const AssignParams& p, Operand op, const CUtensorMap& cmap, cudaSt
   FLASHKM_ASSERT(p.tiles == nullptr || p.problems != nullptr, "ragged launch: a tile table needs its problem table");
   int mode = kRowsByConsumers;
   const CUtensorMap xmap = rows_tensor_map(p, op, Tr::kBM, mode);
-  const bool resident = resident_centroids(p, Tr::kBN, kDc, Tr::stages(kDc), Tr::rows_buffers(kDc));
   const std::int64_t tiles = (p.n + Tr::kBM - 1) / Tr::kBM;
   int dev = 0, sms = 0;
   FLASHKM_CUDA_CHECK(cudaGetDevice(&dev));
@@ -633,7 +557,7 @@ void run_sm90(const AssignParams& p, Operand op, const CUtensorMap& cmap, cudaSt
   // N1M D128 fp16: K8192 576 TFLOP/s vs 542 with one block per tile, K1024 330 vs 293.
   const std::int64_t total = p.tiles ? p.n_tiles : tiles * p.batch;
   const dim3 grid(static_cast<unsigned>(total < sms ? total : sms), 1, 1);
-  kernel<<<grid, Tr::kThreads, smem, s>>>(p, cmap, xmap, mode, resident ? 1 : 0, defer_finish() ? 1 : 0);
+  kernel<<<grid, Tr::kThreads, smem, s>>>(p, cmap, xmap, mode);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 

@@ -9,12 +9,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <ostream>
 #include <sstream>
-#include <string>
 #include <random>
 #include <vector>
 
@@ -805,45 +803,6 @@ INSTANTIATE_TEST_SUITE_P(
       o << i.param;
       return o.str();
     });
-
-// Few centroids: the wgmma kernel keeps every centroid chunk resident in shared memory
-// (each block on contiguous tiles, reloading when it reaches the next problem) instead of
-// streaming them per rows tile. Same operands, same wgmma sequence: the same bits as the
-// streamed launch (FLASHKM_SM90_STREAM_CENTROIDS=1), uncertified and certified, including
-// launches where blocks cross several problem boundaries.
-TEST(WgmmaTileSingle, ResidentCentroidsEqualStreamedBitwise) {
-  REQUIRE_WGMMA();
-  struct Shape {
-    int d, k, batch;
-    std::int64_t n;
-  };
-  // d=64: 8 stages hold k <= 1024; d=128: 6 stages, k <= 384; B=64 problems of 12 tiles
-  // over ~132 blocks: most blocks change problem once or twice.
-  for (const Shape sh : {Shape{128, 256, 1, 30001}, Shape{64, 1000, 1, 20000}, Shape{128, 384, 3, 7001},
-                         Shape{128, 130, 64, 3000}, Shape{64, 256, 64, 3000}}) {
-    const std::int64_t rows = std::int64_t(sh.batch) * sh.n;
-    std::vector<float> x = blobs(rows, sh.d, 30, 1.0f, 5 + sh.d + sh.k);
-    void* dx = round_to_operand(x, Precision::fp16);
-    ASSERT_NE(dx, nullptr);
-    const std::vector<float> c = first_rows_per_problem(x, sh.batch, sh.n, sh.d, sh.k);
-    const MatrixView xv16 = MatrixView::raw(dx, DType::f16, rows, sh.d, 0, Location::cuda, 0);
-    for (bool certify : {false, true}) {
-      auto wg = gpu_tile(Precision::fp16, certify, cuda::TileConfig::wgmma_sm90, sh.batch);
-      const AssignOut res = run_assign(*wg, xv16, c.data(), std::int64_t(sh.batch) * sh.k);
-      ASSERT_EQ(setenv("FLASHKM_SM90_STREAM_CENTROIDS", "1", 1), 0);
-      auto wg2 = gpu_tile(Precision::fp16, certify, cuda::TileConfig::wgmma_sm90, sh.batch);
-      const AssignOut str = run_assign(*wg2, xv16, c.data(), std::int64_t(sh.batch) * sh.k);
-      unsetenv("FLASHKM_SM90_STREAM_CENTROIDS");
-      const std::string what = "d=" + std::to_string(sh.d) + " k=" + std::to_string(sh.k) + " B=" +
-                               std::to_string(sh.batch) + (certify ? " certified" : "");
-      EXPECT_EQ(res.lab, str.lab) << what;
-      EXPECT_TRUE(same_bits(res.dist, str.dist)) << what;
-      EXPECT_EQ(res.st.n_changed, rows) << what;
-      EXPECT_EQ(res.st.n_rechecked, str.st.n_rechecked) << what;
-    }
-    cudaFree(dx);
-  }
-}
 
 // Near-tie rows (midpoints of two centroids): certified wgmma labels equal the fp64 argmin
 // and the mma.sync kernel's certified labels; the certification cascade is exercised.
