@@ -254,7 +254,11 @@ __device__ __forceinline__ void load_group(const T* x, std::int64_t stride, int 
 // run side by side. The rows are gathered in sorted order, so the loop is bound by memory
 // latency (ncu, H200, N=1M D=128 fp16: 179 us, 1.4 TB/s, when each group of rows waited for
 // its order[] entries and then for its rows). So it is software-pipelined: while group g is
-// summed, the rows of group g + 1 and the row indices of group g + 2 are in flight.
+// summed, the rows of groups g + 1 and g + 2 and the row indices of group g + 3 and g + 4
+// are in flight. (One group ahead left each step waiting about one memory latency for its
+// group: 2.26 TB/s at B=500 N=20k D=128 fp16, 1133 us; two ahead double the bytes in flight
+// per thread; they need 168 registers, so 3 blocks of 128 per SM instead of 4 at 128
+// registers, where two groups ahead spilled: 1.5x the bytes in flight per SM.)
 // Every column's adds stay one fp64 chain in row order, acc = fma(scale, x, acc) (what the
 // unpipelined kernel's acc += scale * x contracted to): the sums do not depend on the launch
 // shape, the group size or the pipelining (tests/gpu: PieceSums.* against a host chain).
@@ -280,15 +284,21 @@ __device__ __forceinline__ void piece_chains(const T* x, std::int64_t stride, in
       }
       if (col0 == 0 && threadIdx.x == 0) wacc = out[wcol];
     }
-    std::int32_t idx[kGroup], idx_next[kGroup];
-    RowGroup<T, kGroup> cur;
-    load_order(order, pc.begin, pc.end, idx);
-    load_group(x, stride, col0, d, vec, cols, w, xnorm, cosine, idx, cur);
-    load_order(order, pc.begin + kGroup, pc.end, idx_next);
+    // Two groups of rows ahead (a, b) and the row indices of the two after them (i2, i3).
+    std::int32_t i2[kGroup], i3[kGroup];
+    RowGroup<T, kGroup> cur, nxt;
+    load_order(order, pc.begin, pc.end, i2);
+    load_order(order, pc.begin + kGroup, pc.end, i3);
+    load_group(x, stride, col0, d, vec, cols, w, xnorm, cosine, i2, cur);
+    load_group(x, stride, col0, d, vec, cols, w, xnorm, cosine, i3, nxt);
+    load_order(order, pc.begin + 2 * kGroup, pc.end, i2);
+    load_order(order, pc.begin + 3 * kGroup, pc.end, i3);
     for (std::int64_t q0 = pc.begin; q0 < pc.end; q0 += kGroup) {
-      RowGroup<T, kGroup> next;
-      load_group(x, stride, col0, d, vec, cols, w, xnorm, cosine, idx_next, next);
-      load_order(order, q0 + 2 * kGroup, pc.end, idx);
+      RowGroup<T, kGroup> far;
+      load_group(x, stride, col0, d, vec, cols, w, xnorm, cosine, i2, far);
+#pragma unroll
+      for (int u = 0; u < kGroup; ++u) i2[u] = i3[u];
+      load_order(order, q0 + 4 * kGroup, pc.end, i3);
 #pragma unroll
       for (int u = 0; u < kGroup; ++u) {
         if (q0 + u >= pc.end) break;
@@ -300,9 +310,8 @@ __device__ __forceinline__ void piece_chains(const T* x, std::int64_t stride, in
           for (int j = 0; j < 8; ++j) acc[j] = fma(sc, cur.r[u].at(j), acc[j]);
         }
       }
-      cur = next;
-#pragma unroll
-      for (int u = 0; u < kGroup; ++u) idx_next[u] = idx[u];
+      cur = nxt;
+      nxt = far;
     }
     if (cols)
       for (int j = 0; j < 8 && col0 + j < d; ++j) out[col0 + j] = acc[j];
@@ -411,7 +420,7 @@ __device__ void fused_combine(const double* sp, int ld, int d, bool with_x, cons
 // The piece sums: piece_chains per piece into part, or (co.first non-null) into shared
 // memory and then fused_combine. Blocks past the count exit before any barrier.
 template <class T>
-__global__ void __launch_bounds__(128, 4) piece_sums_kernel(const T* x, std::int64_t stride, int d, bool vec,
+__global__ void __launch_bounds__(128, 3) piece_sums_kernel(const T* x, std::int64_t stride, int d, bool vec,
                                                             const float* w, const float* xnorm, bool cosine,
                                                             bool with_x, const std::int32_t* order,
                                                             const Piece* pieces, const std::int64_t* n_pieces,
