@@ -10,7 +10,10 @@
 // Data: standard normal on the device (counter-based), fp16 or fp32; init = first K rows
 // of each problem (as the Python peers). Prints one JSON object per line.
 //
-//   gpu_bench B N K D dtype(f16|f32) iters precision(auto|fp16|bf16|tf32|fp32) certify(0|1) [tile [device|host [equal|ragged]]]
+//   gpu_bench B N K D dtype(f16|f32) iters precision(auto|fp16|bf16|tf32|fp32) certify(0|1|candidates|simt|fp64) [tile [device|host [equal|ragged]]]
+//   certify: 1 the default cascade; candidates / simt / fp64 pick the certification cascade's
+//   levels (cuda::CertifyCascade; the JSON's "cascade"); rows flagged, candidate pairs and
+//   rows re-checked against all centroids are reported per iteration.
 //   tile: 0 heuristic, 1 resident_128x128, 2 stream_128x256, 3 stream_128x128, 4 wgmma_sm90
 //   (tf32 runs on the mma.sync configs 1-3; its heuristic: 1 for D <= 128, else 2)
 //   (the batched path takes the heuristic's tile, as fit_batched does)
@@ -193,7 +196,7 @@ int run_batched(int B, std::int64_t N, int K, int D, bool f16, int iters, const 
 
 int main(int argc, char** argv) {
   if (argc < 9) {
-    std::fprintf(stderr, "usage: gpu_bench B N K D f16|f32 iters auto|fp16|bf16|tf32|fp32 certify [tile [device|host [equal|ragged]]]\n");
+    std::fprintf(stderr, "usage: gpu_bench B N K D f16|f32 iters auto|fp16|bf16|tf32|fp32 0|1|candidates|simt|fp64 [tile [device|host [equal|ragged]]]\n");
     return 1;
   }
   const int B = std::atoi(argv[1]);
@@ -203,7 +206,14 @@ int main(int argc, char** argv) {
   const bool f16 = std::string(argv[5]) == "f16";
   const int iters = std::atoi(argv[6]);
   const flashkm::Precision prec = flashkm::parse_precision(argv[7]);
-  const bool certify = std::atoi(argv[8]) != 0;
+  const std::string certify_arg = argv[8];
+  const bool certify = certify_arg != "0";
+  using flashkm::cuda::CertifyCascade;
+  const CertifyCascade cascade = certify_arg == "candidates" ? CertifyCascade::candidates
+                                 : certify_arg == "simt"     ? CertifyCascade::simt
+                                 : certify_arg == "fp64"     ? CertifyCascade::fp64
+                                                             : CertifyCascade::automatic;
+  if (!certify && certify_arg != "0") return std::fprintf(stderr, "certify: 0, 1, candidates, simt or fp64\n"), 1;
   const int tile = argc > 9 ? std::atoi(argv[9]) : 0;
   const bool host_update = argc > 10 && std::string(argv[10]) == "host";
   const bool ragged = argc > 11 && std::string(argv[11]) == "ragged";
@@ -235,6 +245,7 @@ int main(int argc, char** argv) {
     o.certify = certify;
     o.batch = B;
     o.tile = static_cast<flashkm::cuda::TileConfig>(tile);
+    o.cascade = cascade;
     auto be = flashkm::cuda::make_cuda_backend(o);
     be->attach(flashkm::MatrixView::raw(dx, f16 ? flashkm::DType::f16 : flashkm::DType::f32, rows, D, 0,
                                         flashkm::Location::cuda, 0),
@@ -242,7 +253,8 @@ int main(int argc, char** argv) {
     const std::int64_t kt = std::int64_t(B) * K;
     std::vector<float> c = init, next(c.size());
     std::vector<double> w(static_cast<std::size_t>(kt));
-    std::int64_t rechecked = 0, rechecked_fp64 = 0;  // cascade: rows flagged by tensor cores / reaching fp64
+    // cascade: rows flagged by tensor cores / re-checked in fp64 against all centroids / candidate pairs
+    std::int64_t rechecked = 0, rechecked_fp64 = 0, candidates = 0;
     double phase_ms[3] = {0, 0, 0};  // set_centroids, assign, update (host wall clock)
     // As core::lloyd without a hook: the device update keeps the new centroids on the GPU
     // (update_centroids_kept) and the host copy is fetched only when the backend declines.
@@ -256,6 +268,7 @@ int main(int argc, char** argv) {
         const double t2 = now_ms();
         rechecked += st.n_rechecked;
         rechecked_fp64 += st.n_rechecked_fp64;
+        candidates += st.n_candidates;
         double shift = 0;
         if (host_update) {
           be->flashkm::core::Backend::update_centroids(kt, flashkm::Metric::l2, c.data(), next.data(), w.data(), &shift);
@@ -279,6 +292,7 @@ int main(int argc, char** argv) {
     host_current = true;
     rechecked = 0;
     rechecked_fp64 = 0;
+    candidates = 0;
     for (double& v : phase_ms) v = 0;
     CK(cudaDeviceSynchronize());
     const double t0 = now_ms();
@@ -300,12 +314,14 @@ int main(int argc, char** argv) {
         "{\"B\":%d,\"N\":%lld,\"K\":%d,\"D\":%d,\"dtype\":\"%s\",\"precision\":\"%s\",\"certify\":%d,\"tile\":%d,"
         "\"update\":\"%s\",\"iters\":%d,\"ms_per_iter\":%.4f,\"set_ms_in_loop\":%.4f,\"assign_ms_in_loop\":%.4f,"
         "\"update_ms_in_loop\":%.4f,\"assign_ms_median\":%.4f,"
-        "\"assign_tflops\":%.2f,\"iter_tflops_equiv\":%.2f,\"rechecked_per_iter\":%.1f,\"rechecked_fp64_per_iter\":%.1f,\"extra_MB_held\":%.2f,"
+        "\"assign_tflops\":%.2f,\"iter_tflops_equiv\":%.2f,\"rechecked_per_iter\":%.1f,\"rechecked_fp64_per_iter\":%.1f,"
+        "\"candidates_per_iter\":%.1f,\"cascade\":\"%s\",\"extra_MB_held\":%.2f,"
         "\"extra_MB_cudaMemGetInfo\":%.2f}\n",
         B, (long long)N, K, D, f16 ? "float16" : "float32", argv[7], certify ? 1 : 0, tile,
         host_update ? "host" : "device", iters, total_ms / iters, phase_ms[0] / iters, phase_ms[1] / iters,
         phase_ms[2] / iters, a[2], flops / (a[2] * 1e-3) / 1e12, flops / (total_ms / iters * 1e-3) / 1e12,
-        double(rechecked) / iters, double(rechecked_fp64) / iters, flashkm::cuda::device_bytes_held(*be) / 1048576.0,
+        double(rechecked) / iters, double(rechecked_fp64) / iters, double(candidates) / iters,
+        certify ? certify_arg.c_str() : "none", flashkm::cuda::device_bytes_held(*be) / 1048576.0,
         (double(free0) - double(free1)) / 1048576.0);
   } catch (const flashkm::Error& e) {
     std::printf("{\"B\":%d,\"N\":%lld,\"K\":%d,\"D\":%d,\"error\":\"%s\"}\n", B, (long long)N, K, D, e.what());

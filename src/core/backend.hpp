@@ -54,9 +54,13 @@ struct AssignStats {
   double inertia = 0;           ///< sum of w * best distance (fp64 over fixed chunks)
   std::int64_t n_changed = 0;   ///< rows whose label differs from the previous assign()
   std::int64_t n_rechecked = 0; ///< rows re-checked at higher precision (0 on the CPU)
-  /// Of those, rows that reached the last level, fp64 (CUDA cascade: the rest were settled
-  /// by the exact-fp32 level; equals n_rechecked where there is no fp32 level).
+  /// Of those, rows re-checked in fp64 against every centroid (CUDA cascade, docs/CUDA.md:
+  /// SIMT cascade: those the exact-fp32 level could not settle; candidate cascade: those whose
+  /// candidates did not fit its bounded list; no cascade: all of n_rechecked).
   std::int64_t n_rechecked_fp64 = 0;
+  /// Candidate cascade: (row, centroid) pairs listed for the n_rechecked rows and scored in
+  /// fp64 (0 elsewhere).
+  std::int64_t n_candidates = 0;
 };
 
 class Backend {

@@ -42,7 +42,7 @@ bool env_flag(const char* name) {
 /// What one rank reports of its assign().
 struct AssignPart {
   double inertia;
-  std::int64_t n_changed, n_rechecked, n_rechecked_fp64;
+  std::int64_t n_changed, n_rechecked, n_rechecked_fp64, n_candidates;
 };
 
 /// A row of gather_rows as it travels: its position in the request, label, weight; the
@@ -143,7 +143,7 @@ class DistributedBackend final : public Backend {
   AssignStats combined_assign(bool labels_only) {
     const std::vector<Bytes> all = step([&] {
       const AssignStats s = labels_only ? local_->assign_labels() : local_->assign();
-      const AssignPart part{s.inertia, s.n_changed, s.n_rechecked, s.n_rechecked_fp64};
+      const AssignPart part{s.inertia, s.n_changed, s.n_rechecked, s.n_rechecked_fp64, s.n_candidates};
       return to_bytes(&part, 1);
     });
     AssignStats st;
@@ -153,6 +153,7 @@ class DistributedBackend final : public Backend {
       st.n_changed += part.n_changed;
       st.n_rechecked += part.n_rechecked;
       st.n_rechecked_fp64 += part.n_rechecked_fp64;
+      st.n_candidates += part.n_candidates;
     }
     return st;
   }

@@ -33,6 +33,7 @@
 #include "cuda/batched_backend.hpp"
 #include "cuda/batched_kernels.cuh"
 #include "cuda/certify.hpp"
+#include "cuda/certify_candidates.hpp"
 #include "cuda/cuda_backend.hpp"
 #include "cuda/cuda_check.hpp"
 #include "cuda/flash_assign.hpp"
@@ -221,7 +222,8 @@ class CudaBatchedBackend final : public core::BatchedBackend {
            set_bytes(main_) + set_bytes(next_) + cas_.c_op.bytes() + cas_.cterm.bytes() + d_desc_op_.bytes() +
            d_desc_simt_.bytes() + d_koff_.bytes() + d_chunks_.bytes() + d_all_chunks_.bytes() + t_flash_.bytes() +
            t_simt_.bytes() + d_sub_chunks_.bytes() + d_sub_off_.bytes() + d_piece_rows_.bytes() +
-           d_cluster_of_.bytes();
+           d_cluster_of_.bytes() + cand_pairs_.bytes() + cand_scores_.bytes() + cand_ctr_.bytes() +
+           d_desc_cand_.bytes() + t_cand_.bytes();
   }
 
   // ---- attach ---------------------------------------------------------------------------
@@ -412,6 +414,7 @@ class CudaBatchedBackend final : public core::BatchedBackend {
                   : op_ == Operand::tf32 ? Precision::tf32
                                          : Precision::fp32;
     o.certify = opt_.certify;
+    o.cascade = opt_.cascade;
     auto be = make_cuda_backend(o);
     const MatrixView xb = MatrixView::raw(static_cast<const char*>(xv_.x) +
                                               std::size_t(row_begin_[b]) * std::size_t(xv_.stride) * dtype_size(xv_.dtype),
@@ -489,7 +492,10 @@ class CudaBatchedBackend final : public core::BatchedBackend {
     pr.x = xv_.x;
     pr.x_dtype = xv_.dtype;
     pr.x_stride = xv_.stride;
-    if (cascade) {
+    cand_chunks_ = 0;
+    if (cascade && candidate_cascade(opt_.cascade, tile_, main_.op)) {
+      settle_candidates(p, pr, m);  // levels 2-3 and the re-check of their overflow
+    } else if (cascade) {
       ensure_cascade_set();
       AssignParams p2 = params_for(cas_, true);
       p2.row_map = p.flagged;
@@ -501,8 +507,10 @@ class CudaBatchedBackend final : public core::BatchedBackend {
       pr.flagged = p2.flagged;
       pr.counters = p2.counters;
       pr.problem_stats = p2.problem_stats;
+      launch_recheck(pr, main_.c32.get(), stream_);
+    } else {
+      launch_recheck(pr, main_.c32.get(), stream_);  // fp32 level 1 (or uncertified: nothing)
     }
-    launch_recheck(pr, main_.c32.get(), stream_);
     // Inertia per listed problem: chunk sums of w * dist, each problem's chunks in order.
     const std::size_t nw = which.size();
     part_.ensure(std::max<std::size_t>(sub_n_chunks_, 1), "reduction parts");
@@ -513,6 +521,9 @@ class CudaBatchedBackend final : public core::BatchedBackend {
     std::vector<double> inertia(nw);
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(ps.data(), pstats_.get(), ps.size() * 8, cudaMemcpyDeviceToHost, stream_));
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(inertia.data(), seg_out_.get(), nw * 8, cudaMemcpyDeviceToHost, stream_));
+    std::vector<unsigned long long> hc(static_cast<std::size_t>(cand_chunks_ * kCandSlots));
+    if (!hc.empty())
+      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(hc.data(), cand_ctr_.get(), hc.size() * 8, cudaMemcpyDeviceToHost, stream_));
     FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
     out.assign(nw, core::AssignStats{});
     for (std::size_t i = 0; i < nw; ++i) {
@@ -522,6 +533,69 @@ class CudaBatchedBackend final : public core::BatchedBackend {
       out[i].n_rechecked_fp64 = static_cast<std::int64_t>(cascade ? ps[2 * m + 2 * a] : ps[2 * a]);
       out[i].n_changed = static_cast<std::int64_t>(ps[2 * a + 1] + ps[2 * m + 2 * a + 1]);
     }
+    // Candidate pairs are counted per chunk, not per problem: the batch's total on its first.
+    for (std::size_t at = kCandPairs; at < hc.size() && nw > 0; at += kCandSlots)
+      out[0].n_candidates += static_cast<std::int64_t>(hc[at]);
+  }
+
+  /// The candidate cascade (certify_candidates.hpp) after level 1 (p; pr: x as given) over
+  /// the m active problems: the host reads their flagged counts (the one host wait), then
+  /// runs levels 2-3 over chunks of tiles of the problems' flagged regions (the list's
+  /// region of problem a starts at its row_begin, as level 1 wrote it). Per-problem counts
+  /// go to the level-2/3 half of pstats_ (rows re-checked against every centroid, label
+  /// changes), as the SIMT cascade's; the chunks' counters stay in cand_ctr_ (cand_chunks_).
+  void settle_candidates(const AssignParams& p, const AssignParams& pr, std::int64_t m) {
+    std::vector<unsigned long long> counts(static_cast<std::size_t>(m));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(counts.data(), pcounts_.get(), m * 8, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    std::int64_t total = 0;
+    for (const auto c : counts) total += static_cast<std::int64_t>(c);
+    if (total == 0) return;
+    FLASHKM_CHECK(n_total_ < (std::int64_t(1) << 31), invalid_argument,
+                  "certified batched fit: candidate lists index rows in 32 bits (", n_total_, " rows)");
+    CandidateWork w;
+    w.sizes = candidate_sizes(total);
+    // The problems' flagged regions as problems of their own (n = the count), in tiles of the
+    // wgmma kernel's height, cut into chunks of at most chunk_rows rows (one tile at least).
+    std::vector<ProblemDesc> desc = layout_.desc_op;
+    std::vector<ProblemTile> tiles;
+    std::vector<std::int64_t> chunk_tile{0};  // first tile of each chunk
+    std::int64_t in_chunk = 0;
+    for (std::int64_t a = 0; a < m; ++a) {
+      desc[a].n = static_cast<std::int64_t>(counts[a]);
+      for (std::int64_t r = 0; r < desc[a].n; r += flash_rows_) {
+        const std::int64_t rows = std::min<std::int64_t>(flash_rows_, desc[a].n - r);
+        if (in_chunk > 0 && in_chunk + rows > w.sizes.chunk_rows) {
+          chunk_tile.push_back(static_cast<std::int64_t>(tiles.size()));
+          in_chunk = 0;
+        }
+        tiles.push_back(ProblemTile{r, static_cast<std::int32_t>(a), 0});
+        in_chunk += rows;
+      }
+    }
+    chunk_tile.push_back(static_cast<std::int64_t>(tiles.size()));
+    w.sizes.chunks = static_cast<std::int64_t>(chunk_tile.size()) - 1;
+    upload(d_desc_cand_, desc, "problem table (candidate level)", stream_);
+    upload(t_cand_, tiles, "row tiles (candidate level)", stream_);
+    cand_pairs_.ensure(std::size_t(w.sizes.capacity), "candidate pairs");
+    cand_scores_.ensure(std::size_t(w.sizes.capacity), "candidate fp64 scores");
+    cand_ctr_.ensure(std::size_t(w.sizes.chunks * kCandSlots), "candidate counters");
+    FLASHKM_CUDA_CHECK(cudaMemsetAsync(cand_ctr_.get(), 0, w.sizes.chunks * kCandSlots * 8, stream_));
+    w.list = p.flagged;
+    w.keys = reinterpret_cast<unsigned long long*>(p.flagged + n_total_);  // the second half of the scratch
+    w.pairs = cand_pairs_.get();
+    w.scores = cand_scores_.get();
+    w.ctr = cand_ctr_.get();
+    for (std::int64_t c = 0; c < w.sizes.chunks; ++c) {
+      CandidateRows rows;
+      rows.problems = d_desc_cand_.get();
+      rows.tiles = t_cand_.get() + chunk_tile[c];
+      rows.n_tiles = chunk_tile[c + 1] - chunk_tile[c];
+      rows.tile_rows = flash_rows_;
+      rows.problem_stats = pstats_.get() + 2 * m;
+      launch_candidate_chunk(p, main_.op, pr, main_.c32.get(), rows, w, w.ctr + c * kCandSlots, stream_);
+    }
+    cand_chunks_ = w.sizes.chunks;
   }
 
   // The update on the device for every active problem at once (the single backend's sort-
@@ -1006,6 +1080,14 @@ class CudaBatchedBackend final : public core::BatchedBackend {
   DeviceBuffer<Piece> pieces_;
   DeviceBuffer<ProblemDesc> d_desc_op_, d_desc_simt_;
   DeviceBuffer<ProblemTile> t_flash_, t_simt_;
+  // The candidate cascade (certify_candidates.hpp): its problem and tile tables (rebuilt
+  // per assign from the flagged counts) and bounded workspace.
+  DeviceBuffer<ProblemDesc> d_desc_cand_;
+  DeviceBuffer<ProblemTile> t_cand_;
+  DeviceBuffer<CandidatePair> cand_pairs_;
+  DeviceBuffer<double> cand_scores_;
+  DeviceBuffer<unsigned long long> cand_ctr_;
+  std::int64_t cand_chunks_ = 0;  // chunks the last assign ran (their counters in cand_ctr_)
   DeviceBuffer<ProblemChunk> d_chunks_, d_all_chunks_, d_sub_chunks_;
   std::vector<ProblemChunk> all_chunks_;
   std::vector<std::int64_t> all_chunk_off_;

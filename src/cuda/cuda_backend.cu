@@ -8,9 +8,12 @@
 // copy for the cascade's second level), and O(N / 256 + K) piece sums of D + 1 doubles.
 //
 // Certified assign() is a cascade (docs/CUDA.md): tensor cores flag the rows their bound
-// cannot settle; the exact-fp32 SIMT kernel re-runs those rows in place with its own, much
-// tighter bound; only what it cannot settle reaches the fp64 re-check. No host wait between
-// the levels: each reads the previous level's count on the device.
+// cannot settle. With the wgmma kernel (one problem, resident rows) the same kernel re-runs
+// the flagged rows and lists their candidate centroids, whose fp64 scores settle them
+// (certify_candidates.hpp; the host reads the flagged count once). Elsewhere the exact-fp32
+// SIMT kernel re-runs those rows in place with its own, much tighter bound, and only what
+// it cannot settle reaches the fp64 re-check, with no host wait between the levels (each
+// reads the previous level's count on the device).
 //
 // A Lloyd iteration costs two host synchronisations: assign() (its statistics) and
 // update_centroids() (K weights, the shift and the new fp32 centroids come back; sums stay).
@@ -40,6 +43,7 @@
 #include "cuda/cuda_backend.hpp"
 #include "cuda/host_split.hpp"
 #include "cuda/certify.hpp"
+#include "cuda/certify_candidates.hpp"
 #include "cuda/cuda_check.hpp"
 #include "cuda/flash_assign.hpp"
 #include "cuda/kernels.cuh"
@@ -150,6 +154,7 @@ class CudaBackend final : public core::Backend {
            aux_.cterm.bytes() + next_.c32.bytes() + next_.c_op.bytes() + next_.cterm.bytes() + flags_.bytes() +
            keys_alt_.bytes() + vals_alt_.bytes() + row_off_.bytes() + npieces_.bytes() + shift_part_.bytes() +
            csums_.bytes() + chunk_counters_.bytes() + trial_parts_.bytes() + trial_out_.bytes() +
+           cand_pairs_.bytes() + cand_scores_.bytes() + cand_ctr_.bytes() +
            (rows_ ? rows_->plan().slots * std::size_t(rows_->plan().chunk_rows * rows_->row_bytes()) *
                         (rows_->plan().streamed_rows() > 0)
                   : 0);
@@ -344,13 +349,14 @@ class CudaBackend final : public core::Backend {
     FLASHKM_ASSERT(k_ > 0, "assign() before set_centroids()");
     mind_.release();  // initialisation is over
     sums_valid_ = false;  // the labels change
-    const bool cascade = opt_.certify && cascade_applies();
+    const Settle how = settle_mode();
     const bool fuse = for_update && plan_.streamed;
     std::vector<unsigned long long> h;
+    cand_chunks_ = 0;
     if (!plan_.streamed) {
       ensure_scratch();
       FLASHKM_CUDA_CHECK(cudaMemsetAsync(counters_.get(), 0, kNumCounters * sizeof(unsigned long long), stream_));
-      if (cascade) {
+      if (how == Settle::simt) {
         // Level 1 lists its flagged rows per problem (region b of the list, count b in
         // pcounts_) so that level 2's tiles hold one problem's rows.
         pcounts_.ensure(std::size_t(opt_.batch), "per-problem flagged counts");
@@ -390,6 +396,9 @@ class CudaBackend final : public core::Backend {
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h.data(), plan_.streamed ? chunk_counters_.get() : counters_.get(),
                                        h.size() * sizeof(unsigned long long), cudaMemcpyDeviceToHost, stream_));
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&inertia, sums_.get(), 8, cudaMemcpyDeviceToHost, stream_));
+    std::vector<unsigned long long> hc(static_cast<std::size_t>(cand_chunks_ * kCandSlots));
+    if (!hc.empty())
+      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(hc.data(), cand_ctr_.get(), hc.size() * 8, cudaMemcpyDeviceToHost, stream_));
     FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
     unsigned long long c[kNumCounters] = {};
     const std::size_t stride = plan_.streamed ? kChunkSlots : kNumCounters;
@@ -398,21 +407,29 @@ class CudaBackend final : public core::Backend {
     sums_valid_ = fuse;
     core::AssignStats st;
     st.inertia = inertia;
+    // Candidate levels: per chunk of flagged rows (rows re-checked against every centroid,
+    // label changes, pairs found).
+    unsigned long long cand[kCandSlots] = {};
+    for (std::size_t at = 0; at < hc.size(); at += kCandSlots)
+      for (int q = 0; q < kCandSlots; ++q) cand[q] += hc[at + q];
     st.n_rechecked = static_cast<std::int64_t>(c[kFlagged]);
-    st.n_rechecked_fp64 = static_cast<std::int64_t>(cascade ? c[kFlagged2] : c[kFlagged]);
-    st.n_changed = static_cast<std::int64_t>(c[kChanged] + c[kChanged2]);
+    st.n_rechecked_fp64 = static_cast<std::int64_t>(how == Settle::simt         ? c[kFlagged2]
+                                                    : how == Settle::candidates ? cand[kCandFp64Rows]
+                                                                                : c[kFlagged]);
+    st.n_candidates = static_cast<std::int64_t>(cand[kCandPairs]);
+    st.n_changed = static_cast<std::int64_t>(c[kChanged] + c[kChanged2] + cand[kCandChanged]);
     return st;
   }
 
   /// The certified assign of one chunk of rows (all rows when resident): counters [kNumCounters]
   /// and pcounts (per-problem flagged counts of level 1) zeroed by the caller. Asynchronous.
   void assign_rows(const RowChunk& ch, unsigned long long* counters, unsigned long long* pcounts) {
-    const bool cascade = opt_.certify && cascade_applies();
+    const Settle how = settle_mode();
     if (plan_.streamed && xop_.get() != nullptr && main_.op != Operand::fp32)  // large-d fp32: this chunk's operands
       launch_convert_rows(ch.x, main_.op == Operand::fp16 ? 0 : 1, main_.dp, xop_.get(), stream_);
     AssignParams p = params_for(main_, labels_.get() + ch.r0, dist_.get() + ch.r0, opt_.certify, &ch);
     p.counters = counters;
-    if (cascade) p.problem_counts = pcounts;
+    if (how == Settle::simt) p.problem_counts = pcounts;
     run_assign(main_, p);
     // Levels 2 and 3 read the data as given (never the 16-bit operand copy of large-d fp32 data).
     AssignParams pr = p;
@@ -420,7 +437,8 @@ class CudaBackend final : public core::Backend {
     pr.x_dtype = ch.x.dtype;
     pr.x_stride = ch.x.stride;
     pr.x_batch = ch.x.n_per * ch.x.stride;
-    if (cascade) {
+    if (how == Settle::candidates) return settle_candidates(p, pr, counters, ch.rows);
+    if (how == Settle::simt) {
       // Level 2: the exact-fp32 SIMT kernel over level 1's flagged rows, in place (row_map),
       // certified with the fp32 bound; its flagged rows go to the second list (one list:
       // the fp64 re-check takes any problem's row).
@@ -910,9 +928,44 @@ class CudaBackend final : public core::Backend {
     FLASHKM_CHECK(ovf == 0, invalid_argument, "centroids exceed the fp16 range (|c| > 65504); use bf16 or auto");
   }
 
-  /// The cascade needs a tensor-core first level (an fp32 first level is already the
-  /// SIMT kernel).
-  bool cascade_applies() const { return main_.op != Operand::fp32; }
+  /// How certified assign() settles flagged rows: none (uncertified), fp64 (every flagged
+  /// row against all centroids: an fp32 first level is already the SIMT kernel, or asked
+  /// for), simt (the fp32 SIMT level first), candidates (certify_candidates.hpp: the wgmma
+  /// kernel, one problem, resident rows; the equal-sized batch of CudaOptions::batch keeps
+  /// the SIMT cascade).
+  enum class Settle { none, fp64, simt, candidates };
+  Settle settle_mode() const {
+    if (!opt_.certify) return Settle::none;
+    if (main_.op == Operand::fp32 || opt_.cascade == CertifyCascade::fp64) return Settle::fp64;
+    const bool candidates = candidate_cascade(opt_.cascade, main_.tile, main_.op) && opt_.batch == 1 && !plan_.streamed;
+    return candidates ? Settle::candidates : Settle::simt;
+  }
+
+  /// Levels 2-3 of the candidate cascade after level 1 (p; pr: the same with x as given):
+  /// the one host wait of a certified assign (level 1's flagged count sizes the candidate
+  /// launch and its bounded workspace).
+  void settle_candidates(const AssignParams& p, const AssignParams& pr, unsigned long long* counters, std::int64_t rows) {
+    h_count_.ensure(1, "pinned flagged count");
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h_count_.get(), counters + kFlagged, 8, cudaMemcpyDeviceToHost, stream_));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    const std::int64_t count = static_cast<std::int64_t>(*h_count_.get());
+    if (count == 0) return;
+    CandidateWork w;
+    w.sizes = candidate_sizes(count);
+    cand_pairs_.ensure(std::size_t(w.sizes.capacity), "candidate pairs");
+    cand_scores_.ensure(std::size_t(w.sizes.capacity), "candidate fp64 scores");
+    cand_ctr_.ensure(std::size_t(w.sizes.chunks * kCandSlots), "candidate counters");
+    FLASHKM_CUDA_CHECK(cudaMemsetAsync(cand_ctr_.get(), 0, w.sizes.chunks * kCandSlots * 8, stream_));
+    w.list = p.flagged;
+    // The second half of the per-row scratch (the SIMT cascade's second list) holds the
+    // per-row minima (count <= rows entries).
+    w.keys = reinterpret_cast<unsigned long long*>(p.flagged + rows);
+    w.pairs = cand_pairs_.get();
+    w.scores = cand_scores_.get();
+    w.ctr = cand_ctr_.get();
+    launch_candidate_cascade(p, main_.op, pr, main_.c32.get(), count, w, stream_);
+    cand_chunks_ = w.sizes.chunks;
+  }
 
   /// fp32 operands of main_'s centroids for the cascade's second level, rebuilt only after
   /// main_ changed (the build reads main_.c32: no second fp32 copy of the centroids).
@@ -1153,6 +1206,13 @@ class CudaBackend final : public core::Backend {
   PinnedBuffer<float> h_next_;  // the host copy of next_.c32 (set_centroids compares with it)
   PinnedBuffer<double> h_cw_;
   PinnedBuffer<UpdateResults> h_misc_;
+  // The candidate cascade's bounded workspace (certify_candidates.hpp) and the chunks of
+  // flagged rows the last assign ran (their counters, read with the statistics).
+  DeviceBuffer<CandidatePair> cand_pairs_;
+  DeviceBuffer<double> cand_scores_;
+  DeviceBuffer<unsigned long long> cand_ctr_;
+  std::int64_t cand_chunks_ = 0;
+  PinnedBuffer<unsigned long long> h_count_;
 };
 
 }  // namespace

@@ -2,6 +2,7 @@
 // tuning and benchmarking (tile override, batched problems). Not a public header.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 
 #include "core/backend.hpp"
@@ -9,6 +10,17 @@
 #include "cuda/kernels.cuh"
 
 namespace flashkm::cuda {
+
+/// How certified assign() settles the rows its tensor-core level flags (docs/CUDA.md,
+/// "Certification"). Every choice gives the float64 argmin outside true ties; they differ in
+/// speed, and in the distances of the rows settled below fp64 (simt: fp32 distances).
+enum class CertifyCascade : std::uint8_t {
+  automatic = 0,   ///< candidates where they apply (wgmma kernel, one problem, resident rows), else simt
+  candidates = 1,  ///< wgmma over the flagged rows lists the candidate centroids, fp64 scores them
+                   ///< (where it does not apply: simt)
+  simt = 2,        ///< exact-fp32 SIMT kernel over the flagged rows, then fp64 against all centroids
+  fp64 = 3,        ///< fp64 against all centroids for every flagged row (the reference)
+};
 
 struct CudaOptions {
   int device_id = 0;
@@ -19,6 +31,7 @@ struct CudaOptions {
   /// [b*k, (b+1)*k)); labels stay per problem (0..k-1), accumulate() returns [B*k x D].
   int batch = 1;
   TileConfig tile = TileConfig::automatic;  ///< override the heuristic (tuning)
+  CertifyCascade cascade = CertifyCascade::automatic;  ///< certified mode's levels (tests, benchmarks)
 };
 
 std::unique_ptr<core::Backend> make_cuda_backend(const CudaOptions& options);

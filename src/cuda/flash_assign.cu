@@ -24,6 +24,7 @@
 #include "cuda/cuda_check.hpp"
 #include "cuda/flash_assign.hpp"
 #include "cuda/flash_assign_common.cuh"
+#include "cuda/fp64_score.cuh"
 #include "cuda/mma_sm80.cuh"
 #include "cuda/problem_tiles.cuh"
 #include "cuda/tf32_round.hpp"
@@ -440,29 +441,16 @@ __global__ void __launch_bounds__(256) recheck_kernel(const AssignParams p, cons
     const XIn* xr = static_cast<const XIn*>(p.x) + pw.x_off + row * p.x_stride;
     for (int i = tid; i < p.d; i += 256) sx[i] = double(to_f32<XIn>(xr[i]));
     __syncthreads();
+    const auto x_at = [&](int i) { return sx[i]; };
     if (warp == 0) {
-      double s = 0;
-      for (int i = lane; i < p.d; i += 32) s += sx[i] * sx[i];
-      for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffffu, s, o);
+      const double s = fp64_sumsq_warp(x_at, p.d, lane);  // fp64_score.cuh: shared with the candidate level
       if (lane == 0) s_norm = sqrt(s);
     }
     const float* cb = c32 + pw.c32_row * p.d;
     double best = INFINITY;
     int bi = 0x7fffffff;
     for (int j = warp; j < pw.k; j += 8) {
-      const float* c = cb + std::int64_t(j) * p.d;
-      double s = 0;
-      if (p.metric == Metric::l2) {
-        for (int i = lane; i < p.d; i += 32) {
-          const double df = sx[i] - double(c[i]);
-          s = fma(df, df, s);
-        }
-      } else {
-        for (int i = lane; i < p.d; i += 32) s = fma(sx[i], double(c[i]), s);
-      }
-      for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffffu, s, o);
-      s = __shfl_sync(0xffffffffu, s, 0);
-      const double score = p.metric == Metric::l2 ? s : -s;
+      const double score = fp64_score_warp(p.metric, x_at, cb + std::int64_t(j) * p.d, p.d, lane);
       if (score < best) {
         best = score;
         bi = j;

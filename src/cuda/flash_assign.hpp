@@ -37,6 +37,15 @@ struct ProblemTile {
   std::int32_t unused = 0;
 };
 
+/// One candidate of the cascade: row r of the candidate launch (index into its row_map) and
+/// a centroid of its problem.
+struct CandidatePair {
+  std::int32_t r;
+  std::int32_t j;
+};
+/// Set in a flagged-list entry by the candidate level: the row's candidates did not all fit.
+constexpr std::int64_t kCandidateMark = std::int64_t(1) << 62;
+
 /// Operand format of the distance products. tf32: fp32 values rounded to tf32 (10 explicit
 /// mantissa bits, fp32's exponent range; stored as fp32) for mma.sync m16n8k8 (never wgmma).
 enum class Operand : std::uint8_t { fp16 = 0, bf16 = 1, fp32 = 2, tf32 = 3 };
@@ -103,7 +112,19 @@ struct AssignParams {
   /// [batch x 2] when set: per problem (rows flagged, label changes) of this launch, counted
   /// besides counters[0] / counters[1] (batched fits report statistics per problem).
   unsigned long long* problem_stats = nullptr;
+  // ---- certification cascade, candidate level (wgmma kernel only; certify_candidates.hpp) ----
+  /// When set, the launch assigns nothing: its rows are level 1's flagged rows (row_map, one
+  /// problem, n = their count, no n_dev), and it lists every (row, centroid) whose score is
+  /// <= the row's threshold (level 1 left it in dist[row]) into cand_pairs. A row whose
+  /// pairs did not all fit (or that listed none) gets kCandidateMark in flagged[r] (the
+  /// full fp64 re-check takes it); the others get cand_keys[r] = ~0 and dist[row] = INT_MAX
+  /// as int bits (the fp64 level's running minima).
+  CandidatePair* cand_pairs = nullptr;
+  std::int64_t cand_capacity = 0;            ///< entries of cand_pairs
+  unsigned long long* cand_count = nullptr;  ///< pairs found (may exceed the capacity: the excess is dropped)
+  unsigned long long* cand_keys = nullptr;   ///< [n] per listed row
 };
+
 
 /// Tile configuration of the tensor-core kernel (the tuning table's key).
 enum class TileConfig : std::uint8_t {
@@ -161,6 +182,7 @@ constexpr int kSimtBM = 64;
 void launch_flash_assign(const AssignParams& p, Operand op, TileConfig tile, cudaStream_t s);
 /// The wgmma kernel behind TileConfig::wgmma_sm90 (flash_assign_sm90.cu); padded d <=
 /// kMaxWgmmaDp, any input dtype, kp a multiple of 128. Only on a device where sm90_wgmma_supported().
+/// With p.cand_pairs set it is the cascade's candidate level (AssignParams, certify_candidates.hpp).
 void launch_flash_assign_sm90(const AssignParams& p, Operand op, cudaStream_t s);
 
 /// Exact-fp32 SIMT assign (fp32 FMA chains; certified with u = 0). c is fp32 [kp x dp],

@@ -74,7 +74,20 @@ __device__ __forceinline__ float score_to_distance(Metric m, float best, float x
   return best;
 }
 
+/// The candidate level's threshold for a flagged row (certify_candidates.hpp): every
+/// centroid whose exact score can be the row's minimum has a computed score <= best + 2e
+/// (each computed score is within e of its exact value, the exact minimum is <= the exact
+/// score of the computed best). The slack covers this sum's own fp32 rounding (2^-20 of its
+/// terms) and the fp64 level's rounding, so that the fp64 argmin is listed too where fp64
+/// cannot tell exact near-ties apart: d * 2^-53 of |x|^2 + |s| (d <= 768 there) is below
+/// 2^-38 |x|^2 + 2^-20 |best| and, for the inner products, below 2^-20 e.
+__device__ __forceinline__ float candidate_threshold(float best, float e, float xn) {
+  const float e2 = 2.0f * e;
+  return best + (e2 + 0x1p-20f * (fabsf(best) + e2) + 0x1p-38f * xn);
+}
+
 /// Certify and write one row's result (or flag it). Returns 1 when the label changed.
+/// A flagged row's dist[] holds its candidate threshold until a later level writes it.
 /// `grow` is the launch's row; the cascade maps it to the data's row first.
 /// `w` is the row's tile (problem_tiles.cuh): its problem and the start of its flagged region.
 __device__ __forceinline__ int finish_row(const AssignParams& p, const TileWork& w, std::int64_t grow, const Top2& t) {
@@ -88,6 +101,7 @@ __device__ __forceinline__ int finish_row(const AssignParams& p, const TileWork&
     const float gap = t.second - t.best;
     // The subtraction itself rounds: allow 2^-22 of the operands' magnitude on top of 2E.
     if (!(gap > 2.0f * e + 0x1p-22f * (fabsf(t.best) + fabsf(t.second)))) {
+      p.dist[grow] = candidate_threshold(t.best, e, xn);  // read by the candidate level, if any
       const unsigned long long slot = atomicAdd(&p.counters[0], 1ull);
       if (p.problem_stats) atomicAdd(&p.problem_stats[2 * std::int64_t(b)], 1ull);
       if (p.problem_counts) {

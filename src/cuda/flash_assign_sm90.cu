@@ -124,7 +124,8 @@ void launch_flash_assign_sm90(const AssignParams& p, Operand op, cudaStream_t s)
   FLASHKM_CHECK(p.x_dtype == DType::f32 || p.x_dtype == DType::f16 || p.x_dtype == DType::bf16 ||
                     p.x_dtype == DType::f64,
                 invalid_argument, "wgmma FlashAssign: unsupported input dtype ", to_string(p.x_dtype));
-  FLASHKM_ASSERT(p.row_map == nullptr, "wgmma FlashAssign does not take a row map (the cascade's level 2 is SIMT)");
+  FLASHKM_ASSERT(p.row_map == nullptr || (p.cand_pairs != nullptr && p.n_dev == nullptr && (p.batch == 1 || p.problems)),
+                 "wgmma FlashAssign takes a row map only as the cascade's candidate level (host-known counts)");
   FLASHKM_CHECK(op == Operand::fp16 || op == Operand::bf16, internal,
                 "launch_flash_assign_sm90: operand must be fp16 or bf16");
   sm90::dispatch(p, op, sm90::centroid_tensor_map(p, op), s);

@@ -188,8 +188,9 @@ __device__ __forceinline__ uint4 load_chunk(const AssignParams& p, std::int64_t 
 /// [kBM x 64], 128-byte swizzle: 16-byte chunk q of row r at q ^ (r % 8), as TMA writes
 /// it), converted to T; zero past n and d. Called by the 128 threads of the consumer (wt =
 /// thread within it); loads are issued in batches before their stores (one memory latency
-/// per batch, not per chunk).
-template <class Tr, int kDc>
+/// per batch, not per chunk). kMapped: tile row r is data row p.row_map[row_begin + r] (the
+/// cascade's candidate level gathers level 1's flagged rows here: no dense copy of them).
+template <class Tr, int kDc, bool kMapped = false>
 __device__ __forceinline__ void load_rows_part(const AssignParams& p, const RowTile& t, typename Tr::T* sX, int cw, int wt) {
   using T = typename Tr::T;
   constexpr DType kT = std::is_same_v<T, __half> ? DType::f16 : DType::bf16;
@@ -214,7 +215,11 @@ __device__ __forceinline__ void load_rows_part(const AssignParams& p, const RowT
       const std::int64_t row = t.row0 + r;
       const int col = ch * 8;
       v[u] = make_uint4(0, 0, 0, 0);
-      if (row < t.n && col < p.d) v[u] = load_chunk<T>(p, base + row * p.x_stride + col, col, vec16, vec32);
+      if (row < t.n && col < p.d) {
+        std::int64_t xrow = row;
+        if constexpr (kMapped) xrow = p.row_map[t.row_begin + row] - t.row_begin;
+        v[u] = load_chunk<T>(p, base + xrow * p.x_stride + col, col, vec16, vec32);
+      }
     }
 #pragma unroll
     for (int u = 0; u < kBatch; ++u) {
@@ -251,8 +256,11 @@ struct Ring {
 };
 
 /// kDc = dp / 64 D chunks, a template argument so that the wgmma sequence of a tile is
-/// straight-line code. kSecond: track the second best (certified launches).
-template <class Tr, int kDc, bool kSecond>
+/// straight-line code. kSecond: track the second best (certified launches). kCand: the
+/// certification cascade's candidate level (AssignParams::cand_pairs): the same scores,
+/// bitwise (same operands, same wgmma sequence, same fold arithmetic), over level 1's
+/// flagged rows, listing every (row, centroid) at or under the row's threshold.
+template <class Tr, int kDc, bool kSecond, bool kCand = false>
 __global__ void __launch_bounds__(Tr::kThreads, 1)
     flash_assign_sm90_kernel(const AssignParams p, const __grid_constant__ CUtensorMap tmap_c,
                              const __grid_constant__ CUtensorMap tmap_x, const int rows_mode) {
@@ -267,7 +275,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   // Only when the ring holds a whole centroid tile (kS >= kDc): a consumer holds the turn
   // while it waits for the tile's chunks, and a chunk's stage is free only once the other
   // consumer, which waits for the turn, has used its previous contents.
-  constexpr bool kPingPong = !kSecond && kS >= kDc;
+  constexpr bool kPingPong = !kSecond && !kCand && kS >= kDc;
+  static_assert(!(kSecond && kCand), "the candidate level keeps no top-2");
   constexpr int kRowsElems = kDc * kBM * kChunk;  // one rows buffer
   constexpr int kStageElems = kBN * kChunk;       // one centroid chunk
   extern __shared__ unsigned char smem_raw[];
@@ -388,14 +397,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       arch::mbar_wait(&rows_full[rb.slot], rb.phase);
       if (tma_row<kBM>(p, t, rows_mode) < 0) {
         // The producer handed over the empty buffer: load this consumer's rows into it.
-        load_rows_part<Tr, kDc>(p, t, sXb, cw, wt);
+        load_rows_part<Tr, kDc, kCand>(p, t, sXb, cw, wt);
         arch::fence_proxy_async_smem();  // generic-proxy stores -> wgmma (async proxy) reads
         arch::named_barrier_sync(4 + cw, 128);
       }
 
       // finish_row reads each row's |x|^2 and old label, row after row (its stores may alias
       // the next row's loads): fetch those lines now, under the tile's MMA.
-      if (tq == 0)
+      if (!kCand && tq == 0)
 #pragma unroll
         for (int r = 0; r < 2 * kMB; ++r) {
           const std::int64_t row = t.row0 + (cw * kMB + r / 2) * 64 + wq * 16 + g + 8 * (r % 2);
@@ -461,6 +470,60 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
           bstart[r] = best[r];
         }
       };
+      // Candidate level: each row's threshold (level 1 left it in dist[]; -inf past n: no
+      // candidates), and per row (bit r) whether it listed a pair / lost one to the capacity.
+      float thr[2 * kMB];
+      unsigned got_bits = 0, lost_bits = 0;
+      if constexpr (kCand) {
+#pragma unroll
+        for (int r = 0; r < 2 * kMB; ++r) {
+          const std::int64_t row = t.row0 + (cw * kMB + r / 2) * 64 + wq * 16 + g + 8 * (r % 2);
+          thr[r] = row < t.n ? p.dist[p.row_map[t.row_begin + row]] : -INFINITY;
+        }
+      }
+      // Candidate level's EPILOGUE of row block mb, tile j: the scores exactly as fold()
+      // forms them; each one <= its row's threshold becomes a pair (warp-aggregated: one
+      // atomic per warp and tile that has any).
+      auto fold_cand = [&](int mb, int j, const float2 (&ct)[16]) {
+#pragma unroll
+        for (int r = 0; r < 64; ++r) arch::fence_operand(acc[mb][r]);
+        unsigned long long hit = 0;  // bit 4n + 2h + e: column 8n + 2tq + e of row half h
+#pragma unroll
+        for (int n = 0; n < 16; ++n)
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const float s = fmaf(alpha, acc[mb][4 * n + 2 * h + e], e ? ct[n].y : ct[n].x);
+              hit |= static_cast<unsigned long long>(s <= thr[2 * mb + h]) << (4 * n + 2 * h + e);
+            }
+        if (!__any_sync(0xffffffffu, hit != 0)) return;
+        const int cnt = __popcll(hit);
+        int incl = cnt;  // inclusive prefix sum over the warp
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+          const int v = __shfl_up_sync(0xffffffffu, incl, o);
+          if (lane >= o) incl += v;
+        }
+        unsigned long long base = 0;
+        if (lane == 31) base = atomicAdd(p.cand_count, static_cast<unsigned long long>(incl));
+        base = __shfl_sync(0xffffffffu, base, 31);
+        unsigned long long slot = base + static_cast<unsigned long long>(incl - cnt);
+        const std::int64_t row_mb = t.row_begin + t.row0 + (cw * kMB + mb) * 64 + wq * 16 + g;
+        while (hit) {
+          const int bit = __ffsll(static_cast<long long>(hit)) - 1;
+          hit &= hit - 1;
+          const int h = (bit >> 1) & 1;
+          if (slot < static_cast<unsigned long long>(p.cand_capacity)) {
+            p.cand_pairs[slot] = CandidatePair{static_cast<std::int32_t>(row_mb + 8 * h),
+                                               j * kBN + 8 * (bit >> 2) + 2 * tq + (bit & 1)};
+            got_bits |= 1u << (2 * mb + h);
+          } else {
+            lost_bits |= 1u << (2 * mb + h);
+          }
+          ++slot;
+        }
+      };
       auto load_cterm = [&](int j, float2 (&ct)[16]) {
 #pragma unroll
         for (int n = 0; n < 16; ++n) ct[n] = __ldg(reinterpret_cast<const float2*>(ctb + j * kBN + 8 * n));
@@ -490,10 +553,37 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
           if (j == n_j - 1) arch::mbar_arrive(&rows_empty[rb.slot]);  // the rows tile's last reader
         }
 #pragma unroll
-        for (int mb = 0; mb < kMB; ++mb) fold(mb, j, ct);
+        for (int mb = 0; mb < kMB; ++mb) {
+          if constexpr (kCand) fold_cand(mb, j, ct);
+          else fold(mb, j, ct);
+        }
       }
       if (n_j == 0 && lane == 0) arch::mbar_arrive(&rows_empty[rb.slot]);
       rb.advance();
+
+      if constexpr (kCand) {
+        // ---- FINISH (candidate level): per row, over the quad: listed whole, or marked -----
+#pragma unroll
+        for (int r = 0; r < 2 * kMB; ++r) {
+          unsigned ok = (got_bits >> r) & 1u, lost = (lost_bits >> r) & 1u;
+          ok |= __shfl_xor_sync(0xffffffffu, ok, 1);
+          ok |= __shfl_xor_sync(0xffffffffu, ok, 2);
+          lost |= __shfl_xor_sync(0xffffffffu, lost, 1);
+          lost |= __shfl_xor_sync(0xffffffffu, lost, 2);
+          const std::int64_t row = t.row0 + (cw * kMB + r / 2) * 64 + wq * 16 + g + 8 * (r % 2);
+          if (tq == 0 && row < t.n) {
+            const std::int64_t f = t.row_begin + row;
+            const std::int64_t grow = p.row_map[f];
+            if (lost || !ok) {
+              p.flagged[f] = grow | kCandidateMark;  // no pair listed cannot happen (best <= thr); kept safe
+            } else {
+              p.cand_keys[f] = ~0ull;
+              reinterpret_cast<int*>(p.dist)[grow] = 0x7fffffff;
+            }
+          }
+        }
+        continue;
+      }
 
       // ---- FINISH: merge over the quad (registers only); the writes are deferred -------
       if (pending) write_pending();  // a tile without centroid tiles (n_j == 0)
@@ -539,9 +629,9 @@ static_assert(Sm90H128::stages(kSm90MaxChunks) >= 2, "dp = kMaxWgmmaDp must leav
 /// (flash_assign_sm90.cu).
 CUtensorMap rows_tensor_map(const AssignParams& p, Operand op, int bm, int& mode);
 
-template <class Tr, int kDc, bool kSecond>
+template <class Tr, int kDc, bool kSecond, bool kCand = false>
 void run_sm90(const AssignParams& p, Operand op, const CUtensorMap& cmap, cudaStream_t s) {
-  auto kernel = flash_assign_sm90_kernel<Tr, kDc, kSecond>;
+  auto kernel = flash_assign_sm90_kernel<Tr, kDc, kSecond, kCand>;
   constexpr std::size_t smem = Tr::smem_bytes(kDc);
   FLASHKM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   FLASHKM_ASSERT(p.tiles == nullptr || p.tile_rows == Tr::kBM,
@@ -549,6 +639,7 @@ void run_sm90(const AssignParams& p, Operand op, const CUtensorMap& cmap, cudaSt
   FLASHKM_ASSERT(p.tiles == nullptr || p.problems != nullptr, "ragged launch: a tile table needs its problem table");
   int mode = kRowsByConsumers;
   const CUtensorMap xmap = rows_tensor_map(p, op, Tr::kBM, mode);
+  if (p.row_map) mode = kRowsByConsumers;  // the candidate level gathers its rows (load_rows_part)
   const std::int64_t tiles = (p.n + Tr::kBM - 1) / Tr::kBM;
   int dev = 0, sms = 0;
   FLASHKM_CUDA_CHECK(cudaGetDevice(&dev));
@@ -563,6 +654,7 @@ void run_sm90(const AssignParams& p, Operand op, const CUtensorMap& cmap, cudaSt
 
 template <class Tr, int kDc>
 void dispatch_certify(const AssignParams& p, Operand op, const CUtensorMap& cmap, cudaStream_t s) {
+  if (p.cand_pairs) return run_sm90<Tr, kDc, false, true>(p, op, cmap, s);  // the cascade's candidate level
   if (p.certify) return run_sm90<Tr, kDc, true>(p, op, cmap, s);  // tracks the second best
   return run_sm90<Tr, kDc, false>(p, op, cmap, s);
 }

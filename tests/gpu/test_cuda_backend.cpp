@@ -13,10 +13,12 @@
 #include <limits>
 #include <ostream>
 #include <sstream>
+#include <string>
 #include <random>
 #include <vector>
 
 #include "core/backend.hpp"
+#include "cuda/batched_backend.hpp"
 #include "cuda/cuda_backend.hpp"
 #include "cuda/cuda_check.hpp"
 #include "cuda/tf32_round.hpp"
@@ -570,7 +572,12 @@ TEST(CudaBackend, CascadeLevelsBothExercised) {
     std::vector<std::vector<float>> dist(2, std::vector<float>(n));
     core::AssignStats st[2];
     for (int run = 0; run < 2; ++run) {
-      auto b = gpu(p, true);
+      // The SIMT cascade (fp32 level, then fp64), the one this test exercises; the candidate
+      // cascade has its own tests (CandidateCascade below).
+      cuda::CudaOptions so;
+      so.precision = p;
+      so.cascade = cuda::CertifyCascade::simt;
+      auto b = cuda::make_cuda_backend(so);
       b->attach(MatrixView::of(x.data(), n, d), nullptr, Metric::l2);
       b->set_centroids(c.data(), k);
       st[run] = b->assign();
@@ -855,4 +862,204 @@ TEST(WgmmaTileSingle, DeviceHalfInputBatched) {
     }
   }
   cudaFree(dx);
+}
+
+// ---- The candidate cascade (certify_candidates.hpp; wgmma, one problem) ---------------------
+
+namespace {
+
+std::unique_ptr<core::Backend> gpu_cascade(Precision p, cuda::CertifyCascade how) {
+  cuda::CudaOptions o;
+  o.precision = p;
+  o.cascade = how;
+  o.tile = cuda::TileConfig::wgmma_sm90;
+  return cuda::make_cuda_backend(o);
+}
+
+AssignOut run_assign_metric(core::Backend& b, const MatrixView& x, const float* c, std::int64_t k, Metric m) {
+  b.attach(x, nullptr, m);
+  b.set_centroids(c, k);
+  AssignOut o;
+  o.st = b.assign();
+  o.lab.resize(x.rows);
+  o.dist.resize(x.rows);
+  b.copy_labels(o.lab.data());
+  b.copy_distances(o.dist.data());
+  return o;
+}
+
+/// The candidate cascade against the full fp64 re-check of every flagged row (cascade fp64:
+/// the reference the design must equal bitwise), the SIMT cascade (same labels) and itself
+/// run to run (bitwise). Returns the candidate run.
+/// Which rows overflow the candidate list depends on the listing order: with `overflows`,
+/// their count (n_rechecked_fp64) may differ run to run; the results never do.
+AssignOut expect_candidates_equal_fp64(const MatrixView& xv, const std::vector<float>& c, int k, Precision p, Metric m,
+                                       const std::string& what, bool overflows = false) {
+  SCOPED_TRACE(what);
+  auto cand = gpu_cascade(p, cuda::CertifyCascade::candidates);
+  auto full = gpu_cascade(p, cuda::CertifyCascade::fp64);
+  auto simt = gpu_cascade(p, cuda::CertifyCascade::simt);
+  const AssignOut a = run_assign_metric(*cand, xv, c.data(), k, m);
+  const AssignOut f = run_assign_metric(*full, xv, c.data(), k, m);
+  const AssignOut s = run_assign_metric(*simt, xv, c.data(), k, m);
+  auto again = gpu_cascade(p, cuda::CertifyCascade::candidates);
+  const AssignOut a2 = run_assign_metric(*again, xv, c.data(), k, m);
+  std::printf("%s: %lld rows flagged, %lld candidate pairs, %lld rows re-checked against all centroids "
+              "(simt cascade: %lld in fp64)\n",
+              what.c_str(), (long long)a.st.n_rechecked, (long long)a.st.n_candidates, (long long)a.st.n_rechecked_fp64,
+              (long long)s.st.n_rechecked_fp64);
+  // Same level 1: the same rows flagged.
+  EXPECT_EQ(a.st.n_rechecked, f.st.n_rechecked);
+  EXPECT_GT(a.st.n_rechecked, 0) << "the data must exercise the cascade";
+  // Every flagged row lists at least its best and (its gap being under 2E) its second best.
+  EXPECT_GE(a.st.n_candidates, 2 * (a.st.n_rechecked - a.st.n_rechecked_fp64));
+  EXPECT_EQ(a.lab, f.lab) << "labels differ from the full fp64 re-check";
+  EXPECT_TRUE(same_bits(a.dist, f.dist)) << "distances differ from the full fp64 re-check";
+  EXPECT_EQ(a.st.n_changed, f.st.n_changed);
+  EXPECT_EQ(std::memcmp(&a.st.inertia, &f.st.inertia, sizeof(double)), 0) << a.st.inertia << " vs " << f.st.inertia;
+  EXPECT_EQ(a.lab, s.lab) << "labels differ from the SIMT cascade";
+  EXPECT_EQ(a.lab, a2.lab) << "run to run";
+  EXPECT_TRUE(same_bits(a.dist, a2.dist)) << "run to run";
+  EXPECT_EQ(a.st.n_candidates, a2.st.n_candidates);
+  if (!overflows) EXPECT_EQ(a.st.n_rechecked_fp64, a2.st.n_rechecked_fp64);
+  return a;
+}
+
+}  // namespace
+
+// Near-tie rows (midpoints of two centroids), fp32 host input (rows converted by the
+// consumers) and fp16 device input: certified labels = the exact fp64 argmin, and the
+// candidate cascade gives the full fp64 re-check's labels and distance bits.
+TEST(CandidateCascade, NearTiesEqualFullFp64Recheck) {
+  REQUIRE_WGMMA();
+  for (int d : {128, 100, 768}) {
+    const int k = 64;
+    const std::int64_t n = 8192;
+    gpu_test::NearTies data = gpu_test::near_tie_rows(n, d, k, 1e-4f, 3 + d);
+    const Ref ref = reference(data.x, n, d, data.c, k);
+    for (Precision p : {Precision::fp16, Precision::bf16}) {
+      const std::string what = std::string(to_string(p)) + " d=" + std::to_string(d);
+      const AssignOut a = expect_candidates_equal_fp64(MatrixView::of(data.x.data(), n, d), data.c, k, p, Metric::l2, what);
+      EXPECT_EQ(mismatches_outside_ties(ref, a.lab, 0.0), 0) << what;
+      EXPECT_EQ(a.st.n_rechecked_fp64, 0) << what << ": the candidates fit the list";
+    }
+    // 16-bit device input of the operand type (level 1 by TMA, the candidate level gathers).
+    std::vector<float> x16 = data.x;
+    void* dx = round_to_operand(x16, Precision::fp16);
+    ASSERT_NE(dx, nullptr);
+    const MatrixView xv16 = MatrixView::raw(dx, DType::f16, n, d, 0, Location::cuda, 0);
+    const Ref ref16 = reference(x16, n, d, data.c, k);
+    const AssignOut a = expect_candidates_equal_fp64(xv16, data.c, k, Precision::fp16, Metric::l2,
+                                                     "fp16 device input d=" + std::to_string(d));
+    EXPECT_EQ(mismatches_outside_ties(ref16, a.lab, 0.0), 0);
+    cudaFree(dx);
+  }
+}
+
+// Cosine and inner product: the distances the fp64 level writes (cosine: 1 + s / |x|).
+TEST(CandidateCascade, CosineAndInnerProductEqualFullFp64Recheck) {
+  REQUIRE_WGMMA();
+  const int d = 128, k = 300;
+  const std::int64_t n = 20000;
+  std::vector<float> x = blobs(n, d, 40, 1.0f, 29);
+  std::vector<float> c(x.begin(), x.begin() + std::int64_t(k) * d);
+  for (Metric m : {Metric::cosine, Metric::inner_product})
+    for (Precision p : {Precision::fp16, Precision::bf16})
+      expect_candidates_equal_fp64(MatrixView::of(x.data(), n, d), c, k, p, m,
+                                   std::string(to_string(p)) + (m == Metric::cosine ? " cosine" : " inner product"));
+}
+
+// Duplicate centroids: every row has 32 exact ties, more candidates than the list holds, so
+// rows overflow to the full fp64 re-check (never dropped): still the full re-check's bits,
+// ties to the lowest index.
+TEST(CandidateCascade, DuplicateCentroidsOverflowToFullRecheck) {
+  REQUIRE_WGMMA();
+  const int d = 64, distinct = 16, copies = 32, k = distinct * copies;
+  const std::int64_t n = 20000;
+  std::vector<float> x = blobs(n, d, distinct, 1.0f, 31);
+  std::vector<float> c(static_cast<std::size_t>(k) * d);
+  for (int j = 0; j < k; ++j)  // copy q of centroid a at j = q * distinct + a
+    std::copy(x.begin() + std::int64_t(j % distinct) * d, x.begin() + std::int64_t(j % distinct + 1) * d,
+              c.begin() + std::int64_t(j) * d);
+  const Ref ref = reference(x, n, d, c, k);
+  for (Precision p : {Precision::fp16, Precision::bf16}) {
+    const AssignOut a = expect_candidates_equal_fp64(MatrixView::of(x.data(), n, d), c, k, p, Metric::l2,
+                                                     std::string(to_string(p)) + " duplicates", true);
+    EXPECT_EQ(mismatches_outside_ties(ref, a.lab, 0.0), 0);
+    EXPECT_EQ(a.st.n_rechecked, n);
+    EXPECT_GT(a.st.n_rechecked_fp64, 0) << "the overflow path must be exercised";
+    EXPECT_LT(a.st.n_rechecked_fp64, n) << "the listed rows must be settled by their candidates";
+    for (std::int64_t i = 0; i < n; ++i) ASSERT_LT(a.lab[i], distinct) << "row " << i;
+  }
+}
+
+// Ragged batch (the batched backend: the flagged regions of the problems as problems of the
+// candidate launch, in chunks of tiles): per problem, the labels and inertia bits of the
+// batch's full fp64 re-check cascade and of the problem alone (single backend, candidates).
+TEST(CandidateCascade, BatchedRaggedEqualsFullRecheckAndAlone) {
+  REQUIRE_WGMMA();
+  const int d = 128;
+  const std::vector<std::int64_t> ns = {3001, 700, 5000, 1, 2600};
+  const std::vector<std::int64_t> ks = {64, 130, 17, 5, 256};
+  std::vector<gpu_test::NearTies> data;
+  for (std::size_t b = 0; b < ns.size(); ++b)
+    data.push_back(gpu_test::near_tie_rows(ns[b], d, static_cast<int>(ks[b]), 1e-4f, 40 + b));
+  std::vector<core::ProblemData> pd;
+  std::vector<std::int64_t> which, k;
+  std::vector<const float*> cs;
+  for (std::size_t b = 0; b < ns.size(); ++b) {
+    pd.push_back(core::ProblemData{MatrixView::of(data[b].x.data(), ns[b], d), nullptr});
+    which.push_back(static_cast<std::int64_t>(b));
+    k.push_back(ks[b]);
+    cs.push_back(data[b].c.data());
+  }
+  for (Precision p : {Precision::fp16, Precision::bf16}) {
+    SCOPED_TRACE(to_string(p));
+    struct Run {
+      std::vector<core::AssignStats> st;
+      std::vector<std::vector<std::int32_t>> lab;
+    };
+    auto batched = [&](cuda::CertifyCascade how) {
+      cuda::CudaOptions o;
+      o.precision = p;
+      o.cascade = how;
+      auto bb = cuda::make_cuda_batched_backend(o);
+      bb->attach(pd, Metric::l2);
+      bb->set_centroids(which, cs, k);
+      Run r;
+      bb->assign(which, false, r.st);
+      for (std::size_t b = 0; b < ns.size(); ++b) {
+        r.lab.emplace_back(ns[b]);
+        bb->copy_labels(static_cast<std::int64_t>(b), r.lab.back().data());
+      }
+      return r;
+    };
+    const Run cand = batched(cuda::CertifyCascade::candidates);
+    const Run full = batched(cuda::CertifyCascade::fp64);
+    const Run again = batched(cuda::CertifyCascade::candidates);
+    std::int64_t flagged = 0;
+    for (std::size_t b = 0; b < ns.size(); ++b) {
+      SCOPED_TRACE("problem " + std::to_string(b));
+      flagged += cand.st[b].n_rechecked;
+      EXPECT_EQ(cand.lab[b], full.lab[b]);
+      EXPECT_EQ(std::memcmp(&cand.st[b].inertia, &full.st[b].inertia, sizeof(double)), 0)
+          << cand.st[b].inertia << " vs " << full.st[b].inertia;
+      EXPECT_EQ(cand.st[b].n_rechecked, full.st[b].n_rechecked);
+      EXPECT_EQ(cand.st[b].n_changed, full.st[b].n_changed);
+      EXPECT_EQ(cand.st[b].n_rechecked_fp64, 0);
+      EXPECT_EQ(cand.lab[b], again.lab[b]);
+      EXPECT_EQ(std::memcmp(&cand.st[b].inertia, &again.st[b].inertia, sizeof(double)), 0);
+      // Alone: the single backend's candidate cascade on the same rows and centroids.
+      auto alone = gpu_cascade(p, cuda::CertifyCascade::candidates);
+      const AssignOut a = run_assign_metric(*alone, pd[b].x, cs[b], ks[b], Metric::l2);
+      EXPECT_EQ(a.lab, cand.lab[b]);
+      EXPECT_EQ(std::memcmp(&a.st.inertia, &cand.st[b].inertia, sizeof(double)), 0)
+          << a.st.inertia << " vs " << cand.st[b].inertia;
+      EXPECT_EQ(a.st.n_rechecked, cand.st[b].n_rechecked);
+    }
+    std::printf("%s batched: %lld rows flagged, %lld candidate pairs\n", to_string(p), (long long)flagged,
+                (long long)cand.st[0].n_candidates);
+    EXPECT_GT(flagged, 0);
+    EXPECT_GE(cand.st[0].n_candidates, 2 * flagged);
+  }
 }
