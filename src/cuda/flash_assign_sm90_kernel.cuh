@@ -530,9 +530,16 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       };
 
       // ---- MAIN LOOP over centroid tiles, each kDc chunk stages ------------------------
-      for (int j = 0; j < n_j; ++j) {
-        float2 ct[16];  // cterm of this thread's columns; the loads overlap the wait and the MMA
-        load_cterm(j, ct);
+      // Centroid tile j: issue its wgmmas (my turn in ping-pong), wait, fold. The first
+      // tile's copy of the body also writes the previous rows tile's results while its
+      // wgmmas run, then loads its cterm: the loop is peeled so that the pending results
+      // are dead in the loop (kept live through it, they and the cterm registers spilled at
+      // 232 registers), and every wgmma is waited for inside its own body (no wgmma in
+      // flight across a branch, which makes ptxas insert waits of its own).
+      auto tile_body = [&](int j, auto first) {
+        constexpr bool kFirst = decltype(first)::value;
+        float2 ct[16];  // cterm of this thread's columns: the loads overlap the MMA
+        if constexpr (!kFirst) load_cterm(j, ct);
         if constexpr (kPingPong) arch::named_barrier_sync(2 + cw, 256);  // my turn to issue
         int prev = 0;  // the previous chunk's stage
         static_for<kDc>([&](auto cc) {
@@ -546,7 +553,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
           st.advance();
         });
         if constexpr (kPingPong) arch::named_barrier_arrive(2 + (cw ^ 1), 256);  // the other's turn
-        if (j == 0 && pending) write_pending();  // the previous tile's writes, under this MMA
+        if constexpr (kFirst) {
+          if (pending) write_pending();  // the previous tile's writes, under this MMA
+          load_cterm(j, ct);
+        }
         arch::wgmma_wait<0>();
         if (lane == 0) {
           arch::mbar_arrive(&empty[prev]);
@@ -557,7 +567,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
           if constexpr (kCand) fold_cand(mb, j, ct);
           else fold(mb, j, ct);
         }
-      }
+      };
+      if (n_j > 0) tile_body(0, std::true_type{});
+      else if (pending) write_pending();
+      for (int j = 1; j < n_j; ++j) tile_body(j, std::false_type{});
       if (n_j == 0 && lane == 0) arch::mbar_arrive(&rows_empty[rb.slot]);
       rb.advance();
 
@@ -586,7 +599,6 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       }
 
       // ---- FINISH: merge over the quad (registers only); the writes are deferred -------
-      if (pending) write_pending();  // a tile without centroid tiles (n_j == 0)
 #pragma unroll
       for (int mb = 0; mb < kMB; ++mb)
 #pragma unroll
