@@ -608,6 +608,7 @@ TEST(CudaBackend, CascadeLevelsBothExercised) {
     cuda::CudaOptions o;
     o.precision = p;
     o.batch = 2;
+    o.cascade = cuda::CertifyCascade::simt;
     auto bb = cuda::make_cuda_backend(o);
     bb->attach(MatrixView::of(x2.data(), 2 * n, d), nullptr, Metric::l2);
     bb->set_centroids(c2.data(), 2 * k);
