@@ -19,6 +19,7 @@
 
 #include "core/backend.hpp"
 #include "cuda/batched_backend.hpp"
+#include "cuda/certify_candidates.hpp"
 #include "cuda/cuda_backend.hpp"
 #include "cuda/cuda_check.hpp"
 #include "cuda/tf32_round.hpp"
@@ -1063,4 +1064,27 @@ TEST(CandidateCascade, BatchedRaggedEqualsFullRecheckAndAlone) {
     EXPECT_GT(flagged, 0);
     EXPECT_GE(cand.st[0].n_candidates, 2 * flagged);
   }
+}
+
+// The candidate cascade's workspace bounds (host arithmetic: runs without a GPU): a power of
+// two of pairs, room for 8 per flagged row up to 2^21 pairs (32 MiB with their scores), the
+// rows in chunks that keep that ratio, every flagged row in some chunk, and the chunk's
+// full re-check list fitting the scores array.
+TEST(CandidateCascadeSizes, BoundedAndCoverEveryRow) {
+  for (const std::int64_t flagged : {std::int64_t(1), std::int64_t(7), std::int64_t(1000), std::int64_t(8193),
+                                     std::int64_t(262144), std::int64_t(262145), std::int64_t(1) << 22,
+                                     std::int64_t(50000000)}) {
+    const cuda::CandidateSizes z = cuda::candidate_sizes(flagged);
+    SCOPED_TRACE(flagged);
+    EXPECT_EQ(z.capacity & (z.capacity - 1), 0) << "a power of two";
+    EXPECT_LE(z.capacity, cuda::kMaxCandidatePairs);
+    EXPECT_GE(z.capacity, std::min<std::int64_t>(8 * flagged, cuda::kMaxCandidatePairs));
+    EXPECT_LE(z.capacity * 16, std::int64_t(32) << 20);
+    EXPECT_GE(z.chunk_rows, 1);
+    EXPECT_LE(z.chunk_rows, z.capacity);  // the re-check list reuses the scores
+    EXPECT_LE(8 * z.chunk_rows, std::max<std::int64_t>(z.capacity, 8));
+    EXPECT_GE(z.chunks * z.chunk_rows, flagged);
+    EXPECT_LT((z.chunks - 1) * z.chunk_rows, flagged);
+  }
+  EXPECT_EQ(cuda::candidate_sizes(0).chunks, 0);
 }
