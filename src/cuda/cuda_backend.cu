@@ -8,9 +8,10 @@
 // copy for the cascade's second level), and O(N / 256 + K) piece sums of D + 1 doubles.
 //
 // Certified assign() is a cascade (docs/CUDA.md): tensor cores flag the rows their bound
-// cannot settle. With the wgmma kernel (one problem, resident rows) the same kernel re-runs
-// the flagged rows and lists their candidate centroids, whose fp64 scores settle them
-// (certify_candidates.hpp; the host reads the flagged count once). Elsewhere the exact-fp32
+// cannot settle. With the wgmma kernel (one problem) the same kernel re-runs the flagged
+// rows and lists their candidate centroids, whose fp64 scores settle them
+// (certify_candidates.hpp; the host reads the flagged count once per assign, or per
+// streamed chunk). Elsewhere the exact-fp32
 // SIMT kernel re-runs those rows in place with its own, much tighter bound, and only what
 // it cannot settle reaches the fp64 re-check, with no host wait between the levels (each
 // reads the previous level's count on the device).
