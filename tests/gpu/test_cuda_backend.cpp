@@ -971,12 +971,14 @@ TEST(CandidateCascade, CosineAndInnerProductEqualFullFp64Recheck) {
                                    std::string(to_string(p)) + (m == Metric::cosine ? " cosine" : " inner product"));
 }
 
-// Duplicate centroids: every row has 32 exact ties, more candidates than the list holds, so
-// rows overflow to the full fp64 re-check (never dropped): still the full re-check's bits,
-// ties to the lowest index.
+// Duplicate centroids: every row ties exactly with the 16 copies of its nearest centroid,
+// 8 in each of the two centroid tiles: 16 x 20000 pairs against a list of 2^18 (a power of
+// two >= 8 per flagged row), so the first tile's pairs fit and part of the second's do not:
+// rows overflow to the full fp64 re-check (never dropped) while others are settled by their
+// candidates; still the full re-check's bits, ties to the lowest index.
 TEST(CandidateCascade, DuplicateCentroidsOverflowToFullRecheck) {
   REQUIRE_WGMMA();
-  const int d = 64, distinct = 16, copies = 32, k = distinct * copies;
+  const int d = 64, distinct = 16, copies = 16, k = distinct * copies;
   const std::int64_t n = 20000;
   std::vector<float> x = blobs(n, d, distinct, 1.0f, 31);
   std::vector<float> c(static_cast<std::size_t>(k) * d);
