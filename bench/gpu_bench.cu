@@ -69,7 +69,7 @@ void sizes(int B, std::int64_t N, int K, bool ragged, std::vector<std::int64_t>&
 
 /// The batched configs through the batched backend (fit_batched's per-iteration calls).
 int run_batched(int B, std::int64_t N, int K, int D, bool f16, int iters, const char* precision, bool certify,
-                bool ragged) {
+                flashkm::cuda::CertifyCascade cascade, const char* cascade_name, bool ragged) {
   std::vector<std::int64_t> off, ks;
   sizes(B, N, K, ragged, off, ks);
   const std::int64_t rows = off.back(), elems = rows * D;
@@ -100,6 +100,7 @@ int run_batched(int B, std::int64_t N, int K, int D, bool f16, int iters, const 
     flashkm::cuda::CudaOptions o;
     o.precision = flashkm::parse_precision(precision);
     o.certify = certify;
+    o.cascade = cascade;
     auto be = flashkm::cuda::make_cuda_batched_backend(o);
     std::vector<flashkm::core::ProblemData> problems(static_cast<std::size_t>(B));
     for (int b = 0; b < B; ++b)
@@ -117,7 +118,7 @@ int run_batched(int B, std::int64_t N, int K, int D, bool f16, int iters, const 
     }
     std::vector<flashkm::core::AssignStats> stats;
     std::vector<double> shift;
-    std::int64_t rechecked = 0, rechecked_fp64 = 0;
+    std::int64_t rechecked = 0, rechecked_fp64 = 0, candidates = 0;
     double phase_ms[3] = {0, 0, 0};
     auto ptrs = [&](auto& v) {
       std::vector<std::remove_reference_t<decltype(v[0][0])>*> p(v.size());
@@ -138,6 +139,7 @@ int run_batched(int B, std::int64_t N, int K, int D, bool f16, int iters, const 
         for (const auto& st : stats) {
           rechecked += st.n_rechecked;
           rechecked_fp64 += st.n_rechecked_fp64;
+          candidates += st.n_candidates;
         }
         if (be->update_centroids_kept(flashkm::Metric::l2, ptrs(w), shift)) {
           host_current = false;
@@ -158,7 +160,7 @@ int run_batched(int B, std::int64_t N, int K, int D, bool f16, int iters, const 
     lloyd(2);  // warm-up (module load, workspace)
     c = init;
     host_current = true;
-    rechecked = rechecked_fp64 = 0;
+    rechecked = rechecked_fp64 = candidates = 0;
     for (double& v : phase_ms) v = 0;
     CK(cudaDeviceSynchronize());
     const double t0 = now_ms();
@@ -179,11 +181,12 @@ int run_batched(int B, std::int64_t N, int K, int D, bool f16, int iters, const 
         "\"update\":\"device\",\"api\":\"batched\",\"layout\":\"%s\",\"rows\":%lld,\"iters\":%d,\"ms_per_iter\":%.4f,"
         "\"set_ms_in_loop\":%.4f,\"assign_ms_in_loop\":%.4f,\"update_ms_in_loop\":%.4f,\"assign_ms_median\":%.4f,"
         "\"assign_tflops\":%.2f,\"iter_tflops_equiv\":%.2f,\"rechecked_per_iter\":%.1f,\"rechecked_fp64_per_iter\":%.1f,"
-        "\"extra_MB_held\":%.2f,\"extra_MB_cudaMemGetInfo\":%.2f}\n",
+        "\"candidates_per_iter\":%.1f,\"cascade\":\"%s\",\"extra_MB_held\":%.2f,\"extra_MB_cudaMemGetInfo\":%.2f}\n",
         B, (long long)N, K, D, f16 ? "float16" : "float32", precision, certify ? 1 : 0, ragged ? "ragged" : "equal",
         (long long)rows, iters, total_ms / iters, phase_ms[0] / iters, phase_ms[1] / iters, phase_ms[2] / iters, a[2],
         flops / (a[2] * 1e-3) / 1e12, flops / (total_ms / iters * 1e-3) / 1e12, double(rechecked) / iters,
-        double(rechecked_fp64) / iters, flashkm::cuda::batched_device_bytes_held(*be) / 1048576.0,
+        double(rechecked_fp64) / iters, double(candidates) / iters, certify ? cascade_name : "none",
+        flashkm::cuda::batched_device_bytes_held(*be) / 1048576.0,
         (double(free0) - double(free1)) / 1048576.0);
   } catch (const flashkm::Error& e) {
     std::printf("{\"B\":%d,\"N\":%lld,\"K\":%d,\"D\":%d,\"error\":\"%s\"}\n", B, (long long)N, K, D, e.what());
@@ -217,7 +220,8 @@ int main(int argc, char** argv) {
   const int tile = argc > 9 ? std::atoi(argv[9]) : 0;
   const bool host_update = argc > 10 && std::string(argv[10]) == "host";
   const bool ragged = argc > 11 && std::string(argv[11]) == "ragged";
-  if (B > 1 && !host_update) return run_batched(B, N, K, D, f16, iters, argv[7], certify, ragged);
+  if (B > 1 && !host_update)
+    return run_batched(B, N, K, D, f16, iters, argv[7], certify, cascade, certify_arg.c_str(), ragged);
   const std::int64_t rows = std::int64_t(B) * N;
   const std::int64_t elems = rows * D;
   void* dx = nullptr;

@@ -120,19 +120,20 @@ unsigned grid_for(std::int64_t warps_wanted, int max_blocks) {
   return static_cast<unsigned>(std::max<std::int64_t>(1, std::min<std::int64_t>(blocks, max_blocks)));
 }
 
-/// Level 3 of one chunk: `rows` (x as given) enumerates the chunk's flagged rows as the
-/// candidate launch does (n / problems / tiles, tile height bm); list and keys are indexed
-/// by its rows' positions row_begin + row.
+/// Level 3 of one chunk. `given`: level 1's rows and problems with x as given (a data row's
+/// problem, x and centroids); `rows`: the same, enumerating the chunk's flagged rows as the
+/// candidate launch does (n / problems / tiles, tile height bm). list and keys are indexed
+/// by the enumerated rows' positions row_begin + row.
 template <class XIn>
-void level3(const AssignParams& rows, int bm, const float* c32, const CandidateWork& w, const std::int64_t* list,
-            unsigned long long* keys, unsigned long long* ctr, int max_blocks, cudaStream_t s) {
+void level3(const AssignParams& given, const AssignParams& rows, int bm, const float* c32, const CandidateWork& w,
+            const std::int64_t* list, unsigned long long* keys, unsigned long long* ctr, int max_blocks, cudaStream_t s) {
   const unsigned long long* found = ctr + kCandPairs;
   const std::int64_t cap = w.sizes.capacity;
   // The pair count is on the device: persistent grids sized for the capacity's share.
-  candidate_scores_kernel<XIn><<<grid_for(cap, max_blocks), kThreads, 0, s>>>(rows, c32, list, w.pairs, w.scores,
+  candidate_scores_kernel<XIn><<<grid_for(cap, max_blocks), kThreads, 0, s>>>(given, c32, list, w.pairs, w.scores,
                                                                              keys, found, cap);
   FLASHKM_CUDA_LAUNCH_CHECK();
-  candidate_argmin_kernel<<<grid_for(cap / 32, max_blocks), kThreads, 0, s>>>(rows, list, w.pairs, w.scores, keys,
+  candidate_argmin_kernel<<<grid_for(cap / 32, max_blocks), kThreads, 0, s>>>(given, list, w.pairs, w.scores, keys,
                                                                              found, cap);
   FLASHKM_CUDA_LAUNCH_CHECK();
   candidate_finish_kernel<XIn><<<grid_for(w.sizes.chunk_rows, max_blocks), kThreads, 0, s>>>(
@@ -192,16 +193,17 @@ void launch_candidate_chunk(const AssignParams& level1, Operand op, const Assign
   q.cand_count = ctr + kCandPairs;
   q.cand_keys = keys;
   launch_flash_assign_sm90(q, op, s);
-  // Level 3 over the same rows (x as given), then the full re-check of the rows whose
+  // Level 3 over the same rows (x as given; a data row's problem from `given`, whose n is the
+  // problems' rows, not the flagged counts), then the full re-check of the rows whose
   // candidates did not fit.
   AssignParams g = given;
   enumerate(g);
   g.problem_stats = rows.problem_stats;
   const int bm = rows.tiles ? rows.tile_rows : 256;  // any height without a tile table
   switch (given.x_dtype) {
-    case DType::f32: level3<float>(g, bm, c32, w, list, keys, ctr, max_blocks, s); break;
-    case DType::f16: level3<__half>(g, bm, c32, w, list, keys, ctr, max_blocks, s); break;
-    case DType::bf16: level3<__nv_bfloat16>(g, bm, c32, w, list, keys, ctr, max_blocks, s); break;
+    case DType::f32: level3<float>(given, g, bm, c32, w, list, keys, ctr, max_blocks, s); break;
+    case DType::f16: level3<__half>(given, g, bm, c32, w, list, keys, ctr, max_blocks, s); break;
+    case DType::bf16: level3<__nv_bfloat16>(given, g, bm, c32, w, list, keys, ctr, max_blocks, s); break;
     default: FLASHKM_FAIL(internal, "candidate cascade: unsupported input dtype");
   }
   AssignParams r = given;

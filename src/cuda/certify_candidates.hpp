@@ -13,7 +13,7 @@
 // Rows whose pairs did not fit the bounded list go to the full fp64 re-check
 // (launch_recheck). Result: the labels and distances the full fp64 re-check of every
 // flagged row would give, at the cost of one tensor-core pass over the flagged rows and
-// fp64 work proportional to their candidates. One problem (B = 1), resident rows, wgmma.
+// fp64 work proportional to their candidates. wgmma level 1 only (sm_90a).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -26,12 +26,12 @@
 namespace flashkm::cuda {
 
 /// Whether CertifyCascade::automatic takes the candidate cascade where it applies.
-constexpr bool kCandidatesByDefault = false;
+constexpr bool kCandidatesByDefault = true;
 
 /// Whether a certified assign with tile config `tile` and operand `op` settles its flagged
 /// rows by candidates (the wgmma kernel's level 2); the single and batched backends decide
-/// alike, so that a problem alone gives the bits it gives in a batch. The single backend
-/// also needs resident rows (streamed chunks keep the SIMT cascade: no host wait per chunk).
+/// alike, so that a problem alone gives the bits it gives in a batch, and the single backend
+/// alike for resident and streamed rows (a streamed fit gives the resident fit's bits).
 inline bool candidate_cascade(CertifyCascade how, TileConfig tile, Operand op) {
   const bool asked = how == CertifyCascade::candidates || (how == CertifyCascade::automatic && kCandidatesByDefault);
   return asked && tile == TileConfig::wgmma_sm90 && (op == Operand::fp16 || op == Operand::bf16);

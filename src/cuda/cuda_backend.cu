@@ -8,9 +8,10 @@
 // copy for the cascade's second level), and O(N / 256 + K) piece sums of D + 1 doubles.
 //
 // Certified assign() is a cascade (docs/CUDA.md): tensor cores flag the rows their bound
-// cannot settle. With the wgmma kernel (one problem, resident rows) the same kernel re-runs
-// the flagged rows and lists their candidate centroids, whose fp64 scores settle them
-// (certify_candidates.hpp; the host reads the flagged count once). Elsewhere the exact-fp32
+// cannot settle. With the wgmma kernel (one problem) the same kernel re-runs the flagged
+// rows and lists their candidate centroids, whose fp64 scores settle them
+// (certify_candidates.hpp; the host reads the flagged count once per assign, or per
+// streamed chunk). Elsewhere the exact-fp32
 // SIMT kernel re-runs those rows in place with its own, much tighter bound, and only what
 // it cannot settle reaches the fp64 re-check, with no host wait between the levels (each
 // reads the previous level's count on the device).
@@ -353,6 +354,7 @@ class CudaBackend final : public core::Backend {
     const bool fuse = for_update && plan_.streamed;
     std::vector<unsigned long long> h;
     cand_chunks_ = 0;
+    for (auto& v : cand_acc_) v = 0;
     if (!plan_.streamed) {
       ensure_scratch();
       FLASHKM_CUDA_CHECK(cudaMemsetAsync(counters_.get(), 0, kNumCounters * sizeof(unsigned long long), stream_));
@@ -409,9 +411,8 @@ class CudaBackend final : public core::Backend {
     st.inertia = inertia;
     // Candidate levels: per chunk of flagged rows (rows re-checked against every centroid,
     // label changes, pairs found).
-    unsigned long long cand[kCandSlots] = {};
-    for (std::size_t at = 0; at < hc.size(); at += kCandSlots)
-      for (int q = 0; q < kCandSlots; ++q) cand[q] += hc[at + q];
+    add_candidate_counts(hc);
+    const unsigned long long* cand = cand_acc_;
     st.n_rechecked = static_cast<std::int64_t>(c[kFlagged]);
     st.n_rechecked_fp64 = static_cast<std::int64_t>(how == Settle::simt         ? c[kFlagged2]
                                                     : how == Settle::candidates ? cand[kCandFp64Rows]
@@ -931,13 +932,13 @@ class CudaBackend final : public core::Backend {
   /// How certified assign() settles flagged rows: none (uncertified), fp64 (every flagged
   /// row against all centroids: an fp32 first level is already the SIMT kernel, or asked
   /// for), simt (the fp32 SIMT level first), candidates (certify_candidates.hpp: the wgmma
-  /// kernel, one problem, resident rows; the equal-sized batch of CudaOptions::batch keeps
-  /// the SIMT cascade).
+  /// kernel, one problem, resident or streamed (one host wait per chunk); the equal-sized
+  /// batch of CudaOptions::batch keeps the SIMT cascade).
   enum class Settle { none, fp64, simt, candidates };
   Settle settle_mode() const {
     if (!opt_.certify) return Settle::none;
     if (main_.op == Operand::fp32 || opt_.cascade == CertifyCascade::fp64) return Settle::fp64;
-    const bool candidates = candidate_cascade(opt_.cascade, main_.tile, main_.op) && opt_.batch == 1 && !plan_.streamed;
+    const bool candidates = candidate_cascade(opt_.cascade, main_.tile, main_.op) && opt_.batch == 1;
     return candidates ? Settle::candidates : Settle::simt;
   }
 
@@ -947,7 +948,13 @@ class CudaBackend final : public core::Backend {
   void settle_candidates(const AssignParams& p, const AssignParams& pr, unsigned long long* counters, std::int64_t rows) {
     h_count_.ensure(1, "pinned flagged count");
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(h_count_.get(), counters + kFlagged, 8, cudaMemcpyDeviceToHost, stream_));
+    // Streamed: the previous chunk's candidate counters, before their buffer is reused.
+    std::vector<unsigned long long> prev(static_cast<std::size_t>(cand_chunks_ * kCandSlots));
+    if (!prev.empty())
+      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(prev.data(), cand_ctr_.get(), prev.size() * 8, cudaMemcpyDeviceToHost, stream_));
     FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    add_candidate_counts(prev);
+    cand_chunks_ = 0;
     const std::int64_t count = static_cast<std::int64_t>(*h_count_.get());
     if (count == 0) return;
     CandidateWork w;
@@ -965,6 +972,12 @@ class CudaBackend final : public core::Backend {
     w.ctr = cand_ctr_.get();
     launch_candidate_cascade(p, main_.op, pr, main_.c32.get(), count, w, stream_);
     cand_chunks_ = w.sizes.chunks;
+  }
+
+  /// Adds chunks' candidate counters (kCandSlots each, from the host) into cand_acc_.
+  void add_candidate_counts(const std::vector<unsigned long long>& h) {
+    for (std::size_t at = 0; at < h.size(); at += kCandSlots)
+      for (int q = 0; q < kCandSlots; ++q) cand_acc_[q] += h[at + q];
   }
 
   /// fp32 operands of main_'s centroids for the cascade's second level, rebuilt only after
@@ -1212,6 +1225,7 @@ class CudaBackend final : public core::Backend {
   DeviceBuffer<double> cand_scores_;
   DeviceBuffer<unsigned long long> cand_ctr_;
   std::int64_t cand_chunks_ = 0;
+  unsigned long long cand_acc_[kCandSlots] = {};  // this assign's counts of the chunks already read
   PinnedBuffer<unsigned long long> h_count_;
 };
 

@@ -15,7 +15,7 @@ namespace flashkm::cuda {
 /// "Certification"). Every choice gives the float64 argmin outside true ties; they differ in
 /// speed, and in the distances of the rows settled below fp64 (simt: fp32 distances).
 enum class CertifyCascade : std::uint8_t {
-  automatic = 0,   ///< candidates where they apply (wgmma kernel, one problem, resident rows), else simt
+  automatic = 0,   ///< candidates where they apply (wgmma kernel; CudaOptions::batch == 1), else simt
   candidates = 1,  ///< wgmma over the flagged rows lists the candidate centroids, fp64 scores them
                    ///< (where it does not apply: simt)
   simt = 2,        ///< exact-fp32 SIMT kernel over the flagged rows, then fp64 against all centroids

@@ -19,6 +19,7 @@
 
 #include "core/backend.hpp"
 #include "cuda/batched_backend.hpp"
+#include "cuda/certify_candidates.hpp"
 #include "cuda/cuda_backend.hpp"
 #include "cuda/cuda_check.hpp"
 #include "cuda/tf32_round.hpp"
@@ -608,6 +609,7 @@ TEST(CudaBackend, CascadeLevelsBothExercised) {
     cuda::CudaOptions o;
     o.precision = p;
     o.batch = 2;
+    o.cascade = cuda::CertifyCascade::simt;
     auto bb = cuda::make_cuda_backend(o);
     bb->attach(MatrixView::of(x2.data(), 2 * n, d), nullptr, Metric::l2);
     bb->set_centroids(c2.data(), 2 * k);
@@ -969,12 +971,14 @@ TEST(CandidateCascade, CosineAndInnerProductEqualFullFp64Recheck) {
                                    std::string(to_string(p)) + (m == Metric::cosine ? " cosine" : " inner product"));
 }
 
-// Duplicate centroids: every row has 32 exact ties, more candidates than the list holds, so
-// rows overflow to the full fp64 re-check (never dropped): still the full re-check's bits,
-// ties to the lowest index.
+// Duplicate centroids: every row ties exactly with the 16 copies of its nearest centroid,
+// 8 in each of the two centroid tiles: 16 x 20000 pairs against a list of 2^18 (a power of
+// two >= 8 per flagged row), so the first tile's pairs fit and part of the second's do not:
+// rows overflow to the full fp64 re-check (never dropped) while others are settled by their
+// candidates; still the full re-check's bits, ties to the lowest index.
 TEST(CandidateCascade, DuplicateCentroidsOverflowToFullRecheck) {
   REQUIRE_WGMMA();
-  const int d = 64, distinct = 16, copies = 32, k = distinct * copies;
+  const int d = 64, distinct = 16, copies = 16, k = distinct * copies;
   const std::int64_t n = 20000;
   std::vector<float> x = blobs(n, d, distinct, 1.0f, 31);
   std::vector<float> c(static_cast<std::size_t>(k) * d);
@@ -1062,4 +1066,27 @@ TEST(CandidateCascade, BatchedRaggedEqualsFullRecheckAndAlone) {
     EXPECT_GT(flagged, 0);
     EXPECT_GE(cand.st[0].n_candidates, 2 * flagged);
   }
+}
+
+// The candidate cascade's workspace bounds (host arithmetic: runs without a GPU): a power of
+// two of pairs, room for 8 per flagged row up to 2^21 pairs (32 MiB with their scores), the
+// rows in chunks that keep that ratio, every flagged row in some chunk, and the chunk's
+// full re-check list fitting the scores array.
+TEST(CandidateCascadeSizes, BoundedAndCoverEveryRow) {
+  for (const std::int64_t flagged : {std::int64_t(1), std::int64_t(7), std::int64_t(1000), std::int64_t(8193),
+                                     std::int64_t(262144), std::int64_t(262145), std::int64_t(1) << 22,
+                                     std::int64_t(50000000)}) {
+    const cuda::CandidateSizes z = cuda::candidate_sizes(flagged);
+    SCOPED_TRACE(flagged);
+    EXPECT_EQ(z.capacity & (z.capacity - 1), 0) << "a power of two";
+    EXPECT_LE(z.capacity, cuda::kMaxCandidatePairs);
+    EXPECT_GE(z.capacity, std::min<std::int64_t>(8 * flagged, cuda::kMaxCandidatePairs));
+    EXPECT_LE(z.capacity * 16, std::int64_t(32) << 20);
+    EXPECT_GE(z.chunk_rows, 1);
+    EXPECT_LE(z.chunk_rows, z.capacity);  // the re-check list reuses the scores
+    EXPECT_LE(8 * z.chunk_rows, std::max<std::int64_t>(z.capacity, 8));
+    EXPECT_GE(z.chunks * z.chunk_rows, flagged);
+    EXPECT_LT((z.chunks - 1) * z.chunk_rows, flagged);
+  }
+  EXPECT_EQ(cuda::candidate_sizes(0).chunks, 0);
 }
