@@ -1030,14 +1030,11 @@ class CudaBatchedBackend final : public core::BatchedBackend {
     psums_.ensure(std::size_t(max_pieces) * (d_ + 1), "update piece sums");
     sums_dev_.ensure(with_x ? std::size_t(nc) * d_ : 1, "cluster sums");
     cw_.ensure(std::size_t(nc), "cluster weights");
-    // The combine of the pieces is fused into the piece sums; its counters per key reuse
-    // npieces_, which the scan above has consumed.
-    const CombineOut co{first_.get(), L.slot_bits < 0 ? nullptr : d_cluster_of_.get(),
-                        reinterpret_cast<unsigned long long*>(npieces_.get()), sums_dev_.get(), cw_.get(), nk};
-    launch_fill_pieces(row_off_.get(), first_.get(), nk, 0, d_piece_rows_.get(), max_pieces, pieces_.get(), stream_,
-                       &co, d_, with_x);
+    launch_fill_pieces(row_off_.get(), first_.get(), nk, 0, d_piece_rows_.get(), max_pieces, pieces_.get(), stream_);
     launch_piece_sums(xv_, w_, xnorm_.get(), metric_ == Metric::cosine, with_x, dv.Current(), pieces_.get(),
-                      first_.get() + nk, max_pieces, psums_.get(), stream_, nullptr, &co);
+                      first_.get() + nk, max_pieces, psums_.get(), stream_);
+    launch_combine_pieces(psums_.get(), first_.get(), nk, d_, with_x, sums_dev_.get(), cw_.get(), stream_,
+                          L.slot_bits < 0 ? nullptr : d_cluster_of_.get());
   }
 
   struct Layout {

@@ -17,48 +17,33 @@ namespace flashkm::cuda {
 /// fp32 storage holding the value rounded to tf32) and cterm from
 /// src [d] (real) or zeros (padding past k: cterm +inf). cmax_bits / dcmax_bits point at the
 /// problem's entries (atomicMax of float bits, rounded up). Every lane of the warp calls it.
-/// Each 256 columns' loads are issued together before their stores (lane l: columns
-/// l + 32 i, in increasing order as one loop over c = l, l + 32, ... took them, so the same
-/// fp64 chains): load, store, load, ... let a warp wait for memory once per 32 columns, as
-/// src and c_op may alias for the compiler (B=500 K=256 D=128: 101 us).
 __device__ __forceinline__ void prepare_centroid_row(const float* src, bool real, std::int64_t row, int lane, int d,
                                                      int dp, int op, bool l2, void* c_op, float* cterm,
                                                      unsigned* cmax_bits, unsigned* dcmax_bits, unsigned* overflow) {
   double s = 0, ds = 0;  // |c|^2 and |c - operand(c)|^2 (the rounding error, for the bound)
   float mx = 0;
-  for (int c0 = 0; c0 < dp; c0 += 256) {
-    float vals[8];
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const int c = c0 + lane + 32 * i;
-      vals[i] = (real && c < d) ? src[c] : 0.0f;
+  for (int c = lane; c < dp; c += 32) {
+    const float v = (real && c < d) ? src[c] : 0.0f;
+    s = fma(double(v), double(v), s);
+    mx = fmaxf(mx, fabsf(v));
+    const std::int64_t o = row * dp + c;
+    float r = v;  // the operand as the kernel will read it
+    if (op == 0) {
+      const __half h = __float2half_rn(v);
+      static_cast<__half*>(c_op)[o] = h;
+      r = __half2float(h);
+    } else if (op == 1) {
+      const __nv_bfloat16 h = __float2bfloat16_rn(v);
+      static_cast<__nv_bfloat16*>(c_op)[o] = h;
+      r = __bfloat162float(h);
+    } else if (op == 3) {
+      r = round_to_tf32(v);
+      static_cast<float*>(c_op)[o] = r;
+    } else {
+      static_cast<float*>(c_op)[o] = v;
     }
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const int c = c0 + lane + 32 * i;
-      if (c >= dp) break;
-      const float v = vals[i];
-      s = fma(double(v), double(v), s);
-      mx = fmaxf(mx, fabsf(v));
-      const std::int64_t o = row * dp + c;
-      float r = v;  // the operand as the kernel will read it
-      if (op == 0) {
-        const __half h = __float2half_rn(v);
-        static_cast<__half*>(c_op)[o] = h;
-        r = __half2float(h);
-      } else if (op == 1) {
-        const __nv_bfloat16 h = __float2bfloat16_rn(v);
-        static_cast<__nv_bfloat16*>(c_op)[o] = h;
-        r = __bfloat162float(h);
-      } else if (op == 3) {
-        r = round_to_tf32(v);
-        static_cast<float*>(c_op)[o] = r;
-      } else {
-        static_cast<float*>(c_op)[o] = v;
-      }
-      const double e = double(v) - double(r);  // exact: both are floats within a factor 2 (or r = 0)
-      ds = fma(e, e, ds);
-    }
+    const double e = double(v) - double(r);  // exact: both are floats within a factor 2 (or r = 0)
+    ds = fma(e, e, ds);
   }
   for (int o = 16; o > 0; o >>= 1) {
     s += __shfl_down_sync(0xffffffffu, s, o);

@@ -1167,14 +1167,11 @@ class CudaBackend final : public core::Backend {
     psums_.ensure(std::size_t(max_pieces) * (d_ + 1), "update piece sums");
     sums_dev_.ensure(with_x ? std::size_t(nc) * d_ : 1, "cluster sums");
     cw_.ensure(std::size_t(nc), "cluster weights");
-    // The combine of the pieces is fused into the piece sums; its counters per cluster reuse
-    // npieces_, which the scan above has consumed.
-    const CombineOut co{first_.get(), nullptr, reinterpret_cast<unsigned long long*>(npieces_.get()),
-                        sums_dev_.get(), cw_.get(), nc};
     launch_fill_pieces(row_off_.get(), first_.get(), nc, static_cast<int>(piece_rows), nullptr, max_pieces,
-                       pieces_.get(), stream_, &co, d_, with_x);
+                       pieces_.get(), stream_);
     launch_piece_sums(xv_, w_, xnorm_.get(), metric_ == Metric::cosine, with_x, dv.Current(), pieces_.get(),
-                      first_.get() + nc, max_pieces, psums_.get(), stream_, nullptr, &co);
+                      first_.get() + nc, max_pieces, psums_.get(), stream_);
+    launch_combine_pieces(psums_.get(), first_.get(), nc, d_, with_x, sums_dev_.get(), cw_.get(), stream_);
   }
 
   CudaOptions opt_;

@@ -4,7 +4,6 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
@@ -143,23 +142,10 @@ __global__ void piece_counts_kernel(const std::int32_t* row_off, std::int64_t nc
 // One thread per piece, not per cluster: with few large clusters a thread per cluster wrote
 // hundreds of pieces one after another (K=256, N=1M: 41 us). Piece p belongs to the last
 // cluster c with first[c] <= p (clusters without pieces have first[c] == first[c + 1]).
-// Threads c < nc also prepare the fused combine (co.done non-null): its counters, and the
-// outputs of the keys without pieces, which no piece-sum block visits.
 __global__ void fill_pieces_kernel(const std::int32_t* row_off, const std::int64_t* first, std::int64_t nc,
                                    int piece_rows, const std::int32_t* per_cluster, std::int64_t max_pieces,
-                                   Piece* pieces, CombineOut co, int d, bool with_x) {
+                                   Piece* pieces) {
   const std::int64_t p = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (co.done != nullptr && p < nc) {
-    co.done[p] = 0;
-    if (first[p + 1] == first[p]) {
-      const std::int64_t c = co.cluster_of ? co.cluster_of[p] : p;
-      if (c >= 0) {
-        co.weights[c] = 0.0;
-        if (with_x)
-          for (int j = 0; j < d; ++j) co.sums[c * d + j] = 0.0;
-      }
-    }
-  }
   if (p >= max_pieces || p >= first[nc]) return;
   std::int64_t lo = 0, hi = nc - 1;
   while (lo < hi) {
@@ -169,7 +155,7 @@ __global__ void fill_pieces_kernel(const std::int32_t* row_off, const std::int64
   }
   const std::int64_t r = piece_rows_of(piece_rows, per_cluster, lo);
   const std::int64_t b = row_off[lo] + (p - first[lo]) * r, e = row_off[lo + 1];
-  pieces[p] = Piece{b, b + r < e ? b + r : e, static_cast<std::int32_t>(lo)};
+  pieces[p] = Piece{b, b + r < e ? b + r : e};
 }
 
 /// Eight consecutive elements of a row as loaded: their raw bits in 4-byte words (16 bytes,
@@ -254,21 +240,22 @@ __device__ __forceinline__ void load_group(const T* x, std::int64_t stride, int 
 // run side by side. The rows are gathered in sorted order, so the loop is bound by memory
 // latency (ncu, H200, N=1M D=128 fp16: 179 us, 1.4 TB/s, when each group of rows waited for
 // its order[] entries and then for its rows). So it is software-pipelined: while group g is
-// summed, the rows of groups g + 1 and g + 2 and the row indices of group g + 3 and g + 4
-// are in flight. (One group ahead left each step waiting about one memory latency for its
-// group: 2.26 TB/s at B=500 N=20k D=128 fp16, 1133 us; two ahead double the bytes in flight
-// per thread; they need 168 registers, so 3 blocks of 128 per SM instead of 4 at 128
-// registers, where two groups ahead spilled: 1.5x the bytes in flight per SM.)
+// summed, the rows of group g + 1 and the row indices of group g + 2 are in flight.
 // Every column's adds stay one fp64 chain in row order, acc = fma(scale, x, acc) (what the
 // unpipelined kernel's acc += scale * x contracted to): the sums do not depend on the launch
 // shape, the group size or the pipelining (tests/gpu: PieceSums.* against a host chain).
-// The piece's columns go to out[0, d) and its weight to out[wcol].
 template <class T>
-__device__ __forceinline__ void piece_chains(const T* x, std::int64_t stride, int d, bool vec, const float* w,
-                                             const float* xnorm, bool cosine, bool with_x,
-                                             const std::int32_t* order, const Piece pc, bool cont, double* out,
-                                             int wcol) {
+__global__ void __launch_bounds__(128, 4) piece_sums_kernel(const T* x, std::int64_t stride, int d, bool vec,
+                                                            const float* w, const float* xnorm, bool cosine,
+                                                            bool with_x, const std::int32_t* order,
+                                                            const Piece* pieces, const std::int64_t* n_pieces,
+                                                            double* part, const unsigned char* resume) {
   constexpr int kGroup = sizeof(T) == 4 ? 2 : 4;  // 64 bytes of a thread's columns per group
+  const std::int64_t p = std::int64_t(blockIdx.x) * blockDim.y + threadIdx.y;
+  if (p >= *n_pieces) return;  // no block-wide barrier below
+  const Piece pc = pieces[p];
+  double* out = part + p * (d + 1);
+  const bool cont = resume != nullptr && resume[p] != 0;  // continue the chains stored in out
   const int c_end = with_x ? d : 0;
   // A thread whose first column chunk is past d still runs the loop once when it must sum
   // the weights (threadIdx.x == 0 always has col0 = 0).
@@ -282,23 +269,17 @@ __device__ __forceinline__ void piece_chains(const T* x, std::int64_t stride, in
         for (int j = 0; j < 8; ++j)
           if (col0 + j < d) acc[j] = out[col0 + j];
       }
-      if (col0 == 0 && threadIdx.x == 0) wacc = out[wcol];
+      if (col0 == 0 && threadIdx.x == 0) wacc = out[d];
     }
-    // Two groups of rows ahead (a, b) and the row indices of the two after them (i2, i3).
-    std::int32_t i2[kGroup], i3[kGroup];
-    RowGroup<T, kGroup> cur, nxt;
-    load_order(order, pc.begin, pc.end, i2);
-    load_order(order, pc.begin + kGroup, pc.end, i3);
-    load_group(x, stride, col0, d, vec, cols, w, xnorm, cosine, i2, cur);
-    load_group(x, stride, col0, d, vec, cols, w, xnorm, cosine, i3, nxt);
-    load_order(order, pc.begin + 2 * kGroup, pc.end, i2);
-    load_order(order, pc.begin + 3 * kGroup, pc.end, i3);
+    std::int32_t idx[kGroup], idx_next[kGroup];
+    RowGroup<T, kGroup> cur;
+    load_order(order, pc.begin, pc.end, idx);
+    load_group(x, stride, col0, d, vec, cols, w, xnorm, cosine, idx, cur);
+    load_order(order, pc.begin + kGroup, pc.end, idx_next);
     for (std::int64_t q0 = pc.begin; q0 < pc.end; q0 += kGroup) {
-      RowGroup<T, kGroup> far;
-      load_group(x, stride, col0, d, vec, cols, w, xnorm, cosine, i2, far);
-#pragma unroll
-      for (int u = 0; u < kGroup; ++u) i2[u] = i3[u];
-      load_order(order, q0 + 4 * kGroup, pc.end, i3);
+      RowGroup<T, kGroup> next;
+      load_group(x, stride, col0, d, vec, cols, w, xnorm, cosine, idx_next, next);
+      load_order(order, q0 + 2 * kGroup, pc.end, idx);
 #pragma unroll
       for (int u = 0; u < kGroup; ++u) {
         if (q0 + u >= pc.end) break;
@@ -310,137 +291,15 @@ __device__ __forceinline__ void piece_chains(const T* x, std::int64_t stride, in
           for (int j = 0; j < 8; ++j) acc[j] = fma(sc, cur.r[u].at(j), acc[j]);
         }
       }
-      cur = nxt;
-      nxt = far;
+      cur = next;
+#pragma unroll
+      for (int u = 0; u < kGroup; ++u) idx_next[u] = idx[u];
     }
     if (cols)
       for (int j = 0; j < 8 && col0 + j < d; ++j) out[col0 + j] = acc[j];
-    if (col0 == 0 && threadIdx.x == 0) out[wcol] = wacc;
+    if (col0 == 0 && threadIdx.x == 0) out[d] = wacc;
     if (!cols) break;
   }
-}
-
-/// Column jj of the fused combine's columns (with_x: the d sums, then the weight; else the
-/// weight alone) of key `key` -> its cluster's output.
-__device__ __forceinline__ void store_combined(const CombineOut& co, std::int64_t key, int jj, int d, bool with_x,
-                                               double acc) {
-  const std::int64_t c = co.cluster_of ? co.cluster_of[key] : key;
-  if (c < 0) return;  // a key of no cluster (it has no rows, so this does not happen)
-  if (with_x && jj < d) co.sums[c * d + jj] = acc;
-  else co.weights[c] = acc;
-}
-
-constexpr int kMaxPiecesPerBlock = 128;
-
-// The fused combine, after the block's pieces are in sp [lp][ld] (ld = with_x ? d + 1 : 1).
-// Each key's columns are one chain over its pieces in order, acc = ((0 + p0) + p1) + ...,
-// as combine_pieces_kernel (the same bits, whichever block does it). The pieces of a key are
-// consecutive, so a block holds whole keys and at most two keys that other blocks share (its
-// first and its last). A whole key is added up here from shared memory: at B=500 N=20k K=256
-// (two pieces per cluster) most keys are, and their piece sums never go through memory. A
-// shared key's pieces go to part; the block whose atomicAdd completes the key's count of
-// pieces reads them all back (L2: they were just written) and adds them up in order. The
-// writers fence before the count, the reader after it (the CUDA threadFenceReduction pattern);
-// it reads with ld.global.cg, past L1.
-__device__ void fused_combine(const double* sp, int ld, int d, bool with_x, const Piece* pieces, std::int64_t pb,
-                              int lp, double* part, const CombineOut& co) {
-  __shared__ std::int64_t s_f0[kMaxPiecesPerBlock], s_f1[kMaxPiecesPerBlock];  // key's pieces, relative to pb
-  __shared__ std::int32_t s_key[kMaxPiecesPerBlock];
-  __shared__ int s_shared[2], s_ns, s_last[2];  // the keys shared with other blocks: their first local piece
-  const int tid = threadIdx.y * blockDim.x + threadIdx.x, nth = blockDim.x * blockDim.y;
-  for (int q = tid; q < lp; q += nth) {
-    const std::int32_t key = pieces[pb + q].key;
-    s_key[q] = key;
-    s_f0[q] = co.first[key] - pb;
-    s_f1[q] = co.first[key + 1] - pb;
-  }
-  __syncthreads();  // also: every piece's sums are in sp
-  const int ncol = with_x ? d + 1 : 1;
-  // Keys within the block: items (first local piece of the key, column).
-  for (int it = tid; it < lp * ncol; it += nth) {
-    const int q = it / ncol, jj = it - q * ncol;
-    if (q > 0 && s_key[q] == s_key[q - 1]) continue;  // not the key's first piece
-    if (s_f0[q] < 0 || s_f1[q] > lp) continue;         // shared with other blocks: below
-    const int q1 = static_cast<int>(s_f1[q]);
-    double acc = 0;
-    for (int r = q; r < q1; ++r) acc += sp[r * ld + jj];
-    store_combined(co, s_key[q], jj, d, with_x, acc);
-  }
-  // Keys shared with other blocks (in shared memory: the same for every thread).
-  if (tid == 0) {
-    int ns = 0;
-    if (s_f0[0] < 0 || s_f1[0] > lp) s_shared[ns++] = 0;
-    if ((s_f0[lp - 1] < 0 || s_f1[lp - 1] > lp) && s_key[lp - 1] != s_key[0]) s_shared[ns++] = lp - 1;
-    s_ns = ns;
-  }
-  __syncthreads();
-  const int ns = s_ns;
-  if (ns == 0) return;
-  for (int k = 0; k < ns; ++k) {
-    const int q0 = static_cast<int>(s_f0[s_shared[k]] > 0 ? s_f0[s_shared[k]] : 0);
-    const int q1 = static_cast<int>(s_f1[s_shared[k]] < lp ? s_f1[s_shared[k]] : lp);
-    for (int it = tid; it < (q1 - q0) * ncol; it += nth) {
-      const int q = q0 + it / ncol, jj = it - (it / ncol) * ncol;
-      part[(pb + q) * (d + 1) + (with_x ? jj : d)] = sp[q * ld + jj];
-    }
-  }
-  __threadfence();
-  __syncthreads();
-  if (tid == 0)
-    for (int k = 0; k < ns; ++k) {
-      const int q = s_shared[k];
-      const std::int64_t lo = s_f0[q] > 0 ? s_f0[q] : 0, hi = s_f1[q] < lp ? s_f1[q] : lp;
-      const unsigned long long mine = static_cast<unsigned long long>(hi - lo);
-      const unsigned long long total = static_cast<unsigned long long>(s_f1[q] - s_f0[q]);
-      s_last[k] = atomicAdd(&co.done[s_key[q]], mine) + mine == total;
-    }
-  __syncthreads();
-  for (int k = 0; k < ns; ++k) {
-    if (!s_last[k]) continue;  // the same for the whole block
-    __threadfence();
-    const int q = s_shared[k];
-    const std::int64_t p0 = pb + s_f0[q], p1 = pb + s_f1[q], ldp = d + 1;
-    constexpr int kBatch = 16;  // loads in flight per chain (the adds stay in order)
-    for (int jj = tid; jj < ncol; jj += nth) {
-      const double* col = part + (with_x ? jj : d);
-      double acc = 0;
-      for (std::int64_t pp = p0; pp < p1; pp += kBatch) {
-        double v[kBatch];
-#pragma unroll
-        for (int u = 0; u < kBatch; ++u) v[u] = pp + u < p1 ? __ldcg(col + (pp + u) * ldp) : 0.0;
-#pragma unroll
-        for (int u = 0; u < kBatch; ++u)
-          if (pp + u < p1) acc += v[u];
-      }
-      store_combined(co, s_key[q], jj, d, with_x, acc);
-    }
-  }
-}
-
-// The piece sums: piece_chains per piece into part, or (co.first non-null) into shared
-// memory and then fused_combine. Blocks past the count exit before any barrier.
-template <class T>
-__global__ void __launch_bounds__(128, 3) piece_sums_kernel(const T* x, std::int64_t stride, int d, bool vec,
-                                                            const float* w, const float* xnorm, bool cosine,
-                                                            bool with_x, const std::int32_t* order,
-                                                            const Piece* pieces, const std::int64_t* n_pieces,
-                                                            double* part, const unsigned char* resume,
-                                                            CombineOut co) {
-  extern __shared__ double sp[];  // fused: [blockDim.y][ld], this block's piece sums
-  const std::int64_t np = *n_pieces;
-  const std::int64_t pb = std::int64_t(blockIdx.x) * blockDim.y;
-  if (pb >= np) return;  // the whole block
-  const std::int64_t p = pb + threadIdx.y;
-  const bool fused = co.first != nullptr;
-  const int ld = with_x ? d + 1 : 1;
-  if (p < np) {
-    const bool cont = resume != nullptr && resume[p] != 0;  // continue the chains stored in part
-    if (fused) piece_chains(x, stride, d, vec, w, xnorm, cosine, with_x, order, pieces[p], false, sp + threadIdx.y * ld, ld - 1);
-    else piece_chains(x, stride, d, vec, w, xnorm, cosine, with_x, order, pieces[p], cont, part + p * (d + 1), d);
-  }
-  if (!fused) return;
-  const int lp = static_cast<int>(np - pb < std::int64_t(blockDim.y) ? np - pb : std::int64_t(blockDim.y));
-  fused_combine(sp, ld, d, with_x, pieces, pb, lp, part, co);
 }
 
 // One block per sort key (a cluster, or none: cluster_of < 0), its threads over the columns;
@@ -491,13 +350,9 @@ __device__ __forceinline__ double warp_tree_256(double (&v)[8]) {
 // One warp per cluster, 8 per block: lane l stands for the threads l + 32 i of the former
 // block of 256 per cluster (columns j = l + 32 i + 256 m, each thread's in order), and
 // warp_tree_256 is that block's tree; a block per cluster left half its threads idle at
-// D=128 and waited on 16 barriers (B=500 x K=256: 252 us). Each 256 columns' loads are
-// issued together before any store (the pointers are __restrict__, and the values sit in
-// registers): with load, store, load, ... per column a warp waited for memory 4 times per
-// cluster at D=128 (132 us at B=500). part[i] still gets its columns in increasing m.
-__global__ void finish_update_kernel(const double* __restrict__ sums, const double* __restrict__ weights,
-                                     const float* __restrict__ current, std::int64_t nc, int d, bool cosine,
-                                     float* __restrict__ next, double* __restrict__ shift_part,
+// D=128 and waited on 16 barriers (B=500 x K=256: 252 us).
+__global__ void finish_update_kernel(const double* sums, const double* weights, const float* current,
+                                     std::int64_t nc, int d, bool cosine, float* next, double* shift_part,
                                      unsigned long long* n_empty) {
   const std::int64_t c = (std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   const int lane = threadIdx.x & 31;
@@ -511,40 +366,21 @@ __global__ void finish_update_kernel(const double* __restrict__ sums, const doub
   double part[8];
   if (cosine && !keep) {
 #pragma unroll
-    for (int i = 0; i < 8; ++i) part[i] = 0;
-    for (int m = 0; m < d; m += 256) {
-      double sv[8];
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const int j = m + lane + 32 * i;
-        sv[i] = j < d ? s[j] : 0.0;
-      }
-#pragma unroll
-      for (int i = 0; i < 8; ++i)
-        if (m + lane + 32 * i < d) part[i] = fma(sv[i], sv[i], part[i]);
+    for (int i = 0; i < 8; ++i) {
+      part[i] = 0;
+      for (int j = lane + 32 * i; j < d; j += 256) part[i] = fma(s[j], s[j], part[i]);
     }
     const double n2 = warp_tree_256(part);
     if (n2 == 0) keep = true;  // opposite unit vectors cancelled: keep the old direction
     else scale = 1.0 / sqrt(n2);
   }
 #pragma unroll
-  for (int i = 0; i < 8; ++i) part[i] = 0;
-  for (int m = 0; m < d; m += 256) {
-    double sv[8];
-    float cv[8];
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const int j = m + lane + 32 * i;
-      cv[i] = j < d ? cur[j] : 0.0f;
-      sv[i] = j < d && !keep ? s[j] : 0.0;
-    }
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const int j = m + lane + 32 * i;
-      if (j >= d) break;
-      const float v = keep ? cv[i] : static_cast<float>(sv[i] * scale);
+  for (int i = 0; i < 8; ++i) {
+    part[i] = 0;
+    for (int j = lane + 32 * i; j < d; j += 256) {
+      const float v = keep ? cur[j] : static_cast<float>(s[j] * scale);
       nx[j] = v;
-      const double diff = double(v) - double(cv[i]);
+      const double diff = double(v) - double(cur[j]);
       part[i] = fma(diff, diff, part[i]);
     }
   }
@@ -723,54 +559,40 @@ void launch_piece_counts(const std::int32_t* row_off, std::int64_t nc, int piece
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 void launch_fill_pieces(const std::int32_t* row_off, const std::int64_t* first, std::int64_t nc, int piece_rows,
-                        const std::int32_t* per_cluster, std::int64_t max_pieces, Piece* pieces, cudaStream_t s,
-                        const CombineOut* co, int d, bool with_x) {
-  if (nc == 0) return;
-  const std::int64_t threads = co ? std::max(max_pieces, nc) : max_pieces;
-  if (threads == 0) return;
-  fill_pieces_kernel<<<blocks_for(threads, 256), 256, 0, s>>>(row_off, first, nc, piece_rows, per_cluster, max_pieces,
-                                                               pieces, co ? *co : CombineOut{}, d, with_x);
+                        const std::int32_t* per_cluster, std::int64_t max_pieces, Piece* pieces, cudaStream_t s) {
+  if (nc == 0 || max_pieces == 0) return;
+  fill_pieces_kernel<<<blocks_for(max_pieces, 256), 256, 0, s>>>(row_off, first, nc, piece_rows, per_cluster,
+                                                                  max_pieces, pieces);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 void launch_piece_sums(const XView& x, const float* w, const float* xnorm, bool cosine, bool with_x,
                        const std::int32_t* order, const Piece* pieces, const std::int64_t* n_pieces,
-                       std::int64_t max_pieces, double* part, cudaStream_t s, const unsigned char* resume,
-                       const CombineOut* fuse) {
-  FLASHKM_ASSERT(!(fuse && resume), "piece sums: the fused combine does not continue resumed chains");
+                       std::int64_t max_pieces, double* part, cudaStream_t s, const unsigned char* resume) {
   if (max_pieces == 0) return;
   // Threads per piece: one per 8 columns (at most 128); pieces per block fill 128 threads.
   const int tpp = with_x ? std::min(128, (x.d + 7) / 8) : 1;
   const int ppb = std::max(1, 128 / tpp);
   const dim3 block(tpp, ppb);
   const unsigned grid = static_cast<unsigned>((max_pieces + ppb - 1) / ppb);
-  // The fused combine keeps the block's pieces in shared memory; past the default 48 KiB
-  // (d > 6143) the pieces go to part and combine_pieces adds them up (the same bits).
-  const std::size_t smem = fuse ? std::size_t(ppb) * (with_x ? x.d + 1 : 1) * sizeof(double) : 0;
-  const bool fused = fuse != nullptr && smem <= 48 * 1024;
-  const CombineOut co = fused ? *fuse : CombineOut{};
-  const std::size_t shm = fused ? smem : 0;
   const std::size_t esz = dtype_size(x.dtype);
   const bool vec = (reinterpret_cast<std::uintptr_t>(x.x) & 15) == 0 && (x.stride * esz) % 16 == 0;
   switch (x.dtype) {
     case DType::f32:
-      piece_sums_kernel<float><<<grid, block, shm, s>>>(static_cast<const float*>(x.x), x.stride, x.d, vec, w, xnorm,
-                                                         cosine, with_x, order, pieces, n_pieces, part, resume, co);
+      piece_sums_kernel<float><<<grid, block, 0, s>>>(static_cast<const float*>(x.x), x.stride, x.d, vec, w, xnorm,
+                                                       cosine, with_x, order, pieces, n_pieces, part, resume);
       break;
     case DType::f16:
-      piece_sums_kernel<__half><<<grid, block, shm, s>>>(static_cast<const __half*>(x.x), x.stride, x.d, vec, w, xnorm,
-                                                          cosine, with_x, order, pieces, n_pieces, part, resume, co);
+      piece_sums_kernel<__half><<<grid, block, 0, s>>>(static_cast<const __half*>(x.x), x.stride, x.d, vec, w, xnorm,
+                                                        cosine, with_x, order, pieces, n_pieces, part, resume);
       break;
     case DType::bf16:
-      piece_sums_kernel<__nv_bfloat16><<<grid, block, shm, s>>>(static_cast<const __nv_bfloat16*>(x.x), x.stride,
-                                                                 x.d, vec, w, xnorm, cosine, with_x, order, pieces,
-                                                                 n_pieces, part, resume, co);
+      piece_sums_kernel<__nv_bfloat16><<<grid, block, 0, s>>>(static_cast<const __nv_bfloat16*>(x.x), x.stride, x.d,
+                                                               vec, w, xnorm, cosine, with_x, order, pieces, n_pieces,
+                                                               part, resume);
       break;
     default: FLASHKM_FAIL(internal, "piece sums: the data must be fp32, fp16 or bf16 on the device");
   }
   FLASHKM_CUDA_LAUNCH_CHECK();
-  if (fuse && !fused)
-    launch_combine_pieces(part, fuse->first, fuse->n_keys, x.d, with_x, fuse->sums, fuse->weights, s,
-                          fuse->cluster_of);
 }
 void launch_finish_update(const double* sums, const double* weights, const float* current, std::int64_t nc, int d,
                           bool cosine, float* next, double* shift_part, unsigned long long* n_empty, cudaStream_t s) {

@@ -67,24 +67,9 @@ void launch_iota_keys(const std::int32_t* labels, std::int64_t n, std::int64_t n
 void launch_cluster_offsets(const std::int32_t* sorted_keys, std::int64_t n, std::int64_t nc, std::int32_t* row_off,
                             cudaStream_t s);
 
-/// One work piece: sorted positions [begin, end) of the sort key `key` (the cluster, or the
-/// batched backend's label-major key; -1 where nobody needs it: the streamed segments).
+/// One work piece: sorted positions [begin, end) of cluster `cluster`.
 struct Piece {
   std::int64_t begin, end;
-  std::int32_t key = -1;
-};
-/// The combine of pieces fused into launch_piece_sums (see there): where each key's pieces
-/// start (first [n_keys + 1], the exclusive scan of the counts), the key -> cluster map
-/// (cluster_of, null: the key is the cluster; -1: a key of no cluster), per-key counters of
-/// finished pieces (done [n_keys], zeroed by launch_fill_pieces each update, so they need no
-/// state between launches), and the outputs: sums [clusters x d] (with_x) and weights.
-struct CombineOut {
-  const std::int64_t* first = nullptr;
-  const std::int32_t* cluster_of = nullptr;
-  unsigned long long* done = nullptr;
-  double* sums = nullptr;
-  double* weights = nullptr;
-  std::int64_t n_keys = 0;
 };
 /// n_pieces[c] = ceil(rows of cluster c / R_c) for c < nc, 0 at c = nc (so that an exclusive
 /// scan over nc + 1 entries ends with the total). R_c = piece_rows, or per_cluster[c] where
@@ -93,29 +78,18 @@ void launch_piece_counts(const std::int32_t* row_off, std::int64_t nc, int piece
                          const std::int32_t* per_cluster, std::int64_t* n_pieces, cudaStream_t s);
 /// Cluster c's sorted rows [row_off[c], row_off[c+1]) cut into pieces of R_c rows (as
 /// launch_piece_counts), written from pieces[first[c]] on (first: the exclusive scan of
-/// n_pieces), each with its key c; one thread per piece, max_pieces >= first[nc] of them.
-/// co (optional: the update will fuse the combine): zeroes co->done [nc], and writes the
-/// outputs of the keys without pieces (zero sums and weights: what combine_pieces gives them),
-/// which the fused combine never visits.
+/// n_pieces); one thread per piece, max_pieces >= first[nc] of them.
 void launch_fill_pieces(const std::int32_t* row_off, const std::int64_t* first, std::int64_t nc, int piece_rows,
-                        const std::int32_t* per_cluster, std::int64_t max_pieces, Piece* pieces, cudaStream_t s,
-                        const CombineOut* co = nullptr, int d = 0, bool with_x = true);
+                        const std::int32_t* per_cluster, std::int64_t max_pieces, Piece* pieces, cudaStream_t s);
 /// part[p][0..d) = sum in order of scale_i * x_i over the piece's rows, part[p][d] = sum w_i.
 /// with_x false: only the weights. cosine: scale = w / |x|. Launched over max_pieces blocks;
 /// those at or past *n_pieces (device memory: the count is known only on the device) exit.
 /// resume (optional, [max_pieces]): where resume[p] != 0 the chains start from the values in
 /// part[p] instead of 0 (a piece continued from an earlier chunk of rows: the same chain,
 /// so the same bits as one launch over all its rows).
-/// fuse (optional, not with resume): also the combine (launch_combine_pieces' sums and
-/// weights, the same chains, the same bits), by the piece-sum blocks themselves. A key whose
-/// pieces all lie in one block is added up from shared memory (its pieces never reach part);
-/// the pieces of a key spread over blocks go to part, and the block that finishes the key's
-/// last piece (a counter per key) adds them up in piece order. The pieces must carry their
-/// keys (launch_fill_pieces), and launch_fill_pieces must have been given the same `fuse`.
 void launch_piece_sums(const XView& x, const float* w, const float* xnorm, bool cosine, bool with_x,
                        const std::int32_t* order, const Piece* pieces, const std::int64_t* n_pieces,
-                       std::int64_t max_pieces, double* part, cudaStream_t s, const unsigned char* resume = nullptr,
-                       const CombineOut* fuse = nullptr);
+                       std::int64_t max_pieces, double* part, cudaStream_t s, const unsigned char* resume = nullptr);
 /// sums[c][.] = sum over pieces [first[c], first[c+1]) in order: per column one chain from 0,
 /// ((0 + p0) + p1) + ... (ChunkedClusterSums adds completed pieces the same way).
 /// cluster_of (optional, [n_clusters]): the clusters are the sort's keys, written to row

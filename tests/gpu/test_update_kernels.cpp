@@ -5,8 +5,6 @@
 // the kernels are tuned for speed (pipelined loads, thread shapes), the bits must not move.
 // Every test skips with a message when no CUDA device is present.
 #include <gtest/gtest.h>
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -14,7 +12,6 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
-#include <string>
 #include <vector>
 
 #include "core/backend.hpp"
@@ -248,24 +245,24 @@ TEST(UpdateKernels, PieceCutMatchesHost) {
     for (std::int64_t c = 0; c < nc; ++c) {
       const std::int64_t r = ragged ? per[c] : uniform;
       for (std::int64_t b = row_off[c]; b < row_off[c + 1]; b += r)
-        want.push_back(Piece{b, std::min<std::int64_t>(b + r, row_off[c + 1]), static_cast<std::int32_t>(c)});
+        want.push_back(Piece{b, std::min<std::int64_t>(b + r, row_off[c + 1])});
       counts[c] = (row_off[c + 1] - row_off[c] + r - 1) / r;
       first[c + 1] = first[c] + counts[c];
     }
     const std::int64_t max_pieces = static_cast<std::int64_t>(want.size()) + 100;
     Dev<std::int32_t> doff(row_off), dper(per);
     Dev<std::int64_t> dcounts(std::vector<std::int64_t>(nc + 1, -1)), dfirst(first);
-    Dev<Piece> dpieces(std::vector<Piece>(max_pieces, Piece{-1, -1, -1}));
+    Dev<Piece> dpieces(std::vector<Piece>(max_pieces, Piece{-1, -1}));
     cuda::launch_piece_counts(doff.p, nc, uniform, ragged ? dper.p : nullptr, dcounts.p, nullptr);
     cuda::launch_fill_pieces(doff.p, dfirst.p, nc, uniform, ragged ? dper.p : nullptr, max_pieces, dpieces.p, nullptr);
     CK(cudaDeviceSynchronize());
     EXPECT_EQ(dcounts.get(), counts) << "ragged " << ragged;
     const auto got = dpieces.get();
     for (std::size_t p = 0; p < got.size(); ++p) {
-      const Piece e = p < want.size() ? want[p] : Piece{-1, -1, -1};  // past the count: untouched
-      ASSERT_TRUE(got[p].begin == e.begin && got[p].end == e.end && got[p].key == e.key)
-          << "ragged " << ragged << " piece " << p << ": [" << got[p].begin << ", " << got[p].end << ") key "
-          << got[p].key << " instead of [" << e.begin << ", " << e.end << ") key " << e.key;
+      const Piece e = p < want.size() ? want[p] : Piece{-1, -1};  // past the count: untouched
+      ASSERT_TRUE(got[p].begin == e.begin && got[p].end == e.end)
+          << "ragged " << ragged << " piece " << p << ": [" << got[p].begin << ", " << got[p].end << ") instead of ["
+          << e.begin << ", " << e.end << ")";
     }
   }
 }
@@ -326,228 +323,6 @@ TEST(UpdateKernels, FinishUpdateEqualsHostBitwise) {
       EXPECT_EQ(0, std::memcmp(gs.data(), rshift.data(), gs.size() * 8)) << "d " << d << " cosine " << cosine;
       EXPECT_EQ(dempty.get()[0], rempty);
     }
-}
-
-
-/// The fused combine (launch_fill_pieces and launch_piece_sums given a CombineOut): the whole
-/// device chain from cluster extents to sums and weights against the host's chains (per piece
-/// in row order, then per key in piece order), and against the unfused kernels
-/// (piece sums into part, then combine_pieces). Keys without rows, a key of most rows (its
-/// pieces spread over many blocks: the counters and the last block's read-back), keys mapped
-/// to clusters (batched label-major keys), weights only, and d past the fused path's shared
-/// memory (the launcher falls back to combine_pieces). Run twice on the same buffers: the
-/// counters must come back to zero for the next update (launch_fill_pieces zeroes them).
-struct FusedCase {
-  DType dt;
-  int d;
-  std::int64_t n;
-  bool with_x, mapped, ragged, cosine;
-};
-void check_fused_combine(const FusedCase& fc, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  const std::int64_t n = fc.n, nk = 300;
-  const int d = fc.d;
-  const Rows x = random_rows(fc.dt, n, d, rng);
-  std::vector<float> w(n), xn(n);
-  for (auto& v : w) v = float(rng() % 1000) / 64.0f + 0.015625f;
-  for (auto& v : xn) v = float(rng() % 100000) / 1000.0f + 0.5f;
-  // Keys -> clusters: the identity, or a shuffled map with keys of no cluster (no rows).
-  std::vector<std::int32_t> cluster_of(nk);
-  std::int64_t nc = nk;
-  for (std::int64_t v = 0; v < nk; ++v) cluster_of[v] = static_cast<std::int32_t>(v);
-  if (fc.mapped) {
-    std::vector<std::int32_t> perm(nk - nk / 10);
-    for (std::size_t c = 0; c < perm.size(); ++c) perm[c] = static_cast<std::int32_t>(c);
-    std::shuffle(perm.begin(), perm.end(), rng);
-    std::size_t next = 0;
-    for (std::int64_t v = 0; v < nk; ++v) cluster_of[v] = v % 10 == 3 ? -1 : perm[next++];
-    nc = static_cast<std::int64_t>(perm.size());
-  }
-  // Labels (keys): 40% of the rows in key 17, none in every 7th key (nor in unmapped keys).
-  std::vector<std::int32_t> key(n);
-  for (auto& k : key) {
-    std::int64_t v;
-    do v = rng() % 5 < 2 ? 17 : std::int64_t(rng() % nk);
-    while (v % 7 == 0 || cluster_of[v] < 0);
-    k = static_cast<std::int32_t>(v);
-  }
-  std::vector<std::int32_t> order(n), row_off(nk + 1, 0), per(nk);
-  for (std::int64_t i = 0; i < n; ++i) ++row_off[key[i] + 1];
-  for (std::int64_t v = 0; v < nk; ++v) row_off[v + 1] += row_off[v];
-  {
-    std::vector<std::int32_t> pos(row_off.begin(), row_off.end() - 1);
-    for (std::int64_t i = 0; i < n; ++i) order[pos[key[i]]++] = static_cast<std::int32_t>(i);  // stable
-  }
-  const int uniform = 64;
-  for (auto& r : per) r = fc.ragged ? 1 + static_cast<std::int32_t>(rng() % 90) : uniform;
-  std::vector<std::int64_t> first(nk + 1, 0);
-  for (std::int64_t v = 0; v < nk; ++v) first[v + 1] = first[v] + (row_off[v + 1] - row_off[v] + per[v] - 1) / per[v];
-  const std::int64_t np = first[nk], d1 = d + 1;
-  // The host: piece chains, then key chains (sums of unused columns: NaN as on the device).
-  const double nan = std::nan("");
-  std::vector<double> rs(std::size_t(nc * d), nan), rw(nc, nan);
-  for (std::int64_t v = 0; v < nk; ++v) {
-    const std::int64_t c = cluster_of[v];
-    if (c < 0) continue;
-    std::vector<double> tot(d1, 0.0);
-    for (std::int64_t b = row_off[v]; b < row_off[v + 1]; b += per[v]) {
-      const std::int64_t e = std::min<std::int64_t>(b + per[v], row_off[v + 1]);
-      for (int j = 0; j <= d; ++j) {
-        if (j < d && !fc.with_x) continue;
-        double acc = 0;
-        for (std::int64_t q = b; q < e; ++q) {
-          const std::int64_t i = order[q];
-          if (j == d) acc += double(w[i]);
-          else acc = std::fma(fc.cosine ? double(w[i]) / std::sqrt(double(xn[i])) : double(w[i]), double(x.val[i * d + j]), acc);
-        }
-        tot[j] += acc;
-      }
-    }
-    if (fc.with_x)
-      for (int j = 0; j < d; ++j) rs[c * d + j] = tot[j];
-    rw[c] = tot[d];
-  }
-  const std::int64_t max_pieces = n / 1 + nk;  // ragged heights down to 1
-  Dev<unsigned char> dx(x.bytes);
-  Dev<float> dw(w), dxn(xn);
-  Dev<std::int32_t> dord(order), doff(row_off), dper(per), dmap(cluster_of);
-  Dev<std::int64_t> dfirst(first), dcounts(std::vector<std::int64_t>(nk + 1, 0));
-  Dev<Piece> dpieces{std::vector<Piece>(max_pieces)};
-  Dev<double> dpart(std::vector<double>(std::size_t(max_pieces * d1), nan));
-  Dev<unsigned long long> ddone(std::vector<unsigned long long>(nk, 0xabababababababull));  // garbage: zeroed by fill
-  Dev<double> dsums(std::vector<double>(std::size_t(nc * d), nan)), dwts(std::vector<double>(nc, nan));
-  const cuda::XView xv{dx.p, fc.dt, d, n, d, n};
-  const cuda::CombineOut co{dfirst.p, fc.mapped ? dmap.p : nullptr, ddone.p, dsums.p, dwts.p, nk};
-  const std::string what = "dtype " + std::to_string(int(fc.dt)) + " d " + std::to_string(d) + " with_x " +
-                           std::to_string(fc.with_x) + " mapped " + std::to_string(fc.mapped) + " ragged " +
-                           std::to_string(fc.ragged) + " cosine " + std::to_string(fc.cosine);
-  cuda::launch_piece_counts(doff.p, nk, uniform, fc.ragged ? dper.p : nullptr, dcounts.p, nullptr);
-  CK(cudaDeviceSynchronize());
-  const auto counts = dcounts.get();
-  for (std::int64_t v = 0; v < nk; ++v) ASSERT_EQ(counts[v], first[v + 1] - first[v]) << what;
-  for (int run = 0; run < 2; ++run) {
-    cuda::launch_fill_pieces(doff.p, dfirst.p, nk, uniform, fc.ragged ? dper.p : nullptr, max_pieces, dpieces.p,
-                             nullptr, &co, d, fc.with_x);
-    cuda::launch_piece_sums(xv, dw.p, dxn.p, fc.cosine, fc.with_x, dord.p, dpieces.p, dfirst.p + nk, max_pieces,
-                            dpart.p, nullptr, nullptr, &co);
-    CK(cudaDeviceSynchronize());
-    const auto gs = dsums.get(), gw = dwts.get();
-    EXPECT_EQ(0, std::memcmp(gw.data(), rw.data(), gw.size() * 8)) << what << " run " << run << ": weights";
-    if (fc.with_x) {
-      std::int64_t bad = 0, first_bad = -1;
-      for (std::size_t e = 0; e < gs.size(); ++e)
-        if (std::memcmp(&gs[e], &rs[e], 8) != 0 && bad++ == 0) first_bad = static_cast<std::int64_t>(e);
-      EXPECT_EQ(bad, 0) << what << " run " << run << ": first difference at cluster " << first_bad / d << " column "
-                        << first_bad % d;
-    }
-  }
-  // The unfused kernels give the same bits.
-  Dev<double> usums(std::vector<double>(std::size_t(nc * d), nan)), uwts(std::vector<double>(nc, nan));
-  cuda::launch_piece_sums(xv, dw.p, dxn.p, fc.cosine, fc.with_x, dord.p, dpieces.p, dfirst.p + nk, max_pieces, dpart.p,
-                          nullptr);
-  cuda::launch_combine_pieces(dpart.p, dfirst.p, nk, d, fc.with_x, usums.p, uwts.p, nullptr,
-                              fc.mapped ? dmap.p : nullptr);
-  CK(cudaDeviceSynchronize());
-  const auto gw = dwts.get(), uw = uwts.get();
-  EXPECT_EQ(0, std::memcmp(gw.data(), uw.data(), gw.size() * 8)) << what << ": fused vs unfused weights";
-  if (fc.with_x) {
-    const auto gs = dsums.get(), us = usums.get();
-    EXPECT_EQ(0, std::memcmp(gs.data(), us.data(), gs.size() * 8)) << what << ": fused vs unfused sums";
-  }
-}
-
-TEST(UpdateKernels, FusedCombineEqualsHostChainsBitwise) {
-  REQUIRE_GPU();
-  std::uint64_t seed = 101;
-  for (DType dt : {DType::f16, DType::f32})
-    for (int d : {1, 8, 24, 128, 131, 768}) {
-      const std::int64_t n = d >= 768 ? 6000 : 30000;
-      check_fused_combine({dt, d, n, true, false, false, false}, seed++);
-      check_fused_combine({dt, d, n, true, true, true, false}, seed++);
-      check_fused_combine({dt, d, n, true, false, true, true}, seed++);
-      check_fused_combine({dt, d, n, false, true, false, false}, seed++);  // weights only
-    }
-  check_fused_combine({DType::bf16, 6200, 1500, true, false, false, false}, seed++);  // past 48 KiB: unfused
-}
-
-
-/// float(x) rounded up (__double2float_ru on the host).
-float float_ru(double x) {
-  float f = static_cast<float>(x);
-  if (double(f) < x) f = std::nextafter(f, INFINITY);
-  return f;
-}
-
-/// launch_prepare_centroids (centroid_prep.cuh: its loads now issued ahead of the stores)
-/// against the host: lane l's fp64 chains over the columns l, l + 32, ..., then the shuffle
-/// tree (lane l += lane l + o, o = 16 ... 1), for the operand bits, cterm, cmax and dcmax.
-TEST(UpdateKernels, PrepareCentroidsEqualsHostBitwise) {
-  REQUIRE_GPU();
-  std::mt19937_64 rng(23);
-  for (int op : {0, 1, 2})
-    for (int d : {3, 128, 300})
-      for (bool l2 : {true, false}) {
-        const int batch = 2, k = 37, kp = 64, dp = (d + 63) / 64 * 64;
-        std::vector<float> c32(std::size_t(batch) * k * d);
-        for (auto& v : c32) v = std::ldexp(float(std::int64_t(rng() % 20001) - 10000), int(rng() % 12) - 12);
-        const std::size_t esz = op == 2 ? 4 : 2;
-        std::vector<unsigned char> rop(std::size_t(batch) * kp * dp * esz);
-        std::vector<float> rterm(std::size_t(batch) * kp);
-        std::vector<unsigned> rcmax(batch, 0), rdcmax(batch, 0);
-        for (int b = 0; b < batch; ++b)
-          for (int j = 0; j < kp; ++j) {
-            const bool real = j < k;
-            const std::int64_t row = std::int64_t(b) * kp + j;
-            double s[32], ds[32];
-            for (int l = 0; l < 32; ++l) {
-              s[l] = 0, ds[l] = 0;
-              for (int c = l; c < dp; c += 32) {
-                const float v = real && c < d ? c32[(std::size_t(b) * k + j) * d + c] : 0.0f;
-                s[l] = std::fma(double(v), double(v), s[l]);
-                float r = v;
-                const std::size_t o = std::size_t(row * dp + c) * esz;
-                if (op == 0) {
-                  const __half h = __float2half_rn(v);
-                  std::memcpy(&rop[o], &h, 2);
-                  r = __half2float(h);
-                } else if (op == 1) {
-                  const __nv_bfloat16 h = __float2bfloat16_rn(v);
-                  std::memcpy(&rop[o], &h, 2);
-                  r = __bfloat162float(h);
-                } else {
-                  std::memcpy(&rop[o], &v, 4);
-                }
-                const double e = double(v) - double(r);
-                ds[l] = std::fma(e, e, ds[l]);
-              }
-            }
-            for (int o = 16; o > 0; o >>= 1)
-              for (int l = 0; l < o; ++l) s[l] += s[l + o], ds[l] += ds[l + o];
-            rterm[row] = real ? (l2 ? static_cast<float>(s[0]) : 0.0f) : INFINITY;
-            if (real) {
-              float cm = float_ru(std::sqrt(s[0])), dm = float_ru(std::sqrt(ds[0]));
-              unsigned cb, db;
-              std::memcpy(&cb, &cm, 4);
-              std::memcpy(&db, &dm, 4);
-              rcmax[b] = std::max(rcmax[b], cb);
-              rdcmax[b] = std::max(rdcmax[b], db);
-            }
-          }
-        Dev<float> dc(c32), dterm(std::vector<float>(rterm.size(), -1.0f));
-        Dev<unsigned char> dop(std::vector<unsigned char>(rop.size(), 0xee));
-        Dev<unsigned> dcmax(std::vector<unsigned>(batch, 0)), ddcmax(std::vector<unsigned>(batch, 0)),
-            dovf(std::vector<unsigned>{0});
-        cuda::launch_prepare_centroids(dc.p, batch, k, d, kp, dp, op, l2, dop.p, dterm.p, dcmax.p, ddcmax.p, dovf.p,
-                                       nullptr);
-        CK(cudaDeviceSynchronize());
-        const std::string what = "op " + std::to_string(op) + " d " + std::to_string(d) + " l2 " + std::to_string(l2);
-        EXPECT_EQ(dop.get(), rop) << what << ": operands";
-        const auto gt = dterm.get();
-        EXPECT_EQ(0, std::memcmp(gt.data(), rterm.data(), gt.size() * 4)) << what << ": cterm";
-        EXPECT_EQ(dcmax.get(), rcmax) << what << ": cmax";
-        EXPECT_EQ(ddcmax.get(), rdcmax) << what << ": dcmax";
-        EXPECT_EQ(dovf.get()[0], 0u) << what;
-      }
 }
 
 }  // namespace
