@@ -479,7 +479,9 @@ class CudaBatchedBackend final : public core::BatchedBackend {
     FLASHKM_CUDA_CHECK(cudaMemsetAsync(pstats_.get(), 0, 4 * m * sizeof(unsigned long long), stream_));
     AssignParams p = params_for(main_, opt_.certify);
     p.problem_stats = pstats_.get();
-    const bool cascade = opt_.certify && main_.op != Operand::fp32;
+    // A cascade after a tensor-core level 1: candidates or SIMT (CertifyCascade::fp64, like an
+    // fp32 level 1: every flagged row to the full fp64 re-check, one flat list).
+    const bool cascade = opt_.certify && main_.op != Operand::fp32 && opt_.cascade != CertifyCascade::fp64;
     if (cascade) {
       pcounts_.ensure(std::size_t(m), "per-problem flagged counts");
       FLASHKM_CUDA_CHECK(cudaMemsetAsync(pcounts_.get(), 0, m * sizeof(unsigned long long), stream_));
