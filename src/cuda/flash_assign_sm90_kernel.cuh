@@ -446,8 +446,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
           }
         arch::wgmma_commit();
       };
-      // EPILOGUE of row block mb, tile j: s = alpha*acc + cterm, folded per row.
-      auto fold = [&](int mb, int j, const float2 (&ct)[16]) {
+      // Every score of row block mb, s = alpha*acc + cterm, in the fold order: f(h, n, e, s)
+      // for row half h (rows g, g+8 of the warp's 16) and tile column 8n + 2tq + e.
+      auto for_each_score = [&](int mb, const float2(&ct)[16], auto&& f) {
 #pragma unroll
         for (int r = 0; r < 64; ++r) arch::fence_operand(acc[mb][r]);
 #pragma unroll
@@ -455,14 +456,17 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 #pragma unroll
           for (int h = 0; h < 2; ++h)
 #pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const int r = 2 * mb + h;
-              const float s = fmaf(alpha, acc[mb][4 * n + 2 * h + e], e ? ct[n].y : ct[n].x);
-              if constexpr (kSecond) second[r] = fminf(second[r], fmaxf(best[r], s));
-              const bool win = s < best[r];
-              best[r] = win ? s : best[r];
-              lidx[r] = win ? 8 * n + e : lidx[r];
-            }
+            for (int e = 0; e < 2; ++e) f(h, n, e, fmaf(alpha, acc[mb][4 * n + 2 * h + e], e ? ct[n].y : ct[n].x));
+      };
+      // EPILOGUE of row block mb, tile j: the scores folded per row.
+      auto fold = [&](int mb, int j, const float2 (&ct)[16]) {
+        for_each_score(mb, ct, [&](int h, int n, int e, float s) {
+          const int r = 2 * mb + h;
+          if constexpr (kSecond) second[r] = fminf(second[r], fmaxf(best[r], s));
+          const bool win = s < best[r];
+          best[r] = win ? s : best[r];
+          lidx[r] = win ? 8 * n + e : lidx[r];
+        });
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int r = 2 * mb + h;
@@ -472,7 +476,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       };
       // Candidate level: each row's threshold (level 1 left it in dist[]; -inf past n: no
       // candidates), and per row (bit r) whether it listed a pair / lost one to the capacity.
-      float thr[2 * kMB];
+      float thr[2 * kMB] = {};
       unsigned got_bits = 0, lost_bits = 0;
       if constexpr (kCand) {
 #pragma unroll
@@ -485,18 +489,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       // forms them; each one <= its row's threshold becomes a pair (warp-aggregated: one
       // atomic per warp and tile that has any).
       auto fold_cand = [&](int mb, int j, const float2 (&ct)[16]) {
-#pragma unroll
-        for (int r = 0; r < 64; ++r) arch::fence_operand(acc[mb][r]);
         unsigned long long hit = 0;  // bit 4n + 2h + e: column 8n + 2tq + e of row half h
-#pragma unroll
-        for (int n = 0; n < 16; ++n)
-#pragma unroll
-          for (int h = 0; h < 2; ++h)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const float s = fmaf(alpha, acc[mb][4 * n + 2 * h + e], e ? ct[n].y : ct[n].x);
-              hit |= static_cast<unsigned long long>(s <= thr[2 * mb + h]) << (4 * n + 2 * h + e);
-            }
+        for_each_score(mb, ct, [&](int h, int n, int e, float s) {
+          hit |= static_cast<unsigned long long>(s <= thr[2 * mb + h]) << (4 * n + 2 * h + e);
+        });
         if (!__any_sync(0xffffffffu, hit != 0)) return;
         const int cnt = __popcll(hit);
         int incl = cnt;  // inclusive prefix sum over the warp
@@ -599,21 +595,23 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       }
 
       // ---- FINISH: merge over the quad (registers only); the writes are deferred -------
+      if constexpr (!kCand) {
 #pragma unroll
-      for (int mb = 0; mb < kMB; ++mb)
+        for (int mb = 0; mb < kMB; ++mb)
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int r = 2 * mb + h;
-          Top2 v;
-          v.best = best[r];
-          v.idx = jbest[r] * kBN + lidx[r] + 2 * tq;
-          v.second = kSecond ? second[r] : INFINITY;
-          v = top2_shfl_xor(v, 1);
-          v = top2_shfl_xor(v, 2);
-          pend[r] = v;
-        }
-      pt = t;
-      pending = true;
+          for (int h = 0; h < 2; ++h) {
+            const int r = 2 * mb + h;
+            Top2 v;
+            v.best = best[r];
+            v.idx = jbest[r] * kBN + lidx[r] + 2 * tq;
+            v.second = kSecond ? second[r] : INFINITY;
+            v = top2_shfl_xor(v, 1);
+            v = top2_shfl_xor(v, 2);
+            pend[r] = v;
+          }
+        pt = t;
+        pending = true;
+      }
     }
     if (pending) write_pending();
   }

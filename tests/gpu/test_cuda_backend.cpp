@@ -656,8 +656,9 @@ struct AssignOut {
   core::AssignStats st;
 };
 
-AssignOut run_assign(core::Backend& b, const MatrixView& x, const float* c, std::int64_t k_total) {
-  b.attach(x, nullptr, Metric::l2);
+AssignOut run_assign(core::Backend& b, const MatrixView& x, const float* c, std::int64_t k_total,
+                     Metric metric = Metric::l2) {
+  b.attach(x, nullptr, metric);
   b.set_centroids(c, k_total);
   AssignOut o;
   o.st = b.assign();
@@ -878,18 +879,6 @@ std::unique_ptr<core::Backend> gpu_cascade(Precision p, cuda::CertifyCascade how
   return cuda::make_cuda_backend(o);
 }
 
-AssignOut run_assign_metric(core::Backend& b, const MatrixView& x, const float* c, std::int64_t k, Metric m) {
-  b.attach(x, nullptr, m);
-  b.set_centroids(c, k);
-  AssignOut o;
-  o.st = b.assign();
-  o.lab.resize(x.rows);
-  o.dist.resize(x.rows);
-  b.copy_labels(o.lab.data());
-  b.copy_distances(o.dist.data());
-  return o;
-}
-
 /// The candidate cascade against the full fp64 re-check of every flagged row (cascade fp64:
 /// the reference the design must equal bitwise), the SIMT cascade (same labels) and itself
 /// run to run (bitwise). Returns the candidate run.
@@ -901,11 +890,11 @@ AssignOut expect_candidates_equal_fp64(const MatrixView& xv, const std::vector<f
   auto cand = gpu_cascade(p, cuda::CertifyCascade::candidates);
   auto full = gpu_cascade(p, cuda::CertifyCascade::fp64);
   auto simt = gpu_cascade(p, cuda::CertifyCascade::simt);
-  const AssignOut a = run_assign_metric(*cand, xv, c.data(), k, m);
-  const AssignOut f = run_assign_metric(*full, xv, c.data(), k, m);
-  const AssignOut s = run_assign_metric(*simt, xv, c.data(), k, m);
+  const AssignOut a = run_assign(*cand, xv, c.data(), k, m);
+  const AssignOut f = run_assign(*full, xv, c.data(), k, m);
+  const AssignOut s = run_assign(*simt, xv, c.data(), k, m);
   auto again = gpu_cascade(p, cuda::CertifyCascade::candidates);
-  const AssignOut a2 = run_assign_metric(*again, xv, c.data(), k, m);
+  const AssignOut a2 = run_assign(*again, xv, c.data(), k, m);
   std::printf("%s: %lld rows flagged, %lld candidate pairs, %lld rows re-checked against all centroids "
               "(simt cascade: %lld in fp64)\n",
               what.c_str(), (long long)a.st.n_rechecked, (long long)a.st.n_candidates, (long long)a.st.n_rechecked_fp64,
@@ -1055,7 +1044,7 @@ TEST(CandidateCascade, BatchedRaggedEqualsFullRecheckAndAlone) {
       EXPECT_EQ(std::memcmp(&cand.st[b].inertia, &again.st[b].inertia, sizeof(double)), 0);
       // Alone: the single backend's candidate cascade on the same rows and centroids.
       auto alone = gpu_cascade(p, cuda::CertifyCascade::candidates);
-      const AssignOut a = run_assign_metric(*alone, pd[b].x, cs[b], ks[b], Metric::l2);
+      const AssignOut a = run_assign(*alone, pd[b].x, cs[b], ks[b], Metric::l2);
       EXPECT_EQ(a.lab, cand.lab[b]);
       EXPECT_EQ(std::memcmp(&a.st.inertia, &cand.st[b].inertia, sizeof(double)), 0)
           << a.st.inertia << " vs " << cand.st[b].inertia;
