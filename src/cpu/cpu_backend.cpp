@@ -39,8 +39,61 @@ constexpr std::int64_t kStripeSumsBytes = std::int64_t{64} << 20;
 constexpr std::int64_t kMaxStripes = 64;
 constexpr std::int64_t kMinStripes = 16;
 // Per-row state kept for the whole fit: |x|, label, best, upper and lower bound, mind. (The
-// k-means++ trial adds 4 * (2 + ln K) bytes per row while it runs.)
+// k-means++ trial adds 4 * (2 + ln K) bytes per row while it runs, and for l2 its int8
+// sketch D + 12 bytes per row, dropped when Lloyd starts.)
 constexpr std::int64_t kStateBytesPerRow = 24;
+// k-means++: trials that read X directly after one where the sketch settled < half the rows.
+constexpr std::int64_t kSketchPause = 8;
+
+/// The k-means++ trial's int8 sketch of X (l2; see mindist_trial): per row a scale s =
+/// max|x_t| / 127, codes k_t = round(x_t / s), the sketch row q_t = s * float(k_t) (fp32,
+/// the same product wherever it is formed), |q|^2 rounded once from fp64, and resid >=
+/// |x - q| (fp64, widened, rounded up). D + 12 bytes a row against 4 D for fp32 X; built in
+/// one pass at the first trial that uses it, dropped when Lloyd starts (set_centroids).
+struct KppSketch {
+  struct Row {
+    float scale, norm2, resid;
+  };
+  std::vector<std::int8_t> codes;  // [N][d]
+  std::vector<Row> row;            // [N]
+
+  bool empty() const { return row.empty(); }
+  /// Sketch rows [b, b + rows) as fp32 into out [rows][d].
+  void dequantize(std::int64_t b, std::int64_t rows, std::int64_t d, float* out) const {
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const float scale = row[b + r].scale;
+      const std::int8_t* k = codes.data() + (b + r) * d;
+      float* o = out + r * d;
+      for (std::int64_t t = 0; t < d; ++t) o[t] = scale * static_cast<float>(k[t]);
+    }
+  }
+  /// Row i's sketch from its fp32 values x [d].
+  void encode(std::int64_t i, const float* x, std::int64_t d) {
+    float maxabs = 0;
+    for (std::int64_t t = 0; t < d; ++t) maxabs = std::max(maxabs, std::fabs(x[t]));
+    const float scale = static_cast<float>(double(maxabs) / 127.0);
+    std::int8_t* k = codes.data() + i * d;
+    double resid2 = 0, norm2 = 0;
+    for (std::int64_t t = 0; t < d; ++t) {
+      const float code = scale > 0 ? std::nearbyint(std::clamp(x[t] / scale, -127.0f, 127.0f)) : 0.0f;
+      k[t] = static_cast<std::int8_t>(code);
+      const float q = scale * code;
+      const double diff = double(x[t]) - double(q);
+      resid2 += diff * diff;
+      norm2 += double(q) * double(q);
+    }
+    // (d + 4) 2^-52 covers the fp64 sum's roundings (the differences of two floats and
+    // their squares are exact in fp64 but for the last bit of the square); then rounded up.
+    const double resid = std::sqrt(resid2) * (1.0 + double(d + 4) * 0x1p-52);
+    float up = static_cast<float>(resid);
+    if (double(up) < resid) up = std::nextafter(up, std::numeric_limits<float>::infinity());
+    Row& out = row[static_cast<std::size_t>(i)];
+    out.scale = scale;
+    out.norm2 = static_cast<float>(norm2);
+    // A row whose sketch is not finite (values near FLT_MAX) is never settled by it.
+    out.resid = std::isfinite(out.norm2) && std::isfinite(up) ? up : std::numeric_limits<float>::infinity();
+  }
+};
 
 class CpuBackend final : public Backend {
  public:
@@ -75,6 +128,8 @@ class CpuBackend final : public Backend {
     upper_.assign(static_cast<std::size_t>(n_), 0.0f);
     lower_.assign(static_cast<std::size_t>(n_), 0.0f);
     bounds_valid_ = bounds_usable_ = false;
+    sketch_ = KppSketch{};
+    sketch_skip_ = 0;
 
     // One pass: first non-finite value, first bad weight, first zero row (cosine), norms.
     const std::int64_t n_chunks = chunks();
@@ -177,6 +232,7 @@ class CpuBackend final : public Backend {
   }
 
   void set_centroids(const float* c, std::int64_t k) override {
+    sketch_ = KppSketch{};  // k-means++ is over: its sketch (1/4 of fp32 X) goes
     // Bounds of the last assignment stay usable when the same K centroids moved: remember
     // how far each moved (triangle inequality, l2 only: see assign()).
     bounds_usable_ = use_bounds_ && bounds_valid_ && metric_ == Metric::l2 && k == k_;
@@ -524,16 +580,31 @@ class CpuBackend final : public Backend {
   // m candidates (N x m floats, m = 2 + ln K) and per-chunk potentials; the commit of the
   // winner is then free (the chunk sums are the winner's column of those potentials) and
   // is applied to mind lazily, chunk by chunk, by the next sample or trial.
+  //
+  // The pass is bound by reading X (4 D bytes a row). For l2 a trial first reads an int8
+  // sketch of X instead (D + 12 bytes a row, see KppSketch): from a row's sketch q and
+  // |x - q| it bounds every candidate's distance from below, and a row whose computed
+  // distance to every candidate provably is >= mind (so min(mind, dist) = mind, the same
+  // bits) is not read at all. Only the other rows are computed from X, by the same kernel
+  // on the same row values as without the sketch, and every row's terms are added to the
+  // chunk's potentials in the same order: the potentials, the distances kept for the commit
+  // and so every pick are bitwise those of the full pass (tests/cpp/test_init.cpp).
+  // Triangle-inequality pruning against the chosen centres (Raff 2021) was measured first
+  // and pruned < 1 % of the rows of config a (200k x 128 blobs, K = 256): in 128-D the
+  // distances concentrate, |c - c_a| never reaches 2 sqrt(mind). The sketch prunes 88-99 %
+  // from step ~30 on.
   void mindist_trial(const float* cand, std::int64_t m, double* potentials) override {
     // Candidates in groups of kTrialLanes, zero rows padding the last group.
     const std::int64_t groups = (m + cpu::kTrialLanes - 1) / cpu::kTrialLanes, width = groups * cpu::kTrialLanes;
     std::vector<float> padded(static_cast<std::size_t>(width * d_), 0.0f), bias(static_cast<std::size_t>(width), 0.0f);
     std::copy(cand, cand + m * d_, padded.begin());
+    double cand_norm2_max = 0;  // max |c_j|^2 of this trial's candidates (the rounding bound below)
     if (metric_ == Metric::l2)
       for (std::int64_t j = 0; j < m; ++j) {
         double norm2 = 0;
         for (std::int64_t t = 0; t < d_; ++t) norm2 += double(cand[j * d_ + t]) * cand[j * d_ + t];
         bias[j] = static_cast<float>(norm2);
+        cand_norm2_max = std::max(cand_norm2_max, norm2);
       }
     const float alpha = metric_ == Metric::l2 ? -2.0f : -1.0f;
     const std::int64_t n_chunks = chunks();
@@ -544,11 +615,27 @@ class CpuBackend final : public Backend {
     if (m != trial_dist_m_) apply_pending_commit();  // the lazy path needs the same layout
     const std::int64_t m_prev = trial_dist_m_;
     if (static_cast<std::int64_t>(dist.size()) < n_ * m) dist.resize(static_cast<std::size_t>(n_ * m));
+    const bool sketch = use_kpp_sketch();
+    // Rounding of one computed l2 distance against the true one, as in assign()'s bounds:
+    // |dist - |x - c|^2| <= kappa * (|x|^2 + |c|^2) for the fp32 expanded form
+    // max(0, |x|^2 + fma(-2, x.c, |c|^2)) with |x|^2 and |c|^2 rounded once from fp64:
+    // (d + 8) u is what the 8 partial chains + reduction tree + tail of the dot product,
+    // the fma, the two roundings of the norms and the final add can reach; 4 (d + 4) u
+    // covers it with room.
+    const double kappa = kExpandedFormError * 4.0 * double(d_ + 4);
+    std::vector<std::int64_t> computed(static_cast<std::size_t>(n_chunks), 0);
     cpu::PassRelease release(x_, stream_);
 #pragma omp parallel num_threads(threads_) if (n_chunks > 1)
     {
       Scratch s(*this);
       std::vector<float> sc(static_cast<std::size_t>(block_rows_ * width));
+      std::vector<float> qb, scq;  // the block's sketch rows and their scores
+      std::vector<char> need;      // per row of the block: computed from X
+      if (sketch) {
+        qb.resize(static_cast<std::size_t>(block_rows_ * d_));
+        scq.resize(static_cast<std::size_t>(block_rows_ * width));
+        need.resize(static_cast<std::size_t>(block_rows_));
+      }
 #pragma omp for schedule(dynamic, 1)
       for (std::int64_t c = 0; c < n_chunks; ++c) {
         apply_pending_commit(c, m_prev);
@@ -556,20 +643,69 @@ class CpuBackend final : public Backend {
         const std::int64_t end = std::min(n_, (c + 1) * kChunk);
         for (std::int64_t b = c * kChunk; b < end; b += block_rows_) {
           const std::int64_t rows = std::min(block_rows_, end - b);
-          std::int64_t ldx = d_;
-          const float* xb = rows_as_f32(b, rows, s.x.data(), &ldx);
-          for (std::int64_t g = 0; g < groups; ++g)
-            kernels_.trial_scores(xb, rows, ldx, padded.data() + g * cpu::kTrialLanes * d_, d_,
-                                  bias.data() + g * cpu::kTrialLanes, alpha, sc.data() + g * cpu::kTrialLanes, width);
+          std::int64_t n_need = rows;
+          if (sketch) {
+            // Lower bounds from the sketch. For candidate c and row x with sketch q,
+            // r >= |x - q| and dq the computed |q - c|^2 (same kernel, error <= eq):
+            //   |x - c| >= |q - c| - r >= sqrt(dq - eq) - r,
+            // so dq >= (r + sqrt(mind + ex))^2 + eq gives |x - c|^2 >= mind + ex, and then the
+            // computed distance of x is >= mind (its error is <= ex): min(mind, dist) = mind.
+            // The threshold is computed in fp64 and widened by (1 + 2^-40) twice, far more
+            // than its few fp64 roundings (sqrt is correctly rounded); ex and eq already have
+            // 4x room (kappa).
+            sketch_.dequantize(b, rows, d_, qb.data());
+            for (std::int64_t g = 0; g < groups; ++g)
+              kernels_.trial_scores(qb.data(), rows, d_, padded.data() + g * cpu::kTrialLanes * d_, d_,
+                                    bias.data() + g * cpu::kTrialLanes, alpha, scq.data() + g * cpu::kTrialLanes,
+                                    width);
+            n_need = 0;
+            for (std::int64_t r = 0; r < rows; ++r) {
+              const std::int64_t i = b + r;
+              const KppSketch::Row& sr = sketch_.row[i];
+              const double ex = kappa * (double(row_norm_[i]) + cand_norm2_max);
+              const double eq = kappa * (double(sr.norm2) + cand_norm2_max);
+              const double reach = (double(sr.resid) + std::sqrt(double(mind_[i]) + ex)) * (1.0 + 0x1p-40);
+              const double threshold = reach * reach * (1.0 + 0x1p-40) + eq;
+              const float* q = scq.data() + r * width;
+              bool keep = true;
+              for (std::int64_t j = 0; j < m; ++j) keep &= double(std::max(0.0f, sr.norm2 + q[j])) >= threshold;
+              need[r] = !keep;
+              if (!keep) s.active[n_need++] = r;
+            }
+          }
+          if (n_need == rows) {  // every row: in place (fp32) or converted, as without a sketch
+            std::int64_t ldx = d_;
+            const float* xb = rows_as_f32(b, rows, s.x.data(), &ldx);
+            for (std::int64_t g = 0; g < groups; ++g)
+              kernels_.trial_scores(xb, rows, ldx, padded.data() + g * cpu::kTrialLanes * d_, d_,
+                                    bias.data() + g * cpu::kTrialLanes, alpha, sc.data() + g * cpu::kTrialLanes, width);
+          } else if (n_need > 0) {  // the rows the sketch could not settle, packed: sc row a = active row a
+            for (std::int64_t a = 0; a < n_need; ++a) cpu::load_row(x_, b + s.active[a], s.x.data() + a * d_);
+            for (std::int64_t g = 0; g < groups; ++g)
+              kernels_.trial_scores(s.x.data(), n_need, d_, padded.data() + g * cpu::kTrialLanes * d_, d_,
+                                    bias.data() + g * cpu::kTrialLanes, alpha, sc.data() + g * cpu::kTrialLanes,
+                                    width);
+          }
+          computed[c] += n_need;
+          const bool all = n_need == rows;
+          std::int64_t a = 0;  // next packed row
           for (std::int64_t r = 0; r < rows; ++r) {
             const std::int64_t i = b + r;
             const double w = weight(i);
             const float mind = mind_[i];
             float* di = dist.data() + i * m;
-            to_distances(sc.data() + r * width, m, i, di);
-            for (std::int64_t j = 0; j < m; ++j) {
-              di[j] = std::min(mind, di[j]);
-              pot[j] += w * double(di[j]);
+            if (all || need[r]) {
+              to_distances(sc.data() + (all ? r : a++) * width, m, i, di);
+              for (std::int64_t j = 0; j < m; ++j) {
+                di[j] = std::min(mind, di[j]);
+                pot[j] += w * double(di[j]);
+              }
+            } else {  // settled by the sketch: min(mind, dist) = mind for every candidate
+              const double term = w * double(mind);
+              for (std::int64_t j = 0; j < m; ++j) {
+                di[j] = mind;
+                pot[j] += term;
+              }
             }
           }
           release.done(b, rows);
@@ -579,6 +715,7 @@ class CpuBackend final : public Backend {
     std::fill(potentials, potentials + m, 0.0);
     for (std::int64_t c = 0; c < n_chunks; ++c)
       for (std::int64_t j = 0; j < m; ++j) potentials[j] += part[c * m + j];
+    if (sketch) note_sketch_trial(std::accumulate(computed.begin(), computed.end(), std::int64_t{0}));
     trial_m_ = trial_dist_m_ = m;
     trial_part_ = std::move(part);
     pending_ = -1;
@@ -699,6 +836,40 @@ class CpuBackend final : public Backend {
     if (chunk_applied_[c]) return;
     for (std::int64_t i = c * kChunk; i < std::min(n_, (c + 1) * kChunk); ++i) mind_[i] = trial_dist_[i * m + pending_];
     chunk_applied_[c] = 1;
+  }
+  /// Whether this trial reads the sketch first (building it on first use): l2, bounds on,
+  /// data not streamed. Which rows it settles never changes a result bit, so the choice is
+  /// free: after a trial where it settled fewer than half the rows (the first steps: mind
+  /// is still large) the next kSketchPause trials go straight to X.
+  bool use_kpp_sketch() {
+    if (!use_bounds_ || metric_ != Metric::l2 || stream_.release || n_ == 0) return false;
+    // The sketch is the one N x D allocation of a fit (int8: a quarter of fp32 X): only
+    // within a quarter of the memory budget, never for data streamed from disk.
+    const std::int64_t budget = budget_ > 0 ? budget_ : cpu::physical_memory_bytes() / 2;
+    if (n_ * (d_ + std::int64_t{sizeof(KppSketch::Row)}) > budget / 4) return false;
+    if (sketch_skip_ > 0) {
+      --sketch_skip_;
+      return false;
+    }
+    if (sketch_.empty()) {
+      sketch_.codes.resize(static_cast<std::size_t>(n_ * d_));
+      sketch_.row.resize(static_cast<std::size_t>(n_));
+      const std::int64_t n_chunks = chunks();
+#pragma omp parallel num_threads(threads_) if (n_chunks > 1)
+      {
+        std::vector<float> row(static_cast<std::size_t>(d_));
+#pragma omp for schedule(static)
+        for (std::int64_t c = 0; c < n_chunks; ++c)
+          for (std::int64_t i = c * kChunk; i < std::min(n_, (c + 1) * kChunk); ++i) {
+            cpu::load_row(x_, i, row.data());
+            sketch_.encode(i, row.data(), d_);
+          }
+      }
+    }
+    return true;
+  }
+  void note_sketch_trial(std::int64_t computed_rows) {
+    if (2 * computed_rows > n_) sketch_skip_ = kSketchPause;
   }
   double weight(std::int64_t i) const { return weights_ ? double(weights_[i]) : 1.0; }
 
@@ -872,6 +1043,8 @@ class CpuBackend final : public Backend {
   std::int64_t pending_ = -1;
   std::vector<double> chunk_sum_;
   std::vector<char> chunk_applied_;
+  KppSketch sketch_;            // see mindist_trial; empty outside k-means++
+  std::int64_t sketch_skip_ = 0;  // trials left that skip the sketch (it settled too few rows)
   // Hamerly bounds (l2): per row, an upper bound on the distance to its centroid and a
   // lower bound on the distance to every other one (not squared); centroid drifts since.
   std::vector<float> upper_, lower_, drift_;
