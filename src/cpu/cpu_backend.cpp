@@ -39,8 +39,8 @@ constexpr std::int64_t kStripeSumsBytes = std::int64_t{64} << 20;
 constexpr std::int64_t kMaxStripes = 64;
 constexpr std::int64_t kMinStripes = 16;
 // Per-row state kept for the whole fit: |x|, label, best, upper and lower bound, mind. (The
-// k-means++ trial adds 4 * (2 + ln K) bytes per row while it runs, and for l2 its int8
-// sketch D + 12 bytes per row, dropped when Lloyd starts.)
+// k-means++ trial adds 4 * (2 + ln K) bytes per row while it runs, and for l2 its sketch
+// d32 + 13 bytes per row (d32: D rounded up to 32), dropped when Lloyd starts.)
 constexpr std::int64_t kStateBytesPerRow = 24;
 // k-means++: trials that read X directly after one where the sketch settled < half the rows.
 constexpr std::int64_t kSketchPause = 8;
@@ -53,7 +53,7 @@ constexpr int kPotLanes = 8;
 /// rounded up to d32, a multiple of 32, padding code 64: k = 0); |q|^2 = s^2 sum k_t^2
 /// (rounded once to fp32); resid >= |x - q| (fp64, widened, rounded up). A candidate gets
 /// the same with 8 bits (|k| <= 127, see quantize()). The sketch distance |q - p|^2 then
-/// comes from an exact integer dot product (TrialDotsU8) and a few fp64 roundings.
+/// comes from an exact integer dot product and a few fp32 roundings (TrialSketchLower).
 /// d32 + 12 bytes a row against 4 d for fp32 X; built in one pass at the first trial that
 /// uses it, dropped when Lloyd starts (set_centroids).
 struct KppSketch {
@@ -600,18 +600,19 @@ class CpuBackend final : public Backend {
   // winner is then free (the chunk sums are the winner's column of those potentials) and
   // is applied to mind lazily, chunk by chunk, by the next sample or trial.
   //
-  // The pass is bound by reading X (4 D bytes a row). For l2 a trial first reads an int8
-  // sketch of X instead (D + 12 bytes a row, see KppSketch): from a row's sketch q and
-  // |x - q| it bounds every candidate's distance from below, and a row whose computed
-  // distance to every candidate provably is >= mind (so min(mind, dist) = mind, the same
-  // bits) is not read at all. Only the other rows are computed from X, by the same kernel
-  // on the same row values as without the sketch, and every row's terms are added to the
-  // chunk's potentials in the same order: the potentials, the distances kept for the commit
-  // and so every pick are bitwise those of the full pass (tests/cpp/test_init.cpp).
-  // Triangle-inequality pruning against the chosen centres (Raff 2021) was measured first
-  // and pruned < 1 % of the rows of config a (200k x 128 blobs, K = 256): in 128-D the
-  // distances concentrate, |c - c_a| never reaches 2 sqrt(mind). The sketch prunes 88-99 %
-  // from step ~30 on.
+  // That pass reads 4 D bytes a row and does 8 D FMAs. For l2 a trial first reads a 7-bit
+  // sketch of X instead (d32 + 12 bytes a row, integer products; see KppSketch): from a
+  // row's sketch q and |x - q| it bounds every candidate's distance from below, and a row
+  // whose computed distance to every candidate provably is >= mind (so min(mind, dist) =
+  // mind, the same bits) is *settled*: X is not read, no distance written, the commit keeps
+  // its mind. Only the other rows are computed from X, by the same kernel on the same row
+  // values as without the sketch, and every row's terms are added to the chunk's
+  // potentials in the same order: the potentials, the commits and so every pick are
+  // bitwise those of the full pass (tests/cpp/test_init.cpp). On config a (200k x 128
+  // blobs, K = 256) it settles 87-99 % of the rows from step ~10 on. Triangle-inequality
+  // pruning against the chosen centres (Raff 2021) was measured first (numpy): < 1 % of
+  // the rows of config a, as in 128-D the distances concentrate and |c - c_a| never
+  // reaches 2 sqrt(mind).
   void mindist_trial(const float* cand, std::int64_t m, double* potentials) override {
     // Candidates in groups of kTrialLanes, zero rows padding the last group.
     const std::int64_t groups = (m + cpu::kTrialLanes - 1) / cpu::kTrialLanes, width = groups * cpu::kTrialLanes;
