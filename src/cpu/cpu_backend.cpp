@@ -664,8 +664,10 @@ class CpuBackend final : public Backend {
     // max(0, |x|^2 + fma(-2, x.c, |c|^2)) with |x|^2 and |c|^2 rounded once from fp64:
     // (d + 8) u is what the 8 partial chains + reduction tree + tail of the dot product,
     // the fma, the two roundings of the norms and the final add can reach; 4 (d + 4) u
-    // covers it with room.
+    // covers it with room. That is relative to normal numbers: tiny data (|x| < ~1e-20)
+    // loses up to 2^-149 an fp32 operation to underflow, which kTinyError covers.
     const double kappa = kExpandedFormError * 4.0 * double(d_ + 4);
+    constexpr double kTinyError = 0x1p-100;
     std::vector<std::int64_t> computed(static_cast<std::size_t>(n_chunks), 0);
     cpu::PassRelease release(x_, stream_);
 #pragma omp parallel num_threads(threads_) if (n_chunks > 1)
@@ -714,7 +716,7 @@ class CpuBackend final : public Backend {
             const float* rx = sketch_.resid.data() + b;
             const float* mi = mind_.data() + b;
             for (std::int64_t r = 0; r < rows; ++r) {
-              const double ex = kappa * (double(xn[r]) + cand_norm2_max);
+              const double ex = kappa * (double(xn[r]) + cand_norm2_max) + kTinyError;
               const double reach = (double(rx[r]) + cand_resid_max + std::sqrt(double(mi[r]) + ex)) * (1.0 + 0x1p-40);
               threshold[r] = reach * reach * (1.0 + 0x1p-40);
             }

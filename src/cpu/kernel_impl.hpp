@@ -254,7 +254,7 @@ struct TrialScores {
 ///   |q - p_j|^2 = qq - 2 sx sc_j (k . b_j) + pp_j,
 /// formed in fp32 and lowered by 2^-20 (qq + |cross| + pp_j), more than the ~10 fp32
 /// roundings of the terms (2^-24 each; k . b_j converts exactly below 2^24 and with one
-/// rounding above). out[r] = min over the used lanes (pp_j = +inf marks unused ones) of that
+/// rounding above), and by 2^-100 for what underflow can lose (<= 2^-149 an operation). out[r] = min over the used lanes (pp_j = +inf marks unused ones) of that
 /// lower bound of |q_r - p_j|^2. Four times the products of an fp32 FMA per instruction.
 struct TrialSketchLower {
   static void lower(const std::uint8_t* a, std::int64_t rows, std::int64_t d32, const std::int8_t* b,
@@ -264,7 +264,7 @@ struct TrialSketchLower {
     const __m256i ones = _mm256_set1_epi16(1);
     const __m256i off = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(offset));
     const __m256 scv = _mm256_loadu_ps(sc), ppv = _mm256_loadu_ps(pp);
-    const __m256 two = _mm256_set1_ps(2.0f), eps = _mm256_set1_ps(0x1p-20f);
+    const __m256 two = _mm256_set1_ps(2.0f), eps = _mm256_set1_ps(0x1p-20f), tiny = _mm256_set1_ps(0x1p-100f);
     const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     const __m256 inf = _mm256_set1_ps(std::numeric_limits<float>::infinity());
     const __m256 unused = _mm256_cmp_ps(ppv, inf, _CMP_EQ_OQ);
@@ -289,8 +289,9 @@ struct TrialSketchLower {
       const __m256 q2 = _mm256_set1_ps(qq[r]);
       const __m256 cross = _mm256_mul_ps(_mm256_mul_ps(two, _mm256_set1_ps(sx[r])), _mm256_mul_ps(scv, kb));
       const __m256 mag = _mm256_add_ps(_mm256_add_ps(q2, _mm256_and_ps(cross, abs_mask)), ppv);
+      const __m256 margin = _mm256_add_ps(_mm256_mul_ps(eps, mag), tiny);
       const __m256 lo = _mm256_blendv_ps(  // unused lanes (pp = inf, lo NaN there): +inf
-          _mm256_sub_ps(_mm256_sub_ps(_mm256_add_ps(q2, ppv), cross), _mm256_mul_ps(eps, mag)), inf, unused);
+          _mm256_sub_ps(_mm256_sub_ps(_mm256_add_ps(q2, ppv), cross), margin), inf, unused);
       // horizontal min (no NaN left: finite codes and scales)
       __m128 m4 = _mm_min_ps(_mm256_castps256_ps128(lo), _mm256_extractf128_ps(lo, 1));
       m4 = _mm_min_ps(m4, _mm_movehl_ps(m4, m4));
@@ -307,7 +308,7 @@ struct TrialSketchLower {
         const float kb = static_cast<float>(acc - offset[j]);
         const float cross = (2.0f * sx[r]) * (sc[j] * kb);
         const float mag = (qq[r] + std::fabs(cross)) + pp[j];
-        best = std::min(best, ((qq[r] + pp[j]) - cross) - 0x1p-20f * mag);
+        best = std::min(best, ((qq[r] + pp[j]) - cross) - (0x1p-20f * mag + 0x1p-100f));
       }
       out[r] = best;
     }

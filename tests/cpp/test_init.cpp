@@ -138,7 +138,8 @@ TEST(Init, FitWithEveryInitIsReproducible) {
 // Data that makes the sketch's bounds tight or degenerate: tight well-separated blobs
 // (most rows settled), overlapping blobs in 64-D (distances concentrate), duplicated rows
 // and chosen centres equal to many rows (mind = 0), constant rows, data far from the origin
-// (the rounding bound dominates), values spanning many magnitudes within a row, weights.
+// (the rounding bound dominates), tiny values (fp32 underflow), values spanning many
+// magnitudes within a row, weights.
 struct SketchCase {
   const char* name;
   std::int64_t d;
@@ -165,6 +166,11 @@ std::vector<SketchCase> sketch_cases() {
     auto x = testing::blobs(4000, 24, 30, 1.0, 0.05, 35);
     for (auto& v : x) v += 1000.0f;  // |x|^2 ~ 2.4e7 against distances ~ 1
     cases.push_back({"far_from_origin", 24, std::move(x), {}});
+  }
+  {
+    auto x = testing::blobs(3000, 12, 15, 3.0, 0.4, 37);
+    for (auto& v : x) v *= 1e-22f;  // products underflow to subnormals in fp32
+    cases.push_back({"tiny_magnitudes", 12, std::move(x), {}});
   }
   {
     auto x = testing::blobs(4000, 16, 20, 2.0, 0.5, 36);
