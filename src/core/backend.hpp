@@ -227,9 +227,13 @@ class Backend {
   std::int64_t global_row_offset_ = 0;
 };
 
-/// The CPU backend (always built). n_threads 0 = all. use_bounds: skip rows whose label
-/// provably cannot change (Hamerly bounds, l2); off only to test that it changes nothing.
+/// The CPU backend (always built). n_threads 0 = all. use_bounds: skip work whose result is
+/// provably known (l2: Hamerly bounds in assign, the sketch of k-means++ trials); off only
+/// to test that it changes nothing.
 std::unique_ptr<Backend> make_cpu_backend(int n_threads, bool use_bounds = true);
+/// Rows a CPU backend's k-means++ trials settled from its sketch since attach, summed over
+/// trials (tests: that the sketch is used at all); 0 for any other backend.
+std::int64_t cpu_kpp_sketch_settled_rows(const Backend& backend);
 
 /// The CUDA backend; throws Error(device_unavailable) when not built or no device.
 std::unique_ptr<Backend> make_cuda_backend(int device_id, Precision precision, bool certify);

@@ -13,6 +13,7 @@
 // row's scores are bitwise identical for every W (AVX2 and AVX-512 agree) and thread count.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <limits>
 
@@ -244,9 +245,80 @@ struct TrialScores {
   }
 };
 
+/// The k-means++ sketch's lower bounds (cpu_backend.cpp, KppSketch): rows of unsigned codes
+/// a [rows][d32] (a = k + 64, k in [-63, 63]) against kTrialLanes candidates of signed codes
+/// b [8][d32] (|b| <= 127), d32 a multiple of 32. The integer dot k . b is exact (a
+/// vpmaddubsw pair sum is <= 2 * 127 * 127 = 32258: no saturation; int32 sums while d32 <
+/// 133k): k . b_j = a . b_j - offset_j, offset_j = 64 sum_t b_j[t]. With the sketch rows
+/// q = sx k (|q|^2 = qq) and p_j = sc_j b_j (|p_j|^2 = pp_j):
+///   |q - p_j|^2 = qq - 2 sx sc_j (k . b_j) + pp_j,
+/// formed in fp32 and lowered by 2^-20 (qq + |cross| + pp_j), more than the ~10 fp32
+/// roundings of the terms (2^-24 each; k . b_j converts exactly below 2^24 and with one
+/// rounding above), and by 2^-100 for what underflow can lose (<= 2^-149 an operation). out[r] = min over the used lanes (pp_j = +inf marks unused ones) of that
+/// lower bound of |q_r - p_j|^2. Four times the products of an fp32 FMA per instruction.
+struct TrialSketchLower {
+  static void lower(const std::uint8_t* a, std::int64_t rows, std::int64_t d32, const std::int8_t* b,
+                    const std::int32_t* offset, const float* sc, const float* pp, const float* sx, const float* qq,
+                    float* out) {
+#if defined(__AVX2__)
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i off = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(offset));
+    const __m256 scv = _mm256_loadu_ps(sc), ppv = _mm256_loadu_ps(pp);
+    const __m256 two = _mm256_set1_ps(2.0f), eps = _mm256_set1_ps(0x1p-20f), tiny = _mm256_set1_ps(0x1p-100f);
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 inf = _mm256_set1_ps(std::numeric_limits<float>::infinity());
+    const __m256 unused = _mm256_cmp_ps(ppv, inf, _CMP_EQ_OQ);
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const std::uint8_t* ar = a + r * d32;
+      __m256i acc[8];
+      FLASHKM_UNROLL for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_si256();
+      for (std::int64_t k = 0; k < d32; k += 32) {
+        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ar + k));
+        FLASHKM_UNROLL for (int j = 0; j < 8; ++j) {
+          const __m256i bv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + j * d32 + k));
+          acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(_mm256_maddubs_epi16(av, bv), ones));
+        }
+      }
+      // 8 vectors -> their 8 sums, lane j = candidate j
+      const __m256i s01 = _mm256_hadd_epi32(acc[0], acc[1]), s23 = _mm256_hadd_epi32(acc[2], acc[3]);
+      const __m256i s45 = _mm256_hadd_epi32(acc[4], acc[5]), s67 = _mm256_hadd_epi32(acc[6], acc[7]);
+      const __m256i s0123 = _mm256_hadd_epi32(s01, s23), s4567 = _mm256_hadd_epi32(s45, s67);
+      const __m256i dot = _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
+                                           _mm256_permute2x128_si256(s0123, s4567, 0x31));
+      const __m256 kb = _mm256_cvtepi32_ps(_mm256_sub_epi32(dot, off));
+      const __m256 q2 = _mm256_set1_ps(qq[r]);
+      const __m256 cross = _mm256_mul_ps(_mm256_mul_ps(two, _mm256_set1_ps(sx[r])), _mm256_mul_ps(scv, kb));
+      const __m256 mag = _mm256_add_ps(_mm256_add_ps(q2, _mm256_and_ps(cross, abs_mask)), ppv);
+      const __m256 margin = _mm256_add_ps(_mm256_mul_ps(eps, mag), tiny);
+      const __m256 lo = _mm256_blendv_ps(  // unused lanes (pp = inf, lo NaN there): +inf
+          _mm256_sub_ps(_mm256_sub_ps(_mm256_add_ps(q2, ppv), cross), margin), inf, unused);
+      // horizontal min (no NaN left: finite codes and scales)
+      __m128 m4 = _mm_min_ps(_mm256_castps256_ps128(lo), _mm256_extractf128_ps(lo, 1));
+      m4 = _mm_min_ps(m4, _mm_movehl_ps(m4, m4));
+      m4 = _mm_min_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+      out[r] = _mm_cvtss_f32(m4);
+    }
+#else
+    for (std::int64_t r = 0; r < rows; ++r) {
+      float best = std::numeric_limits<float>::infinity();
+      for (int j = 0; j < 8; ++j) {
+        if (std::isinf(pp[j])) continue;  // unused lane
+        std::int32_t acc = 0;
+        for (std::int64_t k = 0; k < d32; ++k) acc += std::int32_t{a[r * d32 + k]} * std::int32_t{b[j * d32 + k]};
+        const float kb = static_cast<float>(acc - offset[j]);
+        const float cross = (2.0f * sx[r]) * (sc[j] * kb);
+        const float mag = (qq[r] + std::fabs(cross)) + pp[j];
+        best = std::min(best, ((qq[r] + pp[j]) - cross) - (0x1p-20f * mag + 0x1p-100f));
+      }
+      out[r] = best;
+    }
+#endif
+  }
+};
+
 template <int W, int MR, int NV>
 KernelTable AssignKernel<W, MR, NV>::table(const char* name) {
-  return KernelTable{name, MR, NR, &argmin2, &scores, &workspace_floats, &TrialScores::scores, &argmin2_rows};
+  return KernelTable{name, MR, NR, &argmin2, &scores, &workspace_floats, &TrialScores::scores, &argmin2_rows, &TrialSketchLower::lower};
 }
 
 #undef FLASHKM_UNROLL

@@ -46,6 +46,12 @@ struct KernelTable {
   void (*argmin2_rows)(const float* x, const std::int64_t* row_index, std::int64_t rows, std::int64_t ldx,
                        const PanelView& c, float* workspace, std::int32_t* best_index, float* best_score,
                        float* second_score);
+  /// k-means++ sketch: for rows of unsigned codes a [rows][d32] and kTrialLanes candidates of
+  /// signed codes b [8][d32], out[r] = a lower bound of min_j |q_r - p_j|^2 (see
+  /// TrialSketchLower: offset, sc, pp per candidate, sx, qq per row).
+  void (*trial_sketch_lower)(const std::uint8_t* a, std::int64_t rows, std::int64_t d32, const std::int8_t* b,
+                             const std::int32_t* offset, const float* sc, const float* pp, const float* sx,
+                             const float* qq, float* out);
 };
 
 const KernelTable& kernels_avx512();
