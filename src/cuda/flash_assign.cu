@@ -554,29 +554,27 @@ void dispatch_operand(const AssignParams& p, TileConfig tile, cudaStream_t s) {
 /// tf32 operands: no operand copy of x in any config. Resident: any dtype converted and
 /// rounded while loading. Streamed: aligned fp32 rows by cp.async (rounded in registers),
 /// anything else converted and rounded while loading.
-template <class TrS>
-void dispatch_tf32_streamed(const AssignParams& p, cudaStream_t s) {
-  if (x_streamable(p, Operand::tf32)) return run_flash_assign<TrS, float, true>(p, s);
+/// Config Tr with the rows converted and rounded while loading, for any input dtype.
+template <class Tr>
+void run_tf32_converting(const AssignParams& p, cudaStream_t s) {
   switch (p.x_dtype) {
-    case DType::f32: return run_flash_assign<TrS, float, false>(p, s);
-    case DType::f16: return run_flash_assign<TrS, __half, false>(p, s);
-    case DType::bf16: return run_flash_assign<TrS, __nv_bfloat16, false>(p, s);
+    case DType::f32: return run_flash_assign<Tr, float, false>(p, s);
+    case DType::f16: return run_flash_assign<Tr, __half, false>(p, s);
+    case DType::bf16: return run_flash_assign<Tr, __nv_bfloat16, false>(p, s);
     default: break;
   }
   FLASHKM_FAIL(internal, "flash_assign: unsupported input dtype ", to_string(p.x_dtype));
 }
 
+template <class TrS>
+void dispatch_tf32_streamed(const AssignParams& p, cudaStream_t s) {
+  if (x_streamable(p, Operand::tf32)) return run_flash_assign<TrS, float, true>(p, s);
+  return run_tf32_converting<TrS>(p, s);
+}
+
 void dispatch_tf32(const AssignParams& p, TileConfig tile, cudaStream_t s) {
   FLASHKM_ASSERT(tile_supports(tile, Operand::tf32, p.dp), "tf32 operands: unsupported tile config for this d");
-  if (tile == TileConfig::resident_128x128) {
-    switch (p.x_dtype) {
-      case DType::f32: return run_flash_assign<ResidentT, float, false>(p, s);
-      case DType::f16: return run_flash_assign<ResidentT, __half, false>(p, s);
-      case DType::bf16: return run_flash_assign<ResidentT, __nv_bfloat16, false>(p, s);
-      default: break;
-    }
-    FLASHKM_FAIL(internal, "flash_assign: unsupported input dtype ", to_string(p.x_dtype));
-  }
+  if (tile == TileConfig::resident_128x128) return run_tf32_converting<ResidentT>(p, s);
   if (tile == TileConfig::stream_128x256) return dispatch_tf32_streamed<Stream256T>(p, s);
   return dispatch_tf32_streamed<Stream128T>(p, s);
 }
