@@ -9,6 +9,7 @@
 
 #include "cuda/certify_candidates.hpp"
 #include "cuda/cuda_check.hpp"
+#include "cuda/device_helpers.cuh"
 #include "cuda/flash_assign_common.cuh"
 #include "cuda/fp64_score.cuh"
 #include "cuda/problem_tiles.cuh"
@@ -115,9 +116,10 @@ __global__ void __launch_bounds__(kThreads) candidate_finish_kernel(const Assign
   }
 }
 
+/// Blocks for one warp per item (device_helpers' blocks_for), at most max_blocks (the
+/// kernels loop with the grid's stride).
 unsigned grid_for(std::int64_t warps_wanted, int max_blocks) {
-  const std::int64_t blocks = (warps_wanted + kWarps - 1) / kWarps;
-  return static_cast<unsigned>(std::max<std::int64_t>(1, std::min<std::int64_t>(blocks, max_blocks)));
+  return std::min(blocks_for(warps_wanted, kWarps), static_cast<unsigned>(max_blocks));
 }
 
 /// Level 3 of one chunk. `given`: level 1's rows and problems with x as given (a data row's
