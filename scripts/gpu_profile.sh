@@ -6,6 +6,9 @@
 # and $OUT/profile_summary.txt (per kernel name: launches, total and mean µs per launch).
 #   scripts/gpu_profile.sh ["B N K D dtype" ...]   (default: the N=1M D=128 shapes)
 #   BUILD=build-cudacheck scripts/gpu_profile.sh ...  reuses gpu_check.sh's build (same flags).
+#   SOURCE_SHAPES="B N K D dtype;..." also samples warp stalls per SASS instruction of one
+#   assign launch per shape (ncu SourceCounters): $OUT/source_<shape>.csv, and the 40 hottest
+#   instructions with their stall reasons in $OUT/source_top.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}
@@ -42,5 +45,34 @@ for r in rows:
 print(f"== {shape}: {iters} timed iterations after 2 warm-up ones, then 5 lone assigns; per kernel: launches, total us, mean us per launch")
 for name, us in sorted(tot.items(), key=lambda t: -t[1]):
     print(f"  {name:72s} {cnt[name]:5d} {us:12.1f} {us/cnt[name]:10.1f}")
+PY
+done
+IFS=';' read -r -a src_shapes <<< "${SOURCE_SHAPES:-}"
+for s in "${src_shapes[@]}"; do
+  [ -n "$s" ] || continue
+  tag=$(echo "$s" | tr ' ' '_')
+  # The 4th assign launch: past the warm-up's module load, inside the timed iterations.
+  "$NCU" --clock-control none -k regex:flash_assign -s 3 -c 1 --section SourceCounters \
+    --section WarpStateStats --page source --print-source sass --csv \
+    ./$BUILD/tests/gpu/gpu_bench $s $ITERS fp16 0 0 device > "$OUT/source_$tag.csv" 2> "$OUT/ncu_source_$tag.err"
+  python3 - "$OUT/source_$tag.csv" "$s" <<'PY' | tee -a "$OUT/source_top.txt"
+import csv, sys
+path, shape = sys.argv[1], sys.argv[2]
+rows = [r for r in csv.reader(open(path)) if r]
+start = next((i for i, r in enumerate(rows) if any("Source" == c or "Address" == c for c in r)), None)
+if start is None:
+    print(f"== {shape}: no source table in {path}"); sys.exit()
+head = rows[start]; body = [r for r in rows[start + 1:] if len(r) == len(head)]
+def col(name):
+    return next((i for i, h in enumerate(head) if h == name), None)
+samp = col("Warp Stall Sampling (All Samples)") or col("Warp Stall Sampling (All Cycles)")
+src = col("Source")
+print(f"== {shape}: columns {head}")
+if samp is None:
+    sys.exit()
+num = lambda v: float(v.replace(",", "") or 0)
+total = sum(num(r[samp]) for r in body) or 1
+for r in sorted(body, key=lambda r: -num(r[samp]))[:40]:
+    print(f"{100 * num(r[samp]) / total:6.2f}%  {r[src][:90]}")
 PY
 done
