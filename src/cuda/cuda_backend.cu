@@ -806,7 +806,8 @@ class CudaBackend final : public core::Backend {
     // alternate buffers (8), the update's piece sums and pieces, a large-d operand copy, and
     // float64 data on the device before its conversion.
     const double piece_rows = static_cast<double>(piece_rows_for(n_, d_));
-    in.resident_row_bytes = 24.0 + (d_ + 1) * 8.0 / piece_rows + 16.0 / piece_rows +
+    in.resident_row_bytes = 24.0 + (d_ + 1) * 8.0 * (1.0 / piece_rows + 1.0 / (kFusedPieces * piece_rows + 1)) +
+                            16.0 / piece_rows +
                             (op_copy ? 2.0 * dp : 0.0) + (x.dtype == DType::f64 ? 8.0 * d_ : 0.0);
     // Per row of a streamed chunk: the scratch (16), the sort workspace (~8), the chunked
     // update's segment sums (D + 1 doubles per piece), an operand copy.
