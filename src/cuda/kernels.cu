@@ -375,6 +375,40 @@ __global__ void __launch_bounds__(128, 4) piece_sums_kernel(const T* x, std::int
 // memory: one cluster of many pieces (K=256, N=1M: 64 pieces per cluster on average, more in
 // the largest) serialised the kernel (~100 us on the H200).
 constexpr int kCombineTile = 32, kCombineStages = 4, kCombineWarps = 4;
+// Big clusters of at most kCombineFew pieces (most of them where clusters are a few pieces
+// long, e.g. K=8192 or 500 problems of K=256 at N=1M-10M): a warp per unit, all of the
+// cluster's pieces loaded before the adds in batches of kCombineBatch, no shared memory and no
+// barrier. Per unit the block-wide staging of combine_big_kernel cost more than these loads.
+constexpr int kCombineFew = 32, kCombineBatch = 8;
+__global__ void combine_few_kernel(const double* part, const UpdateCounts* first, const std::int32_t* bigs,
+                                   const std::int64_t* n_big, int d, bool with_x, const std::int32_t* cluster_of,
+                                   double* sums, double* weights) {
+  const int lane = threadIdx.x & 31;
+  const std::int64_t ld = d + 1;
+  const int slices = with_x ? (d + 32) / 32 : 1;  // ceil((d + 1) / 32)
+  const std::int64_t units = *n_big * slices, warps = std::int64_t(gridDim.x) * (blockDim.x >> 5);
+  for (std::int64_t u = std::int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); u < units; u += warps) {
+    const std::int64_t v = bigs[u / slices];
+    const std::int64_t p0 = first[v].pieces, np = first[v + 1].pieces - p0;
+    if (np > kCombineFew) continue;  // combine_big_kernel's
+    const int j = (with_x ? static_cast<int>(u % slices) * 32 : d) + lane;  // this lane's column
+    const double* col = part + (j <= d ? j : d) + p0 * ld;                  // clamped: loads stay valid
+    double acc = 0;
+    for (std::int64_t b = 0; b < np; b += kCombineBatch) {
+      double x[kCombineBatch];
+#pragma unroll
+      for (int r = 0; r < kCombineBatch; ++r) x[r] = col[(b + r < np ? b + r : np - 1) * ld];
+#pragma unroll
+      for (int r = 0; r < kCombineBatch; ++r)
+        if (b + r < np) acc += x[r];
+    }
+    const std::int64_t c = cluster_of ? cluster_of[v] : v;
+    if (c >= 0 && j <= d) {
+      if (j < d) sums[c * d + j] = acc;
+      else weights[c] = acc;
+    }
+  }
+}
 __global__ void __launch_bounds__(32 * kCombineWarps) combine_big_kernel(const double* part, const UpdateCounts* first,
                                                                        const std::int32_t* bigs,
                                                                        const std::int64_t* n_big, int d, bool with_x,
@@ -390,6 +424,7 @@ __global__ void __launch_bounds__(32 * kCombineWarps) combine_big_kernel(const d
     const int j = (with_x ? static_cast<int>(u % slices) * 32 : d) + lane;  // this lane's column
     const double* col = part + (j <= d ? j : d);                             // clamped: loads stay valid
     const std::int64_t p0 = first[v].pieces, np = first[v + 1].pieces - p0;  // np > kFusedPieces
+    if (np <= kCombineFew) continue;  // combine_few_kernel's (uniform over the block)
     const std::int64_t tiles = (np + kCombineTile - 1) / kCombineTile;
     // Tile t's pieces (clamped to the last: every copy valid, the extra ones unused) into its
     // stage; one commit group per tile, empty past the last, so that wait_group counts tiles.
@@ -721,6 +756,9 @@ void launch_combine_big(const double* part, const UpdateCounts* first, const std
   // 32 KB of shared memory per block; blocks past the units exit.
   const std::int64_t slices = with_x ? (d + 32) / 32 : 1;
   const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>(max_big * slices, 2048));
+  combine_few_kernel<<<blocks_for(max_big * slices * 32, 256), 256, 0, s>>>(part, first, bigs, n_big, d, with_x,
+                                                                            cluster_of, sums, weights);
+  FLASHKM_CUDA_LAUNCH_CHECK();
   combine_big_kernel<<<grid, 32 * kCombineWarps, 0, s>>>(part, first, bigs, n_big, d, with_x, cluster_of, sums,
                                                          weights);
   FLASHKM_CUDA_LAUNCH_CHECK();

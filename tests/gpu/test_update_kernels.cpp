@@ -335,7 +335,7 @@ void check_update_sums(const SumsCase& sc, std::uint64_t seed) {
       // e in units of 64 rows rescaled to the key's height (-1: h - 1)
       sizes.push_back(e == -1 ? h - 1 : e == 1 || e == 0 ? e : (e / 64) * h + e % 64);
     }
-  static_assert(cuda::kFusedPieces == 4, "the edge sizes above assume 4 pieces fused");
+  static_assert(cuda::kFusedPieces == 1 || cuda::kFusedPieces == 4, "the edge sizes above: R, R + 1, 4R, 4R + 1");
   for (int i = 0; i < 300; ++i) sizes.push_back(rng() % 5 == 0 ? std::int64_t(rng() % (12 * R)) : std::int64_t(rng() % (2 * R)));
   sizes.push_back(150 * R + 7);  // one huge cluster (several combine tiles)
   const std::int64_t nk = static_cast<std::int64_t>(sizes.size());
