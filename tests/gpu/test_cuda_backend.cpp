@@ -1163,14 +1163,17 @@ TEST(CandidateCascadeMmaSync, CosineAndInnerProductEqualFullFp64Recheck) {
                                    cs.name + (m == Metric::cosine ? " cosine" : " inner product"), false, cs.tile);
 }
 
-// Duplicate centroids (16 copies of 16) after the mma.sync kernels: 16 x 8192 pairs against
-// a list of 2^16 (8 per flagged row), so rows overflow to the full fp64 re-check while others
-// are settled by their candidates; still the full re-check's bits, ties to the lowest index.
+// Duplicate centroids (16 copies of 16) after the mma.sync kernels: 16 x 20000 pairs against
+// a list of 2^18 (a power of two >= 8 per flagged row; 13 per row): with 128-wide centroid
+// tiles (8 copies each) the first tile's pairs fit and part of the second's do not, with
+// 256-wide tiles (all 16 copies in one) the warps that reserve last lose theirs: rows
+// overflow to the full fp64 re-check while others are settled by their candidates; still
+// the full re-check's bits, ties to the lowest index.
 TEST(CandidateCascadeMmaSync, DuplicateCentroidsOverflowToFullRecheck) {
   REQUIRE_GPU();
   for (int d : {200, 800}) {
     const int distinct = 16, copies = 16, k = distinct * copies;
-    const std::int64_t n = 8192;
+    const std::int64_t n = 20000;
     std::vector<float> x = blobs(n, d, distinct, 1.0f, 37 + d);
     std::vector<float> c(static_cast<std::size_t>(k) * d);
     for (int j = 0; j < k; ++j)  // copy q of centroid a at j = q * distinct + a
