@@ -495,7 +495,7 @@ class CudaBatchedBackend final : public core::BatchedBackend {
     pr.x_dtype = xv_.dtype;
     pr.x_stride = xv_.stride;
     cand_chunks_ = 0;
-    if (cascade && candidate_cascade(opt_.cascade, tile_, main_.op)) {
+    if (cascade && candidate_cascade(opt_.cascade, tile_, main_.op, d_)) {
       settle_candidates(p, pr, m);  // levels 2-3 and the re-check of their overflow
     } else if (cascade) {
       ensure_cascade_set();
@@ -558,7 +558,7 @@ class CudaBatchedBackend final : public core::BatchedBackend {
     CandidateWork w;
     w.sizes = candidate_sizes(total);
     // The problems' flagged regions as problems of their own (n = the count), in tiles of the
-    // wgmma kernel's height, cut into chunks of at most chunk_rows rows (one tile at least).
+    // level 1 kernel's height (flash_rows_), cut into chunks of at most chunk_rows rows (one tile at least).
     std::vector<ProblemDesc> desc = layout_.desc_op;
     std::vector<ProblemTile> tiles;
     std::vector<std::int64_t> chunk_tile{0};  // first tile of each chunk
@@ -595,7 +595,7 @@ class CudaBatchedBackend final : public core::BatchedBackend {
       rows.n_tiles = chunk_tile[c + 1] - chunk_tile[c];
       rows.tile_rows = flash_rows_;
       rows.problem_stats = pstats_.get() + 2 * m;
-      launch_candidate_chunk(p, main_.op, pr, main_.c32.get(), rows, w, w.ctr + c * kCandSlots, stream_);
+      launch_candidate_chunk(p, main_.op, tile_, pr, main_.c32.get(), rows, w, w.ctr + c * kCandSlots, stream_);
     }
     cand_chunks_ = w.sizes.chunks;
   }

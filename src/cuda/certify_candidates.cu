@@ -1,5 +1,6 @@
 // The certification cascade's candidate levels 2-3 (certify_candidates.hpp): level 2 is
-// the wgmma kernel's candidate mode (flash_assign_sm90_kernel.cuh), level 3 the kernels
+// level 1's kernel in its candidate mode (flash_assign_sm90_kernel.cuh for the wgmma config,
+// flash_assign.cu's flash_assign_kernel for the mma.sync configs), level 3 the kernels
 // below: the fp64 score of each listed pair, the per-row argmin (two atomicMin passes, so
 // the result does not depend on the order in which the pairs were listed), the write.
 #include <cuda_bf16.h>
@@ -163,8 +164,9 @@ CandidateSizes candidate_sizes(std::int64_t flagged) {
   return z;
 }
 
-void launch_candidate_chunk(const AssignParams& level1, Operand op, const AssignParams& given, const float* c32,
-                            const CandidateRows& rows, const CandidateWork& w, unsigned long long* ctr, cudaStream_t s) {
+void launch_candidate_chunk(const AssignParams& level1, Operand op, TileConfig tile, const AssignParams& given,
+                            const float* c32, const CandidateRows& rows, const CandidateWork& w,
+                            unsigned long long* ctr, cudaStream_t s) {
   int dev = 0, sms = 0;
   FLASHKM_CUDA_CHECK(cudaGetDevice(&dev));
   FLASHKM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
@@ -194,7 +196,7 @@ void launch_candidate_chunk(const AssignParams& level1, Operand op, const Assign
   q.cand_capacity = w.sizes.capacity;
   q.cand_count = ctr + kCandPairs;
   q.cand_keys = keys;
-  launch_flash_assign_sm90(q, op, s);
+  launch_flash_assign(q, op, tile, s);
   // Level 3 over the same rows (x as given; a data row's problem from `given`, whose n is the
   // problems' rows, not the flagged counts), then the full re-check of the rows whose
   // candidates did not fit.
@@ -216,15 +218,15 @@ void launch_candidate_chunk(const AssignParams& level1, Operand op, const Assign
   launch_recheck(r, c32, s);
 }
 
-void launch_candidate_cascade(const AssignParams& level1, Operand op, const AssignParams& given, const float* c32,
-                              std::int64_t count, const CandidateWork& w, cudaStream_t s) {
+void launch_candidate_cascade(const AssignParams& level1, Operand op, TileConfig tile, const AssignParams& given,
+                              const float* c32, std::int64_t count, const CandidateWork& w, cudaStream_t s) {
   FLASHKM_ASSERT(level1.batch == 1 && level1.problems == nullptr, "candidate cascade: one problem");
   FLASHKM_ASSERT(count <= w.sizes.chunks * w.sizes.chunk_rows, "candidate cascade: workspace sized for fewer rows");
   for (std::int64_t c = 0, f0 = 0; f0 < count; ++c, f0 += w.sizes.chunk_rows) {
     CandidateRows rows;
     rows.n = std::min(w.sizes.chunk_rows, count - f0);
     rows.list_off = f0;
-    launch_candidate_chunk(level1, op, given, c32, rows, w, w.ctr + c * kCandSlots, s);
+    launch_candidate_chunk(level1, op, tile, given, c32, rows, w, w.ctr + c * kCandSlots, s);
   }
 }
 

@@ -8,10 +8,10 @@
 // copy for the cascade's second level), and O(N / 256 + K) piece sums of D + 1 doubles.
 //
 // Certified assign() is a cascade (docs/CUDA.md): tensor cores flag the rows their bound
-// cannot settle. With the wgmma kernel (one problem) the same kernel re-runs the flagged
-// rows and lists their candidate centroids, whose fp64 scores settle them
-// (certify_candidates.hpp; the host reads the flagged count once per assign, or per
-// streamed chunk). Elsewhere the exact-fp32
+// cannot settle. With one problem the same kernel (wgmma or mma.sync, any tensor-core
+// operand) re-runs the flagged rows and lists their candidate centroids, whose fp64 scores
+// settle them (certify_candidates.hpp; the host reads the flagged count once per assign, or
+// per streamed chunk). Elsewhere (CudaOptions::batch > 1, CertifyCascade::simt) the exact-fp32
 // SIMT kernel re-runs those rows in place with its own, much tighter bound, and only what
 // it cannot settle reaches the fp64 re-check, with no host wait between the levels (each
 // reads the previous level's count on the device).
@@ -932,14 +932,15 @@ class CudaBackend final : public core::Backend {
 
   /// How certified assign() settles flagged rows: none (uncertified), fp64 (every flagged
   /// row against all centroids: an fp32 first level is already the SIMT kernel, or asked
-  /// for), simt (the fp32 SIMT level first), candidates (certify_candidates.hpp: the wgmma
-  /// kernel, one problem, resident or streamed (one host wait per chunk); the equal-sized
-  /// batch of CudaOptions::batch keeps the SIMT cascade).
+  /// for), simt (the fp32 SIMT level first), candidates (certify_candidates.hpp: level 1's
+  /// kernel in its candidate mode, every tensor-core config and operand; one problem,
+  /// resident or streamed (one host wait per chunk); the equal-sized batch of
+  /// CudaOptions::batch keeps the SIMT cascade).
   enum class Settle { none, fp64, simt, candidates };
   Settle settle_mode() const {
     if (!opt_.certify) return Settle::none;
     if (main_.op == Operand::fp32 || opt_.cascade == CertifyCascade::fp64) return Settle::fp64;
-    const bool candidates = candidate_cascade(opt_.cascade, main_.tile, main_.op) && opt_.batch == 1;
+    const bool candidates = candidate_cascade(opt_.cascade, main_.tile, main_.op, d_) && opt_.batch == 1;
     return candidates ? Settle::candidates : Settle::simt;
   }
 
@@ -971,7 +972,7 @@ class CudaBackend final : public core::Backend {
     w.pairs = cand_pairs_.get();
     w.scores = cand_scores_.get();
     w.ctr = cand_ctr_.get();
-    launch_candidate_cascade(p, main_.op, pr, main_.c32.get(), count, w, stream_);
+    launch_candidate_cascade(p, main_.op, main_.tile, pr, main_.c32.get(), count, w, stream_);
     cand_chunks_ = w.sizes.chunks;
   }
 

@@ -15,9 +15,9 @@ namespace flashkm::cuda {
 /// "Certification"). Every choice gives the float64 argmin outside true ties; they differ in
 /// speed, and in the distances of the rows settled below fp64 (simt: fp32 distances).
 enum class CertifyCascade : std::uint8_t {
-  automatic = 0,   ///< candidates where they apply (wgmma kernel; CudaOptions::batch == 1), else simt
-  candidates = 1,  ///< wgmma over the flagged rows lists the candidate centroids, fp64 scores them
-                   ///< (where it does not apply: simt)
+  automatic = 0,   ///< candidates where they apply (tensor-core level 1; CudaOptions::batch == 1), else simt
+  candidates = 1,  ///< level 1's kernel over the flagged rows lists the candidate centroids, fp64
+                   ///< scores them (where it does not apply: simt)
   simt = 2,        ///< exact-fp32 SIMT kernel over the flagged rows, then fp64 against all centroids
   fp64 = 3,        ///< fp64 against all centroids for every flagged row (the reference)
 };

@@ -14,6 +14,11 @@
 //              along N (smem), certify, write label + distance or flag the row
 // Ties go to the lowest centroid index: each thread visits its columns in ascending
 // order with a strict '<', and merges compare (value, index) lexicographically.
+// Candidate mode (kCand, AssignParams::cand_pairs; certify_candidates.hpp): the same
+// kernel over level 1's flagged rows, gathered through row_map while the rows tile loads;
+// same operands, mma sequence and epilogue arithmetic, so every score is bitwise level 1's.
+// Its EPILOGUE lists each (row, centroid) whose score is <= the row's threshold instead of
+// folding a top-2; FINISH merges per row whether its pairs were listed whole.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -71,10 +76,13 @@ struct FlashAssignTraits {
           ? std::size_t(kStages) * kCStageElems * sizeof(T)
           : std::size_t(kWarpsN) * kBM * sizeof(Top2);
   /// Dynamic shared memory for padded width dp (resident: the whole rows tile).
-  static std::size_t smem_bytes(int dp) {
+  static constexpr std::size_t smem_bytes(int dp) {
     const std::size_t x = kResident ? std::size_t(kBM) * dp * sizeof(T) : std::size_t(kStages) * kXStageElems * sizeof(T);
     return kCRegionBytes + x;
   }
+  /// The candidate mode's: the same, then the tile's gathered rows (kBM int64, its row_map
+  /// entries read once per tile, not once per stage).
+  static constexpr std::size_t smem_bytes_cand(int dp) { return smem_bytes(dp) + std::size_t(kBM) * sizeof(std::int64_t); }
 };
 
 /// 16-byte chunk `ch` of row `r` in a swizzled tile, permuted within its group of 8 chunks
@@ -95,7 +103,9 @@ template <class T> __device__ __forceinline__ T to_operand(float v) {
 }
 __device__ __forceinline__ std::uint32_t tf32_bits(float v) { return __float_as_uint(round_to_tf32(v)); }
 
-template <class Tr, class XIn, bool kXAsync>
+/// kCand: the cascade's candidate level (see the top of the file); a separate instantiation,
+/// so level 1's code is untouched by it.
+template <class Tr, class XIn, bool kXAsync, bool kCand = false>
 __global__ void __launch_bounds__(Tr::kThreads, 1) flash_assign_kernel(const AssignParams p) {
   using T = typename Tr::T;
   constexpr int kBM = Tr::kBM, kBN = Tr::kBN, kBK = Tr::kBK, kStages = Tr::kStages;
@@ -104,6 +114,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) flash_assign_kernel(const Ass
   T* sC = reinterpret_cast<T*>(smem_raw);  // (kStages, BN, BK) swizzled
   T* sX = reinterpret_cast<T*>(smem_raw + Tr::kCRegionBytes);  // resident: (BM, dp); streamed: (kStages, BM, BK)
   Top2* sMerge = reinterpret_cast<Top2*>(smem_raw);  // (WarpsN, BM), reuses the C stages at the end
+  // Candidate mode: (BM) data rows of the tile (row_map), after the rows region; and per
+  // (WarpsN, BM) whether the row listed pairs (bit 0) / lost one (bit 1), reusing sMerge.
+  std::int64_t* sRow = reinterpret_cast<std::int64_t*>(smem_raw + Tr::smem_bytes(p.dp));
+  unsigned* sListed = reinterpret_cast<unsigned*>(smem_raw);
 
   const int tid = threadIdx.x;
   const int lane = tid & 31;
@@ -121,6 +135,17 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) flash_assign_kernel(const Ass
     const XIn* xb = static_cast<const XIn*>(p.x) + w.x_off;
     const T* cb = static_cast<const T*>(p.c) + w.c_row * p.dp;
     const float* ctb = p.cterm + w.c_row;
+    if constexpr (kCand) {
+      // The tile's rows are flagged-list positions: their data rows, once (the previous
+      // tile's readers are behind the barrier that ends it).
+      if (tid < kBM) sRow[tid] = row0 + tid < w.n ? p.row_map[w.row_begin + row0 + tid] - w.row_begin : 0;
+      __syncthreads();
+    }
+    // The row of x (within the problem) that tile row r reads.
+    auto x_row = [&](int r) -> std::int64_t {
+      if constexpr (kCand) return sRow[r];
+      else return row0 + r;
+    };
 
     // ---- loaders -------------------------------------------------------------------
     auto load_c = [&](int t, int stage) {
@@ -140,7 +165,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) flash_assign_kernel(const Ass
           const std::int64_t row = row0 + r;
           const int col = (ch0 + ch) * kCE;
           const bool ok = row < w.n && col < p.d;
-          const XIn* src = ok ? xb + row * p.x_stride + col : xb;
+          const XIn* src = ok ? xb + x_row(r) * p.x_stride + col : xb;
           arch::cp_async_cg_16(dst + r * rs + swz<Tr::kTf32>(r, ch) * kCE, src, ok ? 16 : 0);
         }
       } else {
@@ -152,7 +177,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) flash_assign_kernel(const Ass
 #pragma unroll
           for (int e = 0; e < kCE; ++e) {
             float f = 0.0f;
-            if (row < w.n && col + e < p.d) f = to_f32<XIn>(xb[row * p.x_stride + col + e]);
+            if (row < w.n && col + e < p.d) f = to_f32<XIn>(xb[x_row(r) * p.x_stride + col + e]);
             v[e] = to_operand<T>(f);
           }
           *reinterpret_cast<uint4*>(dst + r * rs + swz<Tr::kTf32>(r, ch) * kCE) = *reinterpret_cast<const uint4*>(v);
@@ -185,6 +210,19 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) flash_assign_kernel(const Ass
     for (int mt = 0; mt < kMT; ++mt) {
       top2_init(top[mt][0]);
       top2_init(top[mt][1]);
+    }
+    // Candidate mode: the same rows' thresholds (-inf past n: no pairs), and per row (bit
+    // 2 mt + h) whether this thread listed a pair of it / lost one to the capacity.
+    float thr[kMT][2];
+    unsigned listed_bits = 0, lost_bits = 0;
+    if constexpr (kCand) {
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const std::int64_t row = row0 + wm * Tr::kWM + mt * 16 + g + 8 * h;
+          thr[mt][h] = row < w.n ? cand_row_threshold(p, w.row_begin + row) : -INFINITY;
+        }
     }
 
     // ---- PIPELINED MAIN LOOP -------------------------------------------------------
@@ -272,8 +310,50 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) flash_assign_kernel(const Ass
         }
       }
 
-      // ---- EPILOGUE of centroid tile j -------------------------------------------
-      if (dc == n_dc - 1) {
+      // ---- EPILOGUE of centroid tile j (candidate mode: list its pairs; else the top-2)
+      if constexpr (kCand) {
+        if (dc == n_dc - 1) {
+          const int colw = (t / n_dc) * kBN + wn * Tr::kWN;
+          // Bit 4 nt + e of hit[mt]: accumulator acc[mt][nt][e] (row half e / 2, column e % 2),
+          // its score formed exactly as below.
+          static_assert(4 * kNT <= 32, "one 32-bit hit mask per m16 tile");
+          unsigned hit[kMT];
+          int cnt = 0;
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt) hit[mt] = 0;
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt) {
+            const float2 ct = __ldg(reinterpret_cast<const float2*>(ctb + colw + nt * 8 + 2 * tq));
+#pragma unroll
+            for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+              for (int e = 0; e < 4; ++e) {
+                const float s = fmaf(p.alpha, acc[mt][nt][e], (e & 1) ? ct.y : ct.x);
+                hit[mt] |= static_cast<unsigned>(s <= thr[mt][e >> 1]) << (4 * nt + e);
+                acc[mt][nt][e] = 0.0f;
+              }
+            }
+          }
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt) cnt += __popc(hit[mt]);
+          if (__any_sync(0xffffffffu, cnt != 0)) {
+            unsigned long long slot = cand_reserve(p, cnt);
+#pragma unroll
+            for (int mt = 0; mt < kMT; ++mt) {
+              const std::int64_t f = w.row_begin + row0 + wm * Tr::kWM + mt * 16 + g;
+              while (hit[mt]) {
+                const int bit = __ffs(static_cast<int>(hit[mt])) - 1;
+                hit[mt] &= hit[mt] - 1;
+                const int h = (bit >> 1) & 1;
+                if (cand_put(p, slot++, f + 8 * h, colw + 8 * (bit >> 2) + 2 * tq + (bit & 1)))
+                  listed_bits |= 1u << (2 * mt + h);
+                else
+                  lost_bits |= 1u << (2 * mt + h);
+              }
+            }
+          }
+        }
+      } else if (dc == n_dc - 1) {
         const int j = t / n_dc;
         const int colw = j * kBN + wn * Tr::kWN;
 #pragma unroll
@@ -295,28 +375,46 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) flash_assign_kernel(const Ass
     // ---- FINISH: merge over the quad, then over the warps along N --------------------
     arch::cp_async_wait<0>();
     __syncthreads();  // all warps done with the stages: sMerge may reuse them
+    if constexpr (kCand) {
+      // Candidate mode: per row, listed whole or marked for the full re-check.
 #pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        Top2 v = top[mt][h];
-        v = top2_shfl_xor(v, 1);
-        v = top2_shfl_xor(v, 2);
-        if (tq == 0) sMerge[wn * kBM + wm * Tr::kWM + mt * 16 + g + 8 * h] = v;
+      for (int r = 0; r < 2 * kMT; ++r) {
+        unsigned v = ((listed_bits >> r) & 1u) | (((lost_bits >> r) & 1u) << 1);
+        v |= __shfl_xor_sync(0xffffffffu, v, 1);
+        v |= __shfl_xor_sync(0xffffffffu, v, 2);
+        if (tq == 0) sListed[wn * kBM + wm * Tr::kWM + (r >> 1) * 16 + g + 8 * (r & 1)] = v;
       }
-    __syncthreads();
-    int changed = 0;
-    if (tid < kBM && row0 + tid < w.n) {
-      Top2 v = sMerge[tid];
+      __syncthreads();
+      if (tid < kBM && row0 + tid < w.n) {
+        unsigned v = 0;
 #pragma unroll
-      for (int q = 1; q < Tr::kWarpsN; ++q) v = top2_merge(v, sMerge[q * kBM + tid]);
-      changed = finish_row(p, w, w.row_begin + row0 + tid, v);
-    }
-    if (tid < kBM) {
-      const unsigned ballot = __ballot_sync(0xffffffffu, changed);
-      if (lane == 0 && ballot) {
-        atomicAdd(&p.counters[1], (unsigned long long)__popc(ballot));
-        if (p.problem_stats) atomicAdd(&p.problem_stats[2 * std::int64_t(w.b) + 1], (unsigned long long)__popc(ballot));
+        for (int q = 0; q < Tr::kWarpsN; ++q) v |= sListed[q * kBM + tid];
+        cand_finish_row(p, w.row_begin + row0 + tid, (v & 1u) != 0, (v & 2u) != 0);
+      }
+    } else {
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          Top2 v = top[mt][h];
+          v = top2_shfl_xor(v, 1);
+          v = top2_shfl_xor(v, 2);
+          if (tq == 0) sMerge[wn * kBM + wm * Tr::kWM + mt * 16 + g + 8 * h] = v;
+        }
+      __syncthreads();
+      int changed = 0;
+      if (tid < kBM && row0 + tid < w.n) {
+        Top2 v = sMerge[tid];
+#pragma unroll
+        for (int q = 1; q < Tr::kWarpsN; ++q) v = top2_merge(v, sMerge[q * kBM + tid]);
+        changed = finish_row(p, w, w.row_begin + row0 + tid, v);
+      }
+      if (tid < kBM) {
+        const unsigned ballot = __ballot_sync(0xffffffffu, changed);
+        if (lane == 0 && ballot) {
+          atomicAdd(&p.counters[1], (unsigned long long)__popc(ballot));
+          if (p.problem_stats) atomicAdd(&p.problem_stats[2 * std::int64_t(w.b) + 1], (unsigned long long)__popc(ballot));
+        }
       }
     }
     __syncthreads();  // before the next problem reuses shared memory
@@ -519,14 +617,25 @@ dim3 grid_for(const AssignParams& p, int bm) {
 /// Nothing to assign (no rows, or an empty tile table).
 bool empty_launch(const AssignParams& p) { return p.tiles ? p.n_tiles == 0 : (p.n == 0 || p.batch == 0); }
 
-template <class Tr, class XIn, bool kXAsync>
-void run_flash_assign(const AssignParams& p, cudaStream_t s) {
-  auto kernel = flash_assign_kernel<Tr, XIn, kXAsync>;
-  const std::size_t smem = Tr::smem_bytes(p.dp);
+template <class Tr, class XIn, bool kXAsync, bool kCand>
+void run_flash_assign_mode(const AssignParams& p, cudaStream_t s) {
+  auto kernel = flash_assign_kernel<Tr, XIn, kXAsync, kCand>;
+  const std::size_t smem = kCand ? Tr::smem_bytes_cand(p.dp) : Tr::smem_bytes(p.dp);
   FLASHKM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   static_assert(Tr::kBM == kFlashBM, "the tile tables of ragged launches are cut for kFlashBM rows");
   kernel<<<grid_for(p, Tr::kBM), Tr::kThreads, smem, s>>>(p);
   FLASHKM_CUDA_LAUNCH_CHECK();
+}
+
+/// Config Tr reading x as XIn: level 1, or with p.cand_pairs the cascade's candidate level
+/// (the same config and data path: the dispatch below decides both from the same p).
+template <class Tr, class XIn, bool kXAsync>
+void run_flash_assign(const AssignParams& p, cudaStream_t s) {
+  if (p.cand_pairs) {
+    FLASHKM_ASSERT(p.row_map != nullptr && p.n_dev == nullptr, "candidate level: rows by row_map, count on the host");
+    return run_flash_assign_mode<Tr, XIn, kXAsync, true>(p, s);
+  }
+  run_flash_assign_mode<Tr, XIn, kXAsync, false>(p, s);
 }
 
 template <class T, class TrRes, class TrS256, class TrS128>

@@ -6,9 +6,11 @@
 // Scores are  s_j = alpha * (x . c_j) + cterm_j  (alpha = -2, cterm = |c|^2 for l2;
 // alpha = -1, cterm = 0 for cosine/inner product), minimised with ties to the lowest j.
 // With certification on, rows whose best/second-best gap is under the rounding bound are
-// not written but appended to a list; the backend re-runs them through the exact-fp32 SIMT
-// kernel (row_map, its own tighter bound), and launch_recheck() settles what is still
-// flagged in fp64 (the certification cascade, docs/CUDA.md).
+// not written but appended to a list; the backend settles them by the candidate cascade
+// (the same kernel lists each flagged row's candidate centroids, fp64 scores them:
+// certify_candidates.hpp) or re-runs them through the exact-fp32 SIMT kernel (row_map, its
+// own tighter bound), and launch_recheck() settles what is still flagged in fp64 (the
+// certification cascade, docs/CUDA.md).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -112,11 +114,12 @@ struct AssignParams {
   /// [batch x 2] when set: per problem (rows flagged, label changes) of this launch, counted
   /// besides counters[0] / counters[1] (batched fits report statistics per problem).
   unsigned long long* problem_stats = nullptr;
-  // ---- certification cascade, candidate level (wgmma kernel only; certify_candidates.hpp) ----
-  /// When set, the launch assigns nothing: its rows are level 1's flagged rows (row_map, one
-  /// problem, n = their count, no n_dev), and it lists every (row, centroid) whose score is
-  /// <= the row's threshold (level 1 left it in dist[row]) into cand_pairs. A row whose
-  /// pairs did not all fit (or that listed none) gets kCandidateMark in flagged[r] (the
+  // ---- certification cascade, candidate level (the tensor-core kernels; certify_candidates.hpp) ----
+  /// When set, the launch assigns nothing: its rows are level 1's flagged rows (row_map: one
+  /// problem with n = their count, or ragged problems whose n are their flagged counts; no
+  /// n_dev), run through level 1's kernel, tile config and data path, and it lists every
+  /// (row, centroid) whose score is <= the row's threshold (level 1 left it in dist[row])
+  /// into cand_pairs. A row whose pairs did not all fit (or that listed none) gets kCandidateMark in flagged[r] (the
   /// full fp64 re-check takes it); the others get cand_keys[r] = ~0 and dist[row] = INT_MAX
   /// as int bits (the fp64 level's running minima).
   CandidatePair* cand_pairs = nullptr;
@@ -179,6 +182,8 @@ constexpr int kSimtBM = 64;
 /// dtype in every mma.sync config, never an operand copy (streamed configs copy aligned fp32
 /// rows as they are and round them in registers; everything else is converted and rounded
 /// while loading).
+/// With p.cand_pairs set it is the cascade's candidate level, in the kernel and data path
+/// level 1 took with the same p.x (AssignParams, certify_candidates.hpp).
 void launch_flash_assign(const AssignParams& p, Operand op, TileConfig tile, cudaStream_t s);
 /// The wgmma kernel behind TileConfig::wgmma_sm90 (flash_assign_sm90.cu); padded d <=
 /// kMaxWgmmaDp, any input dtype, kp a multiple of 128. Only on a device where sm90_wgmma_supported().

@@ -79,8 +79,11 @@ __device__ __forceinline__ float score_to_distance(Metric m, float best, float x
 /// (each computed score is within e of its exact value, the exact minimum is <= the exact
 /// score of the computed best). The slack covers this sum's own fp32 rounding (2^-20 of its
 /// terms) and the fp64 level's rounding, so that the fp64 argmin is listed too where fp64
-/// cannot tell exact near-ties apart: d * 2^-53 of |x|^2 + |s| (d <= 768 there) is below
-/// 2^-38 |x|^2 + 2^-20 |best| and, for the inner products, below 2^-20 e.
+/// cannot tell exact near-ties apart: fp64_score_warp rounds each of its terms at most
+/// d/32 + 8 times (a lane's fma chain, the 5-step tree, the difference), so two fp64 scores
+/// are each within (d/32 + 8) 2^-53 of |x|^2 + |s|, which for d <= kMaxCandidateD (2^18,
+/// certify_candidates.hpp: the cascade is not taken above it) is below 2^-38 |x|^2 +
+/// 2^-20 |best| and, for the inner products, below 2^-20 e.
 __device__ __forceinline__ float candidate_threshold(float best, float e, float xn) {
   const float e2 = 2.0f * e;
   return best + (e2 + 0x1p-20f * (fabsf(best) + e2) + 0x1p-38f * xn);
@@ -102,6 +105,57 @@ struct RowInputs {
 __device__ __forceinline__ RowInputs load_row_inputs(const AssignParams& p, std::int64_t grow) {
   const std::int64_t row = data_row(p, grow);
   return RowInputs{p.xnorm[row], p.labels[row]};
+}
+
+// ------------------------------------------------------------------------------------
+// The cascade's candidate level (AssignParams::cand_pairs; certify_candidates.hpp): pieces
+// every tensor-core kernel's candidate mode shares. Row f of a candidate launch is position
+// f of its flagged list (row_map[f]: the data row level 1 flagged).
+// ------------------------------------------------------------------------------------
+/// Flagged row f's threshold, which level 1 left in dist[] (candidate_threshold).
+__device__ __forceinline__ float cand_row_threshold(const AssignParams& p, std::int64_t f) {
+  return p.dist[p.row_map[f]];
+}
+
+/// Slots in the pair list for a warp's hits: every lane of the warp calls it (converged)
+/// with its count; returns the lane's first slot. One atomicAdd per warp (prefix sum over
+/// the lanes), so the pairs' order in the list depends on the warps' timing: level 3 does
+/// not depend on it.
+__device__ __forceinline__ unsigned long long cand_reserve(const AssignParams& p, int cnt) {
+  const int lane = threadIdx.x & 31;
+  int incl = cnt;  // inclusive prefix sum over the warp
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int v = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += v;
+  }
+  unsigned long long base = 0;
+  if (lane == 31) base = atomicAdd(p.cand_count, static_cast<unsigned long long>(incl));
+  base = __shfl_sync(0xffffffffu, base, 31);
+  return base + static_cast<unsigned long long>(incl - cnt);
+}
+
+/// Lists pair (flagged row f, centroid j) at `slot` when the list has room; whether it had
+/// (a pair past the capacity is dropped and its row must take the full re-check).
+__device__ __forceinline__ bool cand_put(const AssignParams& p, unsigned long long slot, std::int64_t f, int j) {
+  if (slot >= static_cast<unsigned long long>(p.cand_capacity)) return false;
+  p.cand_pairs[slot] = CandidatePair{static_cast<std::int32_t>(f), j};
+  return true;
+}
+
+/// The end of flagged row f's listing, once per row, from all of its lanes' and warps'
+/// outcomes: `listed` (some pair of the row was listed), `lost` (some was dropped). A row
+/// listed whole gets the fp64 level's running minima (cand_keys[f] = ~0, dist[row] =
+/// INT_MAX as int bits); any other is marked for the full re-check (no pair listed cannot
+/// happen, the best being <= the threshold; kept safe).
+__device__ __forceinline__ void cand_finish_row(const AssignParams& p, std::int64_t f, bool listed, bool lost) {
+  const std::int64_t grow = p.row_map[f];
+  if (lost || !listed) {
+    p.flagged[f] = grow | kCandidateMark;
+  } else {
+    p.cand_keys[f] = ~0ull;
+    reinterpret_cast<int*>(p.dist)[grow] = 0x7fffffff;
+  }
 }
 
 /// Certify and write one row's result (or flag it). Returns 1 when the label changed.

@@ -495,7 +495,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 #pragma unroll
         for (int r = 0; r < 2 * kMB; ++r) {
           const std::int64_t row = t.row0 + (cw * kMB + r / 2) * 64 + wq * 16 + g + 8 * (r % 2);
-          thr[r] = row < t.n ? p.dist[p.row_map[t.row_begin + row]] : -INFINITY;
+          thr[r] = row < t.n ? cand_row_threshold(p, t.row_begin + row) : -INFINITY;
         }
       }
       // Candidate level's EPILOGUE of row block mb, tile j: the scores exactly as fold()
@@ -507,30 +507,16 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
           hit |= static_cast<unsigned long long>(s <= thr[2 * mb + h]) << (4 * n + 2 * h + e);
         });
         if (!__any_sync(0xffffffffu, hit != 0)) return;
-        const int cnt = __popcll(hit);
-        int incl = cnt;  // inclusive prefix sum over the warp
-#pragma unroll
-        for (int o = 1; o < 32; o <<= 1) {
-          const int v = __shfl_up_sync(0xffffffffu, incl, o);
-          if (lane >= o) incl += v;
-        }
-        unsigned long long base = 0;
-        if (lane == 31) base = atomicAdd(p.cand_count, static_cast<unsigned long long>(incl));
-        base = __shfl_sync(0xffffffffu, base, 31);
-        unsigned long long slot = base + static_cast<unsigned long long>(incl - cnt);
+        unsigned long long slot = cand_reserve(p, __popcll(hit));
         const std::int64_t row_mb = t.row_begin + t.row0 + (cw * kMB + mb) * 64 + wq * 16 + g;
         while (hit) {
           const int bit = __ffsll(static_cast<long long>(hit)) - 1;
           hit &= hit - 1;
           const int h = (bit >> 1) & 1;
-          if (slot < static_cast<unsigned long long>(p.cand_capacity)) {
-            p.cand_pairs[slot] = CandidatePair{static_cast<std::int32_t>(row_mb + 8 * h),
-                                               j * kBN + 8 * (bit >> 2) + 2 * tq + (bit & 1)};
+          if (cand_put(p, slot++, row_mb + 8 * h, j * kBN + 8 * (bit >> 2) + 2 * tq + (bit & 1)))
             got_bits |= 1u << (2 * mb + h);
-          } else {
+          else
             lost_bits |= 1u << (2 * mb + h);
-          }
-          ++slot;
         }
       };
       auto load_cterm = [&](int j, float2 (&ct)[16]) {
@@ -593,16 +579,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
           lost |= __shfl_xor_sync(0xffffffffu, lost, 1);
           lost |= __shfl_xor_sync(0xffffffffu, lost, 2);
           const std::int64_t row = t.row0 + (cw * kMB + r / 2) * 64 + wq * 16 + g + 8 * (r % 2);
-          if (tq == 0 && row < t.n) {
-            const std::int64_t f = t.row_begin + row;
-            const std::int64_t grow = p.row_map[f];
-            if (lost || !ok) {
-              p.flagged[f] = grow | kCandidateMark;  // no pair listed cannot happen (best <= thr); kept safe
-            } else {
-              p.cand_keys[f] = ~0ull;
-              reinterpret_cast<int*>(p.dist)[grow] = 0x7fffffff;
-            }
-          }
+          if (tq == 0 && row < t.n) cand_finish_row(p, t.row_begin + row, ok != 0, lost != 0);
         }
         continue;
       }

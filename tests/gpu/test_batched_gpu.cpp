@@ -1,7 +1,8 @@
 // Batched and ragged fits on the CUDA backend against per-problem CUDA fits: every problem
 // of a batch must be the bits of the same problem fitted alone (same explicit precision):
 // equal and ragged sizes, per-problem K, every tile family (resident fp16/bf16, streamed
-// large-D, exact fp32 SIMT), certified (the cascade) and not, weights, cosine and inner
+// large-D, exact fp32 SIMT), certified (the cascade, candidates after every tensor-core
+// config) and not, weights, cosine and inner
 // product, empty-cluster repair, device input in place, B > 65,535. Every test skips with
 // a message when no CUDA device is present.
 #include <gtest/gtest.h>
@@ -63,6 +64,22 @@ TEST(BatchedCudaMore, CertifiedNearTiesCascade) {
   testing::check_ragged_vs_alone(x, d, s, p);
   p.precision = Precision::bf16;
   testing::check_ragged_vs_alone(x, d, s, p);
+}
+
+TEST(BatchedCudaMore, CertifiedNearTiesCandidateCascadeLargeD) {
+  REQUIRE_GPU();
+  // D > 768: the split-D mma.sync kernel (every device), whose flagged rows the candidate
+  // cascade settles with the same kernel over the problems' flagged regions; tf32 too. Each
+  // problem of the batch must still be the bits of the problem fitted alone.
+  const std::int64_t d = 800;
+  const auto s = testing::ragged_shape(5, 300, 2000, 64, 9);
+  const auto x = testing::uniform(s.offsets.back(), d, 14);
+  for (const Precision prec : {Precision::fp16, Precision::bf16, Precision::tf32}) {
+    Params p = cuda_params(prec, true);
+    p.max_iter = 5;
+    SCOPED_TRACE(to_string(prec));
+    testing::check_ragged_vs_alone(x, d, s, p);
+  }
 }
 
 TEST(BatchedCudaMore, StreamedLargeDAndWeightsAndMetrics) {

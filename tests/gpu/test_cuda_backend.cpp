@@ -14,6 +14,7 @@
 #include <ostream>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <random>
 #include <vector>
 
@@ -871,11 +872,12 @@ TEST(WgmmaTileSingle, DeviceHalfInputBatched) {
 
 namespace {
 
-std::unique_ptr<core::Backend> gpu_cascade(Precision p, cuda::CertifyCascade how) {
+std::unique_ptr<core::Backend> gpu_cascade(Precision p, cuda::CertifyCascade how,
+                                           cuda::TileConfig tile = cuda::TileConfig::wgmma_sm90) {
   cuda::CudaOptions o;
   o.precision = p;
   o.cascade = how;
-  o.tile = cuda::TileConfig::wgmma_sm90;
+  o.tile = tile;
   return cuda::make_cuda_backend(o);
 }
 
@@ -884,16 +886,18 @@ std::unique_ptr<core::Backend> gpu_cascade(Precision p, cuda::CertifyCascade how
 /// run to run (bitwise). Returns the candidate run.
 /// Which rows overflow the candidate list depends on the listing order: with `overflows`,
 /// their count (n_rechecked_fp64) may differ run to run; the results never do.
+/// `tile`: level 1's tile config (every cascade of the comparison runs it).
 AssignOut expect_candidates_equal_fp64(const MatrixView& xv, const std::vector<float>& c, int k, Precision p, Metric m,
-                                       const std::string& what, bool overflows = false) {
+                                       const std::string& what, bool overflows = false,
+                                       cuda::TileConfig tile = cuda::TileConfig::wgmma_sm90) {
   SCOPED_TRACE(what);
-  auto cand = gpu_cascade(p, cuda::CertifyCascade::candidates);
-  auto full = gpu_cascade(p, cuda::CertifyCascade::fp64);
-  auto simt = gpu_cascade(p, cuda::CertifyCascade::simt);
+  auto cand = gpu_cascade(p, cuda::CertifyCascade::candidates, tile);
+  auto full = gpu_cascade(p, cuda::CertifyCascade::fp64, tile);
+  auto simt = gpu_cascade(p, cuda::CertifyCascade::simt, tile);
   const AssignOut a = run_assign(*cand, xv, c.data(), k, m);
   const AssignOut f = run_assign(*full, xv, c.data(), k, m);
   const AssignOut s = run_assign(*simt, xv, c.data(), k, m);
-  auto again = gpu_cascade(p, cuda::CertifyCascade::candidates);
+  auto again = gpu_cascade(p, cuda::CertifyCascade::candidates, tile);
   const AssignOut a2 = run_assign(*again, xv, c.data(), k, m);
   std::printf("%s: %lld rows flagged, %lld candidate pairs, %lld rows re-checked against all centroids "
               "(simt cascade: %lld in fp64)\n",
@@ -986,12 +990,14 @@ TEST(CandidateCascade, DuplicateCentroidsOverflowToFullRecheck) {
   }
 }
 
+namespace {
+
 // Ragged batch (the batched backend: the flagged regions of the problems as problems of the
 // candidate launch, in chunks of tiles): per problem, the labels and inertia bits of the
-// batch's full fp64 re-check cascade and of the problem alone (single backend, candidates).
-TEST(CandidateCascade, BatchedRaggedEqualsFullRecheckAndAlone) {
-  REQUIRE_WGMMA();
-  const int d = 128;
+// batch's full fp64 re-check cascade and of the problem alone (single backend, candidates,
+// tile config `alone_tile`: the one the batched backend's heuristic picks).
+void expect_batched_candidates_equal_full_and_alone(int d, const std::vector<Precision>& precisions,
+                                                    cuda::TileConfig alone_tile) {
   const std::vector<std::int64_t> ns = {3001, 700, 5000, 1, 2600};
   const std::vector<std::int64_t> ks = {64, 130, 17, 5, 256};
   std::vector<gpu_test::NearTies> data;
@@ -1006,8 +1012,8 @@ TEST(CandidateCascade, BatchedRaggedEqualsFullRecheckAndAlone) {
     k.push_back(ks[b]);
     cs.push_back(data[b].c.data());
   }
-  for (Precision p : {Precision::fp16, Precision::bf16}) {
-    SCOPED_TRACE(to_string(p));
+  for (Precision p : precisions) {
+    SCOPED_TRACE(std::string(to_string(p)) + " d=" + std::to_string(d));
     struct Run {
       std::vector<core::AssignStats> st;
       std::vector<std::vector<std::int32_t>> lab;
@@ -1043,18 +1049,157 @@ TEST(CandidateCascade, BatchedRaggedEqualsFullRecheckAndAlone) {
       EXPECT_EQ(cand.lab[b], again.lab[b]);
       EXPECT_EQ(std::memcmp(&cand.st[b].inertia, &again.st[b].inertia, sizeof(double)), 0);
       // Alone: the single backend's candidate cascade on the same rows and centroids.
-      auto alone = gpu_cascade(p, cuda::CertifyCascade::candidates);
+      auto alone = gpu_cascade(p, cuda::CertifyCascade::candidates, alone_tile);
       const AssignOut a = run_assign(*alone, pd[b].x, cs[b], ks[b], Metric::l2);
       EXPECT_EQ(a.lab, cand.lab[b]);
       EXPECT_EQ(std::memcmp(&a.st.inertia, &cand.st[b].inertia, sizeof(double)), 0)
           << a.st.inertia << " vs " << cand.st[b].inertia;
       EXPECT_EQ(a.st.n_rechecked, cand.st[b].n_rechecked);
     }
-    std::printf("%s batched: %lld rows flagged, %lld candidate pairs\n", to_string(p), (long long)flagged,
+    std::printf("%s d=%d batched: %lld rows flagged, %lld candidate pairs\n", to_string(p), d, (long long)flagged,
                 (long long)cand.st[0].n_candidates);
     EXPECT_GT(flagged, 0);
     EXPECT_GE(cand.st[0].n_candidates, 2 * flagged);
   }
+}
+
+}  // namespace
+
+TEST(CandidateCascade, BatchedRaggedEqualsFullRecheckAndAlone) {
+  REQUIRE_WGMMA();
+  expect_batched_candidates_equal_full_and_alone(128, {Precision::fp16, Precision::bf16}, cuda::TileConfig::wgmma_sm90);
+}
+
+// ---- The candidate cascade after the mma.sync kernels (every other tile config, tf32) -------
+
+namespace {
+
+struct MmaSyncCase {
+  cuda::TileConfig tile;
+  Precision prec;
+  std::string name;
+};
+
+/// Every mma.sync tile config with every tensor-core operand that takes d features.
+std::vector<MmaSyncCase> mma_sync_cases(int d) {
+  const int dp = (d + cuda::kChunkD - 1) / cuda::kChunkD * cuda::kChunkD;
+  const std::pair<cuda::TileConfig, const char*> tiles[] = {{cuda::TileConfig::resident_128x128, "resident_128x128"},
+                                                            {cuda::TileConfig::stream_128x256, "stream_128x256"},
+                                                            {cuda::TileConfig::stream_128x128, "stream_128x128"}};
+  const std::pair<Precision, cuda::Operand> ops[] = {
+      {Precision::fp16, cuda::Operand::fp16}, {Precision::bf16, cuda::Operand::bf16}, {Precision::tf32, cuda::Operand::tf32}};
+  std::vector<MmaSyncCase> r;
+  for (const auto& t : tiles)
+    for (const auto& o : ops)
+      if (cuda::tile_supports(t.first, o.second, dp))
+        r.push_back({t.first, o.first, std::string(t.second) + " " + to_string(o.first) + " d=" + std::to_string(d)});
+  return r;
+}
+
+}  // namespace
+
+// Which certified assigns take the candidate cascade (host logic, runs without a GPU): every
+// tensor-core tile config and operand, never an fp32 level 1, only where asked (automatic or
+// candidates), and not past the d the threshold's slack covers.
+TEST(CandidateCascadeChoice, EveryTensorCoreConfigAndOperand) {
+  using cuda::CertifyCascade;
+  using cuda::Operand;
+  using cuda::TileConfig;
+  for (TileConfig t : {TileConfig::resident_128x128, TileConfig::stream_128x256, TileConfig::stream_128x128,
+                       TileConfig::wgmma_sm90})
+    for (Operand op : {Operand::fp16, Operand::bf16, Operand::tf32}) {
+      EXPECT_TRUE(cuda::candidate_cascade(CertifyCascade::automatic, t, op, 1536));
+      EXPECT_TRUE(cuda::candidate_cascade(CertifyCascade::candidates, t, op, 800));
+      EXPECT_FALSE(cuda::candidate_cascade(CertifyCascade::simt, t, op, 800));
+      EXPECT_FALSE(cuda::candidate_cascade(CertifyCascade::fp64, t, op, 800));
+      EXPECT_FALSE(cuda::candidate_cascade(CertifyCascade::candidates, t, op, cuda::kMaxCandidateD + 1));
+      EXPECT_FALSE(cuda::candidate_cascade(CertifyCascade::candidates, t, Operand::fp32, 800));
+    }
+}
+
+// Near-tie rows in every mma.sync config and operand, D from 100 (rows not 16-byte aligned)
+// to 1536 (split-D streamed tiles, the benchmark's D): level 2 is the same kernel in its
+// candidate mode, so the candidate cascade gives the full fp64 re-check's labels and
+// distance bits, the exact argmin outside ties, with no overflow. Then fp16 device input
+// (rows read by cp.async, gathered through the flagged list).
+TEST(CandidateCascadeMmaSync, NearTiesEqualFullFp64Recheck) {
+  REQUIRE_GPU();
+  for (int d : {100, 200, 800, 1536}) {
+    const int k = 64;
+    const std::int64_t n = d > 256 ? 4096 : 8192;  // the host's fp64 reference
+    gpu_test::NearTies data = gpu_test::near_tie_rows(n, d, k, 1e-4f, 5 + d);
+    const Ref ref = reference(data.x, n, d, data.c, k);
+    for (const MmaSyncCase& cs : mma_sync_cases(d)) {
+      const AssignOut a = expect_candidates_equal_fp64(MatrixView::of(data.x.data(), n, d), data.c, k, cs.prec,
+                                                       Metric::l2, cs.name, false, cs.tile);
+      EXPECT_EQ(mismatches_outside_ties(ref, a.lab, 0.0), 0) << cs.name;
+      EXPECT_EQ(a.st.n_rechecked_fp64, 0) << cs.name << ": the candidates fit the list";
+    }
+    std::vector<float> x16 = data.x;
+    void* dx = round_to_operand(x16, Precision::fp16);
+    ASSERT_NE(dx, nullptr);
+    const MatrixView xv16 = MatrixView::raw(dx, DType::f16, n, d, 0, Location::cuda, 0);
+    const Ref ref16 = reference(x16, n, d, data.c, k);
+    for (const MmaSyncCase& cs : mma_sync_cases(d)) {
+      if (cs.prec != Precision::fp16) continue;
+      const AssignOut a = expect_candidates_equal_fp64(xv16, data.c, k, cs.prec, Metric::l2,
+                                                       "fp16 device input " + cs.name, false, cs.tile);
+      EXPECT_EQ(mismatches_outside_ties(ref16, a.lab, 0.0), 0) << cs.name;
+    }
+    cudaFree(dx);
+  }
+}
+
+// Cosine and inner product after the split-D kernels (their distances: the fp64 level's).
+TEST(CandidateCascadeMmaSync, CosineAndInnerProductEqualFullFp64Recheck) {
+  REQUIRE_GPU();
+  const int d = 800, k = 300;
+  const std::int64_t n = 10000;
+  std::vector<float> x = blobs(n, d, 40, 1.0f, 33);
+  std::vector<float> c(x.begin(), x.begin() + std::int64_t(k) * d);
+  for (Metric m : {Metric::cosine, Metric::inner_product})
+    for (const MmaSyncCase& cs : mma_sync_cases(d))
+      expect_candidates_equal_fp64(MatrixView::of(x.data(), n, d), c, k, cs.prec, m,
+                                   cs.name + (m == Metric::cosine ? " cosine" : " inner product"), false, cs.tile);
+}
+
+// Duplicate centroids (16 copies of 16) after the mma.sync kernels: 16 x 20000 pairs against
+// a list of 2^18 (a power of two >= 8 per flagged row; 13 per row): with 128-wide centroid
+// tiles (8 copies each) the first tile's pairs fit and part of the second's do not, with
+// 256-wide tiles (all 16 copies in one) the warps that reserve last lose theirs: rows
+// overflow to the full fp64 re-check while others are settled by their candidates; still
+// the full re-check's bits, ties to the lowest index.
+TEST(CandidateCascadeMmaSync, DuplicateCentroidsOverflowToFullRecheck) {
+  REQUIRE_GPU();
+  for (int d : {200, 800}) {
+    const int distinct = 16, copies = 16, k = distinct * copies;
+    const std::int64_t n = 20000;
+    std::vector<float> x = blobs(n, d, distinct, 1.0f, 37 + d);
+    std::vector<float> c(static_cast<std::size_t>(k) * d);
+    for (int j = 0; j < k; ++j)  // copy q of centroid a at j = q * distinct + a
+      std::copy(x.begin() + std::int64_t(j % distinct) * d, x.begin() + std::int64_t(j % distinct + 1) * d,
+                c.begin() + std::int64_t(j) * d);
+    const Ref ref = reference(x, n, d, c, k);
+    for (const MmaSyncCase& cs : mma_sync_cases(d)) {
+      const AssignOut a = expect_candidates_equal_fp64(MatrixView::of(x.data(), n, d), c, k, cs.prec, Metric::l2,
+                                                       cs.name + " duplicates", true, cs.tile);
+      EXPECT_EQ(mismatches_outside_ties(ref, a.lab, 0.0), 0) << cs.name;
+      EXPECT_EQ(a.st.n_rechecked, n) << cs.name;
+      EXPECT_GT(a.st.n_rechecked_fp64, 0) << cs.name << ": the overflow path must be exercised";
+      EXPECT_LT(a.st.n_rechecked_fp64, n) << cs.name << ": the listed rows must be settled by their candidates";
+      for (std::int64_t i = 0; i < n; ++i) ASSERT_LT(a.lab[i], distinct) << cs.name << " row " << i;
+    }
+  }
+}
+
+// The batched backend after the mma.sync kernels (D > 768: the split-D config its heuristic
+// picks; tf32 at D = 100: the resident config): per problem, the batch's full re-check and
+// the problem alone, bitwise.
+TEST(CandidateCascadeMmaSync, BatchedRaggedEqualsFullRecheckAndAlone) {
+  REQUIRE_GPU();
+  expect_batched_candidates_equal_full_and_alone(800, {Precision::fp16, Precision::bf16, Precision::tf32},
+                                                 cuda::TileConfig::automatic);
+  expect_batched_candidates_equal_full_and_alone(100, {Precision::tf32}, cuda::TileConfig::automatic);
 }
 
 // The candidate cascade's workspace bounds (host arithmetic: runs without a GPU): a power of
