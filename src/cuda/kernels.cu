@@ -16,7 +16,6 @@
 #include "cuda/cuda_check.hpp"
 #include "cuda/device_helpers.cuh"
 #include "cuda/kernels.cuh"
-#include "cuda/mma_sm80.cuh"
 
 namespace flashkm::cuda {
 namespace {
@@ -367,20 +366,29 @@ __global__ void __launch_bounds__(128, 4) piece_sums_kernel(const T* x, std::int
 }
 
 // The big clusters' sums from their pieces: unit u = (big cluster u / slices, a slice of 32 of
-// the d + 1 columns), units strided over the grid, so a huge cluster's slices run on several
-// SMs. A column's sum is one chain over the cluster's pieces in order, ((0 + p0) + p1) + ...;
-// the chain is sequential, so the loads run ahead of it: tiles of kTile pieces x 32 columns
-// are copied to shared memory by all four warps (cp.async, kStages tiles in flight) while
-// warp 0 adds the previous tile. A block per cluster with 8 loads ahead of its adds waited on
-// memory: one cluster of many pieces (K=256, N=1M: 64 pieces per cluster on average, more in
-// the largest) serialised the kernel (~100 us on the H200).
-constexpr int kCombineTile = 32, kCombineStages = 4, kCombineWarps = 4;
-// Big clusters of at most kCombineFew pieces (most of them where clusters are a few pieces
-// long, e.g. K=8192 or 500 problems of K=256 at N=1M-10M): a warp per unit, all of the
-// cluster's pieces loaded before the adds in batches of kCombineBatch, no shared memory and no
-// barrier. Per unit the block-wide staging of combine_big_kernel cost more than these loads.
-constexpr int kCombineFew = 32, kCombineBatch = 8;
-__global__ void combine_few_kernel(const double* part, const UpdateCounts* first, const std::int32_t* bigs,
+// the d + 1 columns), a warp per unit, units strided over the warps of the grid, so a huge
+// cluster's slices run on several SMs. A column's sum is one chain over the cluster's pieces
+// in order, ((0 + p0) + p1) + ...; the chain is sequential, so the loads run ahead of it: each
+// batch of pieces is loaded (clamped: every load valid, the extra ones unused) before its
+// adds, 8 at a time for clusters of at most 8 pieces, 32 for longer ones (K=256 at N=1M: 64
+// pieces per cluster on average, two round trips to memory). Measured on the H200: a block per
+// cluster with 8 loads ahead waited on memory at K=256 (~100 us); a block per unit staging
+// tiles through shared memory (cp.async) was as fast there but walked every unit per block to
+// find its own, 0.4 ms at B=500 x K=256 (640,000 units).
+template <int kBatch>
+__device__ __forceinline__ double chain_of_pieces(const double* col, std::int64_t np, std::int64_t ld) {
+  double acc = 0;
+  for (std::int64_t b = 0; b < np; b += kBatch) {
+    double x[kBatch];
+#pragma unroll
+    for (int r = 0; r < kBatch; ++r) x[r] = col[(b + r < np ? b + r : np - 1) * ld];
+#pragma unroll
+    for (int r = 0; r < kBatch; ++r)
+      if (b + r < np) acc += x[r];
+  }
+  return acc;
+}
+__global__ void combine_big_kernel(const double* part, const UpdateCounts* first, const std::int32_t* bigs,
                                    const std::int64_t* n_big, int d, bool with_x, const std::int32_t* cluster_of,
                                    double* sums, double* weights) {
   const int lane = threadIdx.x & 31;
@@ -389,73 +397,12 @@ __global__ void combine_few_kernel(const double* part, const UpdateCounts* first
   const std::int64_t units = *n_big * slices, warps = std::int64_t(gridDim.x) * (blockDim.x >> 5);
   for (std::int64_t u = std::int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); u < units; u += warps) {
     const std::int64_t v = bigs[u / slices];
-    const std::int64_t p0 = first[v].pieces, np = first[v + 1].pieces - p0;
-    if (np > kCombineFew) continue;  // combine_big_kernel's
+    const std::int64_t p0 = first[v].pieces, np = first[v + 1].pieces - p0;  // np > kFusedPieces
     const int j = (with_x ? static_cast<int>(u % slices) * 32 : d) + lane;  // this lane's column
     const double* col = part + (j <= d ? j : d) + p0 * ld;                  // clamped: loads stay valid
-    double acc = 0;
-    for (std::int64_t b = 0; b < np; b += kCombineBatch) {
-      double x[kCombineBatch];
-#pragma unroll
-      for (int r = 0; r < kCombineBatch; ++r) x[r] = col[(b + r < np ? b + r : np - 1) * ld];
-#pragma unroll
-      for (int r = 0; r < kCombineBatch; ++r)
-        if (b + r < np) acc += x[r];
-    }
+    const double acc = np <= 8 ? chain_of_pieces<8>(col, np, ld) : chain_of_pieces<32>(col, np, ld);
     const std::int64_t c = cluster_of ? cluster_of[v] : v;
     if (c >= 0 && j <= d) {
-      if (j < d) sums[c * d + j] = acc;
-      else weights[c] = acc;
-    }
-  }
-}
-__global__ void __launch_bounds__(32 * kCombineWarps) combine_big_kernel(const double* part, const UpdateCounts* first,
-                                                                       const std::int32_t* bigs,
-                                                                       const std::int64_t* n_big, int d, bool with_x,
-                                                                       const std::int32_t* cluster_of, double* sums,
-                                                                       double* weights) {
-  __shared__ double stage[kCombineStages][kCombineTile][32];  // 32 KB
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const std::int64_t ld = d + 1;
-  const int slices = with_x ? (d + 32) / 32 : 1;  // ceil((d + 1) / 32)
-  const std::int64_t units = *n_big * slices;
-  for (std::int64_t u = blockIdx.x; u < units; u += gridDim.x) {
-    const std::int64_t v = bigs[u / slices];
-    const int j = (with_x ? static_cast<int>(u % slices) * 32 : d) + lane;  // this lane's column
-    const double* col = part + (j <= d ? j : d);                             // clamped: loads stay valid
-    const std::int64_t p0 = first[v].pieces, np = first[v + 1].pieces - p0;  // np > kFusedPieces
-    if (np <= kCombineFew) continue;  // combine_few_kernel's (uniform over the block)
-    const std::int64_t tiles = (np + kCombineTile - 1) / kCombineTile;
-    // Tile t's pieces (clamped to the last: every copy valid, the extra ones unused) into its
-    // stage; one commit group per tile, empty past the last, so that wait_group counts tiles.
-    auto issue = [&](std::int64_t t) {
-      if (t < tiles) {
-        double(&dst)[kCombineTile][32] = stage[t % kCombineStages];
-        for (int r = warp; r < kCombineTile; r += kCombineWarps) {
-          const std::int64_t q = t * kCombineTile + r;
-          arch::cp_async_ca_8(&dst[r][lane], col + (p0 + (q < np ? q : np - 1)) * ld);
-        }
-      }
-      arch::cp_async_commit();
-    };
-#pragma unroll
-    for (int t = 0; t < kCombineStages - 1; ++t) issue(t);
-    double acc = 0;
-    for (std::int64_t t = 0; t < tiles; ++t) {
-      issue(t + kCombineStages - 1);  // into the stage tile t - 1 used (freed by the last barrier)
-      arch::cp_async_wait<kCombineStages - 1>();  // this thread's copies of tile t have landed
-      __syncthreads();                            // and everyone's
-      if (warp == 0) {
-        const double(&src)[kCombineTile][32] = stage[t % kCombineStages];
-        const int m = static_cast<int>(np - t * kCombineTile < kCombineTile ? np - t * kCombineTile : kCombineTile);
-#pragma unroll 8
-        for (int r = 0; r < m; ++r) acc += src[r][lane];
-      }
-      __syncthreads();  // the stage is read before it is refilled
-    }
-    arch::cp_async_wait<0>();  // no copy (the empty groups') outlives the unit
-    const std::int64_t c = cluster_of ? cluster_of[v] : v;
-    if (warp == 0 && c >= 0 && j <= d) {
       if (j < d) sums[c * d + j] = acc;
       else weights[c] = acc;
     }
@@ -752,15 +699,10 @@ void launch_combine_big(const double* part, const UpdateCounts* first, const std
                         const std::int64_t* n_big, std::int64_t max_big, int d, bool with_x,
                         const std::int32_t* cluster_of, double* sums, double* weights, cudaStream_t s) {
   if (max_big == 0) return;
-  // Units (cluster, 32-column slice) strided over at most 2048 blocks: enough for every SM at
-  // 32 KB of shared memory per block; blocks past the units exit.
+  // A warp per unit (cluster, 32-column slice), 8 warps per block.
   const std::int64_t slices = with_x ? (d + 32) / 32 : 1;
-  const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>(max_big * slices, 2048));
-  combine_few_kernel<<<blocks_for(max_big * slices * 32, 256), 256, 0, s>>>(part, first, bigs, n_big, d, with_x,
+  combine_big_kernel<<<blocks_for(max_big * slices * 32, 256), 256, 0, s>>>(part, first, bigs, n_big, d, with_x,
                                                                             cluster_of, sums, weights);
-  FLASHKM_CUDA_LAUNCH_CHECK();
-  combine_big_kernel<<<grid, 32 * kCombineWarps, 0, s>>>(part, first, bigs, n_big, d, with_x, cluster_of, sums,
-                                                         weights);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 UpdateWorkspace UpdateBuffers::prepare(std::int64_t nc, std::int64_t max_items, std::int64_t max_big_pieces, int d,

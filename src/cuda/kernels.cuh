@@ -92,11 +92,12 @@ void launch_piece_sums(const XView& x, const float* w, const float* xnorm, bool 
 // huge cluster does not serialise onto one thread group. Same operations, same order: the bits
 // of the definition, whichever way a cluster goes.
 
-/// Clusters with at most this many pieces are summed whole by one thread group. One: a
-/// cluster of one piece needs no combine, and fusing longer clusters cost parallelism (H200,
-/// same-call A/B with 4: the update at N=1M D=768 K=1024, clusters of 4 pieces of 256 rows,
-/// 0.86 vs 0.72 ms; K=8192 0.29 vs 0.27 ms; no config gained more than 2 %).
-inline constexpr int kFusedPieces = 1;
+/// Clusters with at most this many pieces are summed whole by one thread group. Two: fusing
+/// up to 4 made a fused item's chain up to 4 times longer and the items fewer (H200, same-call
+/// A/B: the update at N=1M D=768 K=1024, clusters of 4 pieces of 256 rows, 0.86 vs 0.72 ms),
+/// while clusters of ~78 rows at R = 64 (B=500 x N=20k x K=256) gained from fusing (2.04 ms
+/// fused vs 2.50 with only one-piece clusters fused, across two calls).
+inline constexpr int kFusedPieces = 2;
 /// Bound on the pieces of clusters of more than kFusedPieces pieces of R rows among n rows:
 /// such a cluster has more than kFusedPieces * R rows and at most rows / R + 1 pieces.
 inline std::int64_t max_big_pieces(std::int64_t n, std::int64_t R) {

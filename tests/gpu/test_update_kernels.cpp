@@ -185,7 +185,7 @@ TEST(UpdateKernels, PieceSumsEqualHostChainsBitwise) {
 }
 
 /// The combine of big clusters (launch_combine_big) against host chains: keys with 0 ... 70
-/// pieces and one with 400 (several tiles of the kernel and partial tiles), values with
+/// pieces and one with 400 (batches of 8 and of 32, partial batches), values with
 /// signed zeros; only the keys of more than kFusedPieces pieces are combined, the others'
 /// rows must stay untouched.
 TEST(UpdateKernels, CombineBigEqualsHostChainsBitwise) {
@@ -330,12 +330,13 @@ void check_update_sums(const SumsCase& sc, std::uint64_t seed) {
   auto height = [&](std::int64_t v) { return sc.batched ? 64 << (v % 3) : R; };
   std::vector<std::int64_t> sizes;
   for (int rep = 0; rep < 3; ++rep)
-    for (std::int64_t e : {0, 1, -1, 64, 65, 4 * 64, 4 * 64 + 1, 128, 9 * 64 + 5, 40 * 64 + 3}) {
+    for (std::int64_t e : {0, 1, -1, 64, 65, 2 * 64, 2 * 64 + 1, 4 * 64, 4 * 64 + 1, 9 * 64 + 5, 40 * 64 + 3}) {
       const std::int64_t h = height(static_cast<std::int64_t>(sizes.size()));
       // e in units of 64 rows rescaled to the key's height (-1: h - 1)
       sizes.push_back(e == -1 ? h - 1 : e == 1 || e == 0 ? e : (e / 64) * h + e % 64);
     }
-  static_assert(cuda::kFusedPieces == 1 || cuda::kFusedPieces == 4, "the edge sizes above: R, R + 1, 4R, 4R + 1");
+  static_assert(cuda::kFusedPieces == 1 || cuda::kFusedPieces == 2 || cuda::kFusedPieces == 4,
+                "the edge sizes above: R, R + 1, 2R, 2R + 1, 4R, 4R + 1");
   for (int i = 0; i < 300; ++i) sizes.push_back(rng() % 5 == 0 ? std::int64_t(rng() % (12 * R)) : std::int64_t(rng() % (2 * R)));
   sizes.push_back(150 * R + 7);  // one huge cluster (several combine tiles)
   const std::int64_t nk = static_cast<std::int64_t>(sizes.size());
