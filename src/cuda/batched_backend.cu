@@ -216,9 +216,9 @@ class CudaBatchedBackend final : public core::BatchedBackend {
 
   std::size_t bytes_held() const {
     return labels_.bytes() + dist_.bytes() + xnorm_.bytes() + scratch_.bytes() + cub_temp_.bytes() + part_.bytes() +
-           pieces_.bytes() + first_.bytes() + psums_.bytes() + sums_dev_.bytes() + cw_.bytes() + xop_.bytes() +
+           upd_.bytes() + sums_dev_.bytes() + cw_.bytes() + xop_.bytes() +
            xown_.bytes() + w_own_.bytes() + keys_alt_.bytes() + vals_alt_.bytes() + row_off_.bytes() +
-           npieces_.bytes() + shift_part_.bytes() + seg_out_.bytes() + pstats_.bytes() + pcounts_.bytes() +
+           shift_part_.bytes() + seg_out_.bytes() + pstats_.bytes() + pcounts_.bytes() +
            set_bytes(main_) + set_bytes(next_) + cas_.c_op.bytes() + cas_.cterm.bytes() + d_desc_op_.bytes() +
            d_desc_simt_.bytes() + d_koff_.bytes() + d_chunks_.bytes() + d_all_chunks_.bytes() + t_flash_.bytes() +
            t_simt_.bytes() + d_sub_chunks_.bytes() + d_sub_off_.bytes() + d_piece_rows_.bytes() +
@@ -824,12 +824,15 @@ class CudaBatchedBackend final : public core::BatchedBackend {
       L.end_bit = slot_bits + label_bits;
     }
     // Each cluster's piece height: its problem's, as alone (the pieces fix the sums' order),
-    // per key. ceil(c / R) <= c / R + 1 per cluster: at most sum n_b / R_b + K_total pieces.
+    // per key. ceil(c / R) <= c / R + 1 per cluster, one item at least: at most
+    // sum n_b / R_b + n_keys work items (a key of no cluster has no rows: one item).
     std::vector<std::int64_t> r_of(m);
-    L.max_pieces = L.k_total;
+    L.max_items = L.n_keys;
+    L.max_big_pieces = 0;
     for (std::size_t a = 0; a < m; ++a) {
       r_of[a] = piece_rows_for(rows(active[a]), d_);
-      L.max_pieces += rows(active[a]) / r_of[a];
+      L.max_items += rows(active[a]) / r_of[a];
+      L.max_big_pieces += max_big_pieces(rows(active[a]), r_of[a]);
     }
     std::vector<std::int32_t> prows(static_cast<std::size_t>(L.n_keys), 1);
     if (L.slot_bits < 0) {
@@ -1012,31 +1015,21 @@ class CudaBatchedBackend final : public core::BatchedBackend {
                       L.slot_bits, keys, vals, stream_);
     cub::DoubleBuffer<std::int32_t> dk(keys, keys_alt_.get()), dv(vals, vals_alt_.get());
     row_off_.ensure(std::size_t(nk + 1), "cluster row offsets");
-    npieces_.ensure(std::size_t(nk + 1), "pieces per cluster");
-    first_.ensure(std::size_t(nk + 1), "update piece offsets");
-    std::size_t t_sort = 0, t_scan = 0;
+    std::size_t t_sort = 0;
     FLASHKM_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, t_sort, dk, dv, static_cast<int>(rows), L.begin_bit,
                                                        L.end_bit, stream_));
-    FLASHKM_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(nullptr, t_scan, npieces_.get(), first_.get(), nk + 1, stream_));
+    const std::size_t t_scan = update_scan_bytes(nk);
     cub_temp_.ensure(std::max(t_sort, t_scan), "radix sort / scan workspace");
     FLASHKM_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(cub_temp_.get(), t_sort, dk, dv, static_cast<int>(rows),
                                                        L.begin_bit, L.end_bit, stream_));
     // From here on the clusters are the sort keys v (cluster c itself with cluster-major keys).
     launch_cluster_offsets(dk.Current(), rows, nk, row_off_.get(), stream_);
-    launch_piece_counts(row_off_.get(), nk, 0, d_piece_rows_.get(), npieces_.get(), stream_);
-    FLASHKM_CUDA_CHECK(
-        cub::DeviceScan::ExclusiveSum(cub_temp_.get(), t_scan, npieces_.get(), first_.get(), nk + 1, stream_));
-    FLASHKM_CUDA_LAUNCH_CHECK();
-    const std::int64_t max_pieces = L.max_pieces;
-    pieces_.ensure(std::size_t(max_pieces), "update pieces");
-    psums_.ensure(std::size_t(max_pieces) * (d_ + 1), "update piece sums");
+    const UpdateWorkspace ws = upd_.prepare(nk, L.max_items, L.max_big_pieces, d_, cub_temp_.get(), t_scan);
     sums_dev_.ensure(with_x ? std::size_t(nc) * d_ : 1, "cluster sums");
     cw_.ensure(std::size_t(nc), "cluster weights");
-    launch_fill_pieces(row_off_.get(), first_.get(), nk, 0, d_piece_rows_.get(), max_pieces, pieces_.get(), stream_);
-    launch_piece_sums(xv_, w_, xnorm_.get(), metric_ == Metric::cosine, with_x, dv.Current(), pieces_.get(),
-                      first_.get() + nk, max_pieces, psums_.get(), stream_);
-    launch_combine_pieces(psums_.get(), first_.get(), nk, d_, with_x, sums_dev_.get(), cw_.get(), stream_,
-                          L.slot_bits < 0 ? nullptr : d_cluster_of_.get());
+    launch_update_sums(xv_, w_, xnorm_.get(), metric_ == Metric::cosine, with_x, dv.Current(), row_off_.get(), nk, 0,
+                       d_piece_rows_.get(), L.slot_bits < 0 ? nullptr : d_cluster_of_.get(), ws, sums_dev_.get(),
+                       cw_.get(), stream_);
   }
 
   struct Layout {
@@ -1048,7 +1041,8 @@ class CudaBatchedBackend final : public core::BatchedBackend {
     std::vector<ProblemChunk> chunks;         // row chunks of the active problems (slot = position)
     std::vector<std::int64_t> chunk_off;  // [m + 1]
     std::int64_t rows_total = 0;
-    std::int64_t max_pieces = 0;          // bound on the update's pieces
+    std::int64_t max_items = 0;           // bound on the update's work items
+    std::int64_t max_big_pieces = 0;      // bound on the pieces of its big clusters
     int slot_bits = -1;                   // label-major sort keys (>= 0) or cluster-major (-1)
     std::int64_t n_keys = 0;              // the key space: K_total, or k_max << slot_bits
     int begin_bit = 0, end_bit = 1;       // the bits the radix sort sorts on
@@ -1073,10 +1067,10 @@ class CudaBatchedBackend final : public core::BatchedBackend {
   DeviceBuffer<unsigned char> xown_, xop_, cub_temp_;
   DeviceBuffer<float> w_own_, xnorm_, dist_;
   DeviceBuffer<std::int32_t> labels_, keys_alt_, vals_alt_, row_off_, d_piece_rows_, d_cluster_of_;
-  DeviceBuffer<std::int64_t> scratch_, first_, npieces_, d_koff_, d_sub_off_;
+  DeviceBuffer<std::int64_t> scratch_, d_koff_, d_sub_off_;
   DeviceBuffer<unsigned long long> counters_, pstats_, pcounts_;
-  DeviceBuffer<double> part_, psums_, sums_dev_, cw_, shift_part_, seg_out_;
-  DeviceBuffer<Piece> pieces_;
+  DeviceBuffer<double> part_, sums_dev_, cw_, shift_part_, seg_out_;
+  UpdateBuffers upd_;  // the update's work items and big clusters' piece sums
   DeviceBuffer<ProblemDesc> d_desc_op_, d_desc_simt_;
   DeviceBuffer<ProblemTile> t_flash_, t_simt_;
   // The candidate cascade (certify_candidates.hpp): its problem and tile tables (rebuilt

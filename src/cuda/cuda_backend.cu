@@ -149,11 +149,11 @@ class CudaBackend final : public core::Backend {
 
   std::size_t bytes_held() const {
     return labels_.bytes() + dist_.bytes() + xnorm_.bytes() + scratch_.bytes() + cub_temp_.bytes() +
-           part_.bytes() + pieces_.bytes() + first_.bytes() + psums_.bytes() + sums_.bytes() +
+           part_.bytes() + upd_.bytes() + sums_.bytes() +
            cw_.bytes() + mind_.bytes() + tmp_labels_.bytes() + tmp_dist_.bytes() + xop_.bytes() + xown_.bytes() +
            main_.c32.bytes() + main_.c_op.bytes() + main_.cterm.bytes() + cas_.c_op.bytes() + cas_.cterm.bytes() + pcounts_.bytes() + aux_.c32.bytes() + aux_.c_op.bytes() +
            aux_.cterm.bytes() + next_.c32.bytes() + next_.c_op.bytes() + next_.cterm.bytes() + flags_.bytes() +
-           keys_alt_.bytes() + vals_alt_.bytes() + row_off_.bytes() + npieces_.bytes() + shift_part_.bytes() +
+           keys_alt_.bytes() + vals_alt_.bytes() + row_off_.bytes() + shift_part_.bytes() +
            csums_.bytes() + chunk_counters_.bytes() + trial_parts_.bytes() + trial_out_.bytes() +
            cand_pairs_.bytes() + cand_scores_.bytes() + cand_ctr_.bytes() +
            (rows_ ? rows_->plan().slots * std::size_t(rows_->plan().chunk_rows * rows_->row_bytes()) *
@@ -806,7 +806,8 @@ class CudaBackend final : public core::Backend {
     // alternate buffers (8), the update's piece sums and pieces, a large-d operand copy, and
     // float64 data on the device before its conversion.
     const double piece_rows = static_cast<double>(piece_rows_for(n_, d_));
-    in.resident_row_bytes = 24.0 + (d_ + 1) * 8.0 / piece_rows + 16.0 / piece_rows +
+    in.resident_row_bytes = 24.0 + (d_ + 1) * 8.0 * (1.0 / piece_rows + 1.0 / (kFusedPieces * piece_rows + 1)) +
+                            16.0 / piece_rows +
                             (op_copy ? 2.0 * dp : 0.0) + (x.dtype == DType::f64 ? 8.0 * d_ : 0.0);
     // Per row of a streamed chunk: the scratch (16), the sort workspace (~8), the chunked
     // update's segment sums (D + 1 doubles per piece), an operand copy.
@@ -1148,31 +1149,22 @@ class CudaBackend final : public core::Backend {
     int bits = 1;
     while ((std::int64_t(1) << bits) < nc) ++bits;
     row_off_.ensure(std::size_t(nc + 1), "cluster row offsets");
-    npieces_.ensure(std::size_t(nc + 1), "pieces per cluster");
-    first_.ensure(std::size_t(nc + 1), "update piece offsets");
     // One workspace for the sort and the scan (they run one after another on the stream).
-    std::size_t t_sort = 0, t_scan = 0;
+    std::size_t t_sort = 0;
     FLASHKM_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, t_sort, dk, dv, static_cast<int>(n_), 0, bits, stream_));
-    FLASHKM_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(nullptr, t_scan, npieces_.get(), first_.get(), nc + 1, stream_));
+    const std::size_t t_scan = update_scan_bytes(nc);
     cub_temp_.ensure(std::max(t_sort, t_scan), "radix sort / scan workspace");
     FLASHKM_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(cub_temp_.get(), t_sort, dk, dv, static_cast<int>(n_), 0, bits, stream_));
-    // Cluster extents from the sorted keys (no histogram atomics), then pieces per cluster.
+    // Cluster extents from the sorted keys (no histogram atomics), then the sums.
     launch_cluster_offsets(dk.Current(), n_, nc, row_off_.get(), stream_);
     const std::int64_t piece_rows = piece_rows_for(n_, d_);
-    launch_piece_counts(row_off_.get(), nc, static_cast<int>(piece_rows), nullptr, npieces_.get(), stream_);
-    FLASHKM_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(cub_temp_.get(), t_scan, npieces_.get(), first_.get(), nc + 1, stream_));
-    FLASHKM_CUDA_LAUNCH_CHECK();
-    // ceil(c / R) <= c / R + 1 per cluster: at most n / R + nc pieces in all.
-    const std::int64_t max_pieces = n_ / piece_rows + nc;
-    pieces_.ensure(std::size_t(max_pieces), "update pieces");
-    psums_.ensure(std::size_t(max_pieces) * (d_ + 1), "update piece sums");
+    // ceil(c / R) <= c / R + 1 pieces per cluster, one item at least: at most n / R + nc items.
+    const UpdateWorkspace ws = upd_.prepare(nc, n_ / piece_rows + nc, max_big_pieces(n_, piece_rows), d_,
+                                            cub_temp_.get(), t_scan);
     sums_dev_.ensure(with_x ? std::size_t(nc) * d_ : 1, "cluster sums");
     cw_.ensure(std::size_t(nc), "cluster weights");
-    launch_fill_pieces(row_off_.get(), first_.get(), nc, static_cast<int>(piece_rows), nullptr, max_pieces,
-                       pieces_.get(), stream_);
-    launch_piece_sums(xv_, w_, xnorm_.get(), metric_ == Metric::cosine, with_x, dv.Current(), pieces_.get(),
-                      first_.get() + nc, max_pieces, psums_.get(), stream_);
-    launch_combine_pieces(psums_.get(), first_.get(), nc, d_, with_x, sums_dev_.get(), cw_.get(), stream_);
+    launch_update_sums(xv_, w_, xnorm_.get(), metric_ == Metric::cosine, with_x, dv.Current(), row_off_.get(), nc,
+                       static_cast<int>(piece_rows), nullptr, nullptr, ws, sums_dev_.get(), cw_.get(), stream_);
   }
 
   CudaOptions opt_;
@@ -1192,11 +1184,11 @@ class CudaBackend final : public core::Backend {
   DeviceBuffer<unsigned char> xown_, xop_;
   DeviceBuffer<float> w_own_, xnorm_, dist_, mind_, tmp_dist_;
   DeviceBuffer<std::int32_t> labels_, tmp_labels_, keys_alt_, vals_alt_, row_off_;
-  DeviceBuffer<std::int64_t> scratch_, first_, npieces_;
+  DeviceBuffer<std::int64_t> scratch_;
   DeviceBuffer<unsigned char> cub_temp_, flags_;
   DeviceBuffer<unsigned long long> counters_, pcounts_;
-  DeviceBuffer<double> part_, sums_, psums_, sums_dev_, cw_, shift_part_;
-  DeviceBuffer<Piece> pieces_;
+  DeviceBuffer<double> part_, sums_, sums_dev_, cw_, shift_part_;
+  UpdateBuffers upd_;  // the update's work items and big clusters' piece sums
   // main_: the centroids assign() uses; next_: those update_centroids() computed, prepared
   // and valid (next_valid_) until set_centroids() takes them or other centroids.
   CentroidSet main_, aux_, next_;

@@ -140,14 +140,33 @@ __device__ __forceinline__ void cand_finish_row(const AssignParams& p, std::int6
   }
 }
 
+/// The data's row of a launch's row `grow` (the cascade's launches map their rows).
+__device__ __forceinline__ std::int64_t data_row(const AssignParams& p, std::int64_t grow) {
+  return p.row_map ? p.row_map[grow] : grow;
+}
+/// What finish_row reads of a row before it writes anything: its |x|^2 and its old label. A
+/// kernel that finishes several rows loads all of them first: finish_row's stores may alias
+/// the next row's loads for the compiler, so row after row each load waited for the
+/// previous row's stores, and the distance's add waited on memory once per row (ncu, H200,
+/// K=256: a fifth of the wgmma kernel's stall samples on those adds).
+struct RowInputs {
+  float xn;
+  int old_label;
+};
+__device__ __forceinline__ RowInputs load_row_inputs(const AssignParams& p, std::int64_t grow) {
+  const std::int64_t row = data_row(p, grow);
+  return RowInputs{p.xnorm[row], p.labels[row]};
+}
+
 /// Certify and write one row's result (or flag it). Returns 1 when the label changed.
 /// A flagged row's dist[] holds its candidate threshold until a later level writes it.
-/// `grow` is the launch's row; the cascade maps it to the data's row first.
-/// `w` is the row's tile (problem_tiles.cuh): its problem and the start of its flagged region.
-__device__ __forceinline__ int finish_row(const AssignParams& p, const TileWork& w, std::int64_t grow, const Top2& t) {
+/// `grow` is the launch's row and `in` its load_row_inputs(); `w` is the row's tile
+/// (problem_tiles.cuh): its problem and the start of its flagged region.
+__device__ __forceinline__ int finish_row(const AssignParams& p, const TileWork& w, std::int64_t grow,
+                                          const RowInputs& in, const Top2& t) {
   const int b = w.b;
-  if (p.row_map) grow = p.row_map[grow];
-  const float xn = p.xnorm[grow];
+  grow = data_row(p, grow);
+  const float xn = in.xn;
   if (p.certify) {
     const float nx = sqrtf(xn);
     const float cm = p.cmax[b], dcm = p.dcmax[b];
@@ -167,10 +186,13 @@ __device__ __forceinline__ int finish_row(const AssignParams& p, const TileWork&
       return 0;
     }
   }
-  const int old = p.labels[grow];
   p.labels[grow] = t.idx;
   p.dist[grow] = score_to_distance(p.metric, t.best, xn);
-  return old != t.idx;
+  return in.old_label != t.idx;
+}
+/// One row alone: its loads, then its finish.
+__device__ __forceinline__ int finish_row(const AssignParams& p, const TileWork& w, std::int64_t grow, const Top2& t) {
+  return finish_row(p, w, grow, load_row_inputs(p, grow), t);
 }
 
 }  // namespace flashkm::cuda::detail

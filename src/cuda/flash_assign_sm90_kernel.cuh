@@ -375,14 +375,27 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     RowTile pt;
     bool pending = false;
     auto write_pending = [&]() {
+      // With two row blocks (D <= 384), every row's loads first, then the finishes
+      // (load_row_inputs says why). One row block finishes row by row: its two rows gain
+      // little, and at D >= 640 holding their loads added spills (ptxas: 32 -> 52 bytes).
+      constexpr bool kLoadFirst = kMB >= 2;
+      RowInputs in[2 * kMB];
+      if constexpr (kLoadFirst) {
+#pragma unroll
+        for (int r = 0; r < 2 * kMB; ++r) {
+          const std::int64_t row = pt.row0 + (cw * kMB + r / 2) * 64 + wq * 16 + g + 8 * (r % 2);
+          if (tq == 0 && row < pt.n) in[r] = load_row_inputs(p, pt.row_begin + row);
+        }
+      }
       int changed = 0;
 #pragma unroll
-      for (int mb = 0; mb < kMB; ++mb)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const std::int64_t row = pt.row0 + (cw * kMB + mb) * 64 + wq * 16 + g + 8 * h;
-          if (tq == 0 && row < pt.n) changed += finish_row(p, pt, pt.row_begin + row, pend[2 * mb + h]);
+      for (int r = 0; r < 2 * kMB; ++r) {
+        const std::int64_t row = pt.row0 + (cw * kMB + r / 2) * 64 + wq * 16 + g + 8 * (r % 2);
+        if (tq == 0 && row < pt.n) {
+          const std::int64_t grow = pt.row_begin + row;
+          changed += kLoadFirst ? finish_row(p, pt, grow, in[r], pend[r]) : finish_row(p, pt, grow, pend[r]);
         }
+      }
       const int warp_sum = __reduce_add_sync(0xffffffffu, changed);
       if (lane == 0 && warp_sum) {
         atomicAdd(&p.counters[1], (unsigned long long)warp_sum);

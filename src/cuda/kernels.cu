@@ -4,6 +4,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cub/device/device_scan.cuh>
+
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
@@ -13,6 +16,7 @@
 #include "cuda/cuda_check.hpp"
 #include "cuda/device_helpers.cuh"
 #include "cuda/kernels.cuh"
+#include "cuda/mma_sm80.cuh"
 
 namespace flashkm::cuda {
 namespace {
@@ -129,33 +133,50 @@ __global__ void cluster_offsets_kernel(const std::int32_t* keys, std::int64_t n,
 __device__ __forceinline__ std::int64_t piece_rows_of(int piece_rows, const std::int32_t* per_cluster, std::int64_t c) {
   return per_cluster ? per_cluster[c] : piece_rows;
 }
-__global__ void piece_counts_kernel(const std::int32_t* row_off, std::int64_t nc, int piece_rows,
-                                    const std::int32_t* per_cluster, std::int64_t* n_pieces) {
+// Per key: fused (at most kFusedPieces pieces: one item, nothing in the piece buffer) or big
+// (an item and a piece-buffer row per piece, one combine entry). Zeros at c = nc, so that the
+// exclusive scan's last entry holds the totals.
+__global__ void update_counts_kernel(const std::int32_t* row_off, std::int64_t nc, int piece_rows,
+                                     const std::int32_t* per_cluster, UpdateCounts* counts) {
   const std::int64_t c = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c < nc) {
     const std::int64_t r = piece_rows_of(piece_rows, per_cluster, c);
-    n_pieces[c] = (std::int64_t(row_off[c + 1] - row_off[c]) + r - 1) / r;
+    const std::int64_t np = (std::int64_t(row_off[c + 1] - row_off[c]) + r - 1) / r;
+    counts[c] = np > kFusedPieces ? UpdateCounts{np, np, 1} : UpdateCounts{1, 0, 0};
   } else if (c == nc) {
-    n_pieces[c] = 0;
+    counts[c] = UpdateCounts{0, 0, 0};
   }
 }
-// One thread per piece, not per cluster: with few large clusters a thread per cluster wrote
-// hundreds of pieces one after another (K=256, N=1M: 41 us). Piece p belongs to the last
-// cluster c with first[c] <= p (clusters without pieces have first[c] == first[c + 1]).
-__global__ void fill_pieces_kernel(const std::int32_t* row_off, const std::int64_t* first, std::int64_t nc,
-                                   int piece_rows, const std::int32_t* per_cluster, std::int64_t max_pieces,
-                                   Piece* pieces) {
+struct AddCounts {
+  __host__ __device__ UpdateCounts operator()(const UpdateCounts& a, const UpdateCounts& b) const {
+    return UpdateCounts{a.items + b.items, a.pieces + b.pieces, a.big + b.big};
+  }
+};
+// One thread per item, not per cluster: with few large clusters a thread per cluster wrote
+// hundreds of pieces one after another (K=256, N=1M: 41 us). Item p belongs to the last key
+// c with first[c].items <= p (every key has at least one item).
+__global__ void fill_items_kernel(const std::int32_t* row_off, const UpdateCounts* first, std::int64_t nc,
+                                  int piece_rows, const std::int32_t* per_cluster, const std::int32_t* cluster_of,
+                                  std::int64_t max_items, UpdateItem* items, std::int32_t* bigs) {
   const std::int64_t p = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (p >= max_pieces || p >= first[nc]) return;
+  if (p >= max_items || p >= first[nc].items) return;
   std::int64_t lo = 0, hi = nc - 1;
   while (lo < hi) {
     const std::int64_t mid = (lo + hi + 1) >> 1;
-    if (first[mid] <= p) lo = mid;
+    if (first[mid].items <= p) lo = mid;
     else hi = mid - 1;
   }
-  const std::int64_t r = piece_rows_of(piece_rows, per_cluster, lo);
-  const std::int64_t b = row_off[lo] + (p - first[lo]) * r, e = row_off[lo + 1];
-  pieces[p] = Piece{b, b + r < e ? b + r : e};
+  const UpdateCounts f = first[lo];
+  const std::int32_t r = static_cast<std::int32_t>(piece_rows_of(piece_rows, per_cluster, lo));
+  const std::int32_t b0 = row_off[lo], e = row_off[lo + 1];
+  if (first[lo + 1].big == f.big) {  // fused: the whole cluster
+    items[p] = UpdateItem{b0, e, r, cluster_of ? cluster_of[lo] : static_cast<std::int32_t>(lo)};
+    return;
+  }
+  const std::int64_t q = p - f.items;  // the piece's index within its cluster
+  const std::int32_t b = static_cast<std::int32_t>(b0 + q * r);
+  items[p] = UpdateItem{b, e - b > r ? b + r : e, 0, static_cast<std::int32_t>(f.pieces + q)};
+  if (q == 0) bigs[f.big] = static_cast<std::int32_t>(lo);
 }
 
 /// Eight consecutive elements of a row as loaded: their raw bits in 4-byte words (16 bytes,
@@ -235,27 +256,51 @@ __device__ __forceinline__ void load_group(const T* x, std::int64_t stride, int 
   }
 }
 
-// Piece p = blockIdx.x * blockDim.y + threadIdx.y; its threadIdx.x owns 8 consecutive
-// columns (and 8 more every blockDim.x * 8), so a row costs d / 8 threads and many pieces
-// run side by side. The rows are gathered in sorted order, so the loop is bound by memory
-// latency (ncu, H200, N=1M D=128 fp16: 179 us, 1.4 TB/s, when each group of rows waited for
-// its order[] entries and then for its rows). So it is software-pipelined: while group g is
-// summed, the rows of group g + 1 and the row indices of group g + 2 are in flight.
+// Work item p = blockIdx.x * blockDim.y + threadIdx.y (a Piece, or with kItems an
+// UpdateItem); its threadIdx.x owns 8 consecutive columns (and 8 more every blockDim.x * 8),
+// so a row costs d / 8 threads and many items run side by side. The rows are gathered in
+// sorted order, so the loop is bound by memory latency (ncu, H200, N=1M D=128 fp16: 179 us,
+// 1.4 TB/s, when each group of rows waited for its order[] entries and then for its rows).
+// So it is software-pipelined: while group g is summed, the rows of group g + 1 and the row
+// indices of group g + 2 are in flight.
 // Every column's adds stay one fp64 chain in row order, acc = fma(scale, x, acc) (what the
 // unpipelined kernel's acc += scale * x contracted to): the sums do not depend on the launch
 // shape, the group size or the pipelining (tests/gpu: PieceSums.* against a host chain).
-template <class T>
+// A fused item (a whole cluster, UpdateItem::rows > 0) ends a chain every `rows` rows and adds
+// it into the cluster's sum, cacc = cacc + acc from cacc = 0: the combine's adds, in registers.
+template <class T, bool kItems>
 __global__ void __launch_bounds__(128, 4) piece_sums_kernel(const T* x, std::int64_t stride, int d, bool vec,
                                                             const float* w, const float* xnorm, bool cosine,
                                                             bool with_x, const std::int32_t* order,
-                                                            const Piece* pieces, const std::int64_t* n_pieces,
-                                                            double* part, const unsigned char* resume) {
+                                                            const void* work, const std::int64_t* n_work,
+                                                            double* part, const unsigned char* resume,
+                                                            double* sums, double* weights) {
   constexpr int kGroup = sizeof(T) == 4 ? 2 : 4;  // 64 bytes of a thread's columns per group
   const std::int64_t p = std::int64_t(blockIdx.x) * blockDim.y + threadIdx.y;
-  if (p >= *n_pieces) return;  // no block-wide barrier below
-  const Piece pc = pieces[p];
-  double* out = part + p * (d + 1);
-  const bool cont = resume != nullptr && resume[p] != 0;  // continue the chains stored in out
+  if (p >= *n_work) return;  // no block-wide barrier below
+  std::int64_t begin, end, chain_rows = 0;  // chain_rows > 0: a fused cluster's chain height
+  double* out;                              // the piece's row of part, or the cluster's of sums
+  double* wout;                             // the weight's slot
+  bool cont = false;                        // continue the chains stored in out
+  if constexpr (kItems) {
+    const UpdateItem it = static_cast<const UpdateItem*>(work)[p];
+    begin = it.begin, end = it.end, chain_rows = it.rows;
+    if (chain_rows > 0 && it.out < 0) return;  // a sort key of no cluster (it has no rows)
+    if (chain_rows > 0) {
+      out = sums + std::int64_t(it.out) * d;
+      wout = weights + it.out;
+    } else {
+      out = part + std::int64_t(it.out) * (d + 1);
+      wout = out + d;
+    }
+  } else {
+    const Piece pc = static_cast<const Piece*>(work)[p];
+    begin = pc.begin, end = pc.end;
+    out = part + p * (d + 1);
+    wout = out + d;
+    cont = resume != nullptr && resume[p] != 0;
+  }
+  const bool fused = chain_rows > 0;
   const int c_end = with_x ? d : 0;
   // A thread whose first column chunk is past d still runs the loop once when it must sum
   // the weights (threadIdx.x == 0 always has col0 = 0).
@@ -269,20 +314,32 @@ __global__ void __launch_bounds__(128, 4) piece_sums_kernel(const T* x, std::int
         for (int j = 0; j < 8; ++j)
           if (col0 + j < d) acc[j] = out[col0 + j];
       }
-      if (col0 == 0 && threadIdx.x == 0) wacc = out[d];
+      if (col0 == 0 && threadIdx.x == 0) wacc = *wout;
     }
+    // The fused cluster's sums and where its current chain ends (never inside a piece).
+    double cacc[kItems ? 8 : 1] = {}, cw = 0;
+    std::int64_t chain_end = fused ? begin + chain_rows : end;
     std::int32_t idx[kGroup], idx_next[kGroup];
     RowGroup<T, kGroup> cur;
-    load_order(order, pc.begin, pc.end, idx);
+    load_order(order, begin, end, idx);
     load_group(x, stride, col0, d, vec, cols, w, xnorm, cosine, idx, cur);
-    load_order(order, pc.begin + kGroup, pc.end, idx_next);
-    for (std::int64_t q0 = pc.begin; q0 < pc.end; q0 += kGroup) {
+    load_order(order, begin + kGroup, end, idx_next);
+    for (std::int64_t q0 = begin; q0 < end; q0 += kGroup) {
       RowGroup<T, kGroup> next;
       load_group(x, stride, col0, d, vec, cols, w, xnorm, cosine, idx_next, next);
-      load_order(order, q0 + 2 * kGroup, pc.end, idx);
+      load_order(order, q0 + 2 * kGroup, end, idx);
 #pragma unroll
       for (int u = 0; u < kGroup; ++u) {
-        if (q0 + u >= pc.end) break;
+        if (q0 + u >= end) break;
+        if constexpr (kItems) {
+          if (q0 + u == chain_end) {  // a chain of the fused cluster ends: add it, start the next
+            chain_end += chain_rows;
+            cw = cw + wacc;
+            wacc = 0;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) cacc[j] = cacc[j] + acc[j], acc[j] = 0;
+          }
+        }
         const double wv = double(cur.w[u]);
         wacc += wv;
         if (cols) {
@@ -295,41 +352,78 @@ __global__ void __launch_bounds__(128, 4) piece_sums_kernel(const T* x, std::int
 #pragma unroll
       for (int u = 0; u < kGroup; ++u) idx_next[u] = idx[u];
     }
+    if constexpr (kItems) {
+      if (fused) {  // the last chain (an empty cluster: 0 + 0, the combine's 0 of no pieces)
+        wacc = cw + wacc;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[j] = cacc[j] + acc[j];
+      }
+    }
     if (cols)
       for (int j = 0; j < 8 && col0 + j < d; ++j) out[col0 + j] = acc[j];
-    if (col0 == 0 && threadIdx.x == 0) out[d] = wacc;
+    if (col0 == 0 && threadIdx.x == 0) *wout = wacc;
     if (!cols) break;
   }
 }
 
-// One block per sort key (a cluster, or none: cluster_of < 0), its threads over the columns;
-// each column's pieces are added in piece order, one chain from 0 (the streamed path's fold
-// adds them the same way, so the bits are the same). The loads of kBatch pieces are issued
-// before their adds, which stay in order: with few clusters and many pieces (K=256, N=1M,
-// 64 pieces each) a load per add left the kernel waiting on memory (152 us on the H200).
-// A thread per (cluster, column) instead was slower still (318 us there; 365 us at B=500
-// K=256 against 117 for a block per cluster): its 64-bit index arithmetic and dependent
-// loads per element cost more than the idle threads of a block per cluster.
-__global__ void combine_pieces_kernel(const double* part, const std::int64_t* first, int d, bool with_x,
-                                      const std::int32_t* cluster_of, double* sums, double* weights) {
-  constexpr int kBatch = 8;
-  const std::int64_t v = blockIdx.x;  // the key (the cluster in the sort's key order)
-  const std::int64_t c = cluster_of ? cluster_of[v] : v;
-  if (c < 0) return;  // a key no cluster has
-  const std::int64_t p0 = first[v], p1 = first[v + 1], ld = d + 1;
-  for (int j = with_x ? static_cast<int>(threadIdx.x) : d + static_cast<int>(threadIdx.x); j <= d; j += blockDim.x) {
-    const double* col = part + j;
+// The big clusters' sums from their pieces: unit u = (big cluster u / slices, a slice of 32 of
+// the d + 1 columns), units strided over the grid, so a huge cluster's slices run on several
+// SMs. A column's sum is one chain over the cluster's pieces in order, ((0 + p0) + p1) + ...;
+// the chain is sequential, so the loads run ahead of it: tiles of kTile pieces x 32 columns
+// are copied to shared memory by all four warps (cp.async, kStages tiles in flight) while
+// warp 0 adds the previous tile. A block per cluster with 8 loads ahead of its adds waited on
+// memory: one cluster of many pieces (K=256, N=1M: 64 pieces per cluster on average, more in
+// the largest) serialised the kernel (~100 us on the H200).
+constexpr int kCombineTile = 32, kCombineStages = 4, kCombineWarps = 4;
+__global__ void __launch_bounds__(32 * kCombineWarps) combine_big_kernel(const double* part, const UpdateCounts* first,
+                                                                       const std::int32_t* bigs,
+                                                                       const std::int64_t* n_big, int d, bool with_x,
+                                                                       const std::int32_t* cluster_of, double* sums,
+                                                                       double* weights) {
+  __shared__ double stage[kCombineStages][kCombineTile][32];  // 32 KB
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const std::int64_t ld = d + 1;
+  const int slices = with_x ? (d + 32) / 32 : 1;  // ceil((d + 1) / 32)
+  const std::int64_t units = *n_big * slices;
+  for (std::int64_t u = blockIdx.x; u < units; u += gridDim.x) {
+    const std::int64_t v = bigs[u / slices];
+    const int j = (with_x ? static_cast<int>(u % slices) * 32 : d) + lane;  // this lane's column
+    const double* col = part + (j <= d ? j : d);                             // clamped: loads stay valid
+    const std::int64_t p0 = first[v].pieces, np = first[v + 1].pieces - p0;  // np > kFusedPieces
+    const std::int64_t tiles = (np + kCombineTile - 1) / kCombineTile;
+    // Tile t's pieces (clamped to the last: every copy valid, the extra ones unused) into its
+    // stage; one commit group per tile, empty past the last, so that wait_group counts tiles.
+    auto issue = [&](std::int64_t t) {
+      if (t < tiles) {
+        double(&dst)[kCombineTile][32] = stage[t % kCombineStages];
+        for (int r = warp; r < kCombineTile; r += kCombineWarps) {
+          const std::int64_t q = t * kCombineTile + r;
+          arch::cp_async_ca_8(&dst[r][lane], col + (p0 + (q < np ? q : np - 1)) * ld);
+        }
+      }
+      arch::cp_async_commit();
+    };
+#pragma unroll
+    for (int t = 0; t < kCombineStages - 1; ++t) issue(t);
     double acc = 0;
-    for (std::int64_t p = p0; p < p1; p += kBatch) {
-      double x[kBatch];
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u) x[u] = p + u < p1 ? col[(p + u) * ld] : 0.0;
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u)
-        if (p + u < p1) acc += x[u];
+    for (std::int64_t t = 0; t < tiles; ++t) {
+      issue(t + kCombineStages - 1);  // into the stage tile t - 1 used (freed by the last barrier)
+      arch::cp_async_wait<kCombineStages - 1>();  // this thread's copies of tile t have landed
+      __syncthreads();                            // and everyone's
+      if (warp == 0) {
+        const double(&src)[kCombineTile][32] = stage[t % kCombineStages];
+        const int m = static_cast<int>(np - t * kCombineTile < kCombineTile ? np - t * kCombineTile : kCombineTile);
+#pragma unroll 8
+        for (int r = 0; r < m; ++r) acc += src[r][lane];
+      }
+      __syncthreads();  // the stage is read before it is refilled
     }
-    if (j < d) sums[c * d + j] = acc;
-    else weights[c] = acc;
+    arch::cp_async_wait<0>();  // no copy (the empty groups') outlives the unit
+    const std::int64_t c = cluster_of ? cluster_of[v] : v;
+    if (warp == 0 && c >= 0 && j <= d) {
+      if (j < d) sums[c * d + j] = acc;
+      else weights[c] = acc;
+    }
   }
 }
 
@@ -497,6 +591,34 @@ __global__ void all_distances_kernel(XView x, const float* xnorm, const float* c
   }
 }
 
+// The row-sum kernel over max_work items (a Piece list, or UpdateItems with kItems), by dtype.
+template <bool kItems>
+void launch_row_sums(const XView& x, const float* w, const float* xnorm, bool cosine, bool with_x,
+                     const std::int32_t* order, const void* work, const std::int64_t* n_work, std::int64_t max_work,
+                     double* part, const unsigned char* resume, double* sums, double* weights, cudaStream_t s) {
+  if (max_work == 0) return;
+  // Threads per item: one per 8 columns (at most 128); items per block fill 128 threads.
+  const int tpp = with_x ? std::min(128, (x.d + 7) / 8) : 1;
+  const int ppb = std::max(1, 128 / tpp);
+  const dim3 block(tpp, ppb);
+  const unsigned grid = static_cast<unsigned>((max_work + ppb - 1) / ppb);
+  const std::size_t esz = dtype_size(x.dtype);
+  const bool vec = (reinterpret_cast<std::uintptr_t>(x.x) & 15) == 0 && (x.stride * esz) % 16 == 0;
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    piece_sums_kernel<T, kItems><<<grid, block, 0, s>>>(static_cast<const T*>(x.x), x.stride, x.d, vec, w, xnorm,
+                                                        cosine, with_x, order, work, n_work, part, resume, sums,
+                                                        weights);
+  };
+  switch (x.dtype) {
+    case DType::f32: run(float{}); break;
+    case DType::f16: run(__half{}); break;
+    case DType::bf16: run(__nv_bfloat16{}); break;
+    default: FLASHKM_FAIL(internal, "piece sums: the data must be fp32, fp16 or bf16 on the device");
+  }
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+
 }  // namespace
 
 void launch_validate(const XView& x, const float* w, float* xnorm, long long* status, cudaStream_t s) {
@@ -553,46 +675,88 @@ void launch_cluster_offsets(const std::int32_t* sorted_keys, std::int64_t n, std
   cluster_offsets_kernel<<<blocks_for(n + 1, 256), 256, 0, s>>>(sorted_keys, n, nc, row_off);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
-void launch_piece_counts(const std::int32_t* row_off, std::int64_t nc, int piece_rows,
-                         const std::int32_t* per_cluster, std::int64_t* n_pieces, cudaStream_t s) {
-  piece_counts_kernel<<<blocks_for(nc + 1, 256), 256, 0, s>>>(row_off, nc, piece_rows, per_cluster, n_pieces);
-  FLASHKM_CUDA_LAUNCH_CHECK();
-}
-void launch_fill_pieces(const std::int32_t* row_off, const std::int64_t* first, std::int64_t nc, int piece_rows,
-                        const std::int32_t* per_cluster, std::int64_t max_pieces, Piece* pieces, cudaStream_t s) {
-  if (nc == 0 || max_pieces == 0) return;
-  fill_pieces_kernel<<<blocks_for(max_pieces, 256), 256, 0, s>>>(row_off, first, nc, piece_rows, per_cluster,
-                                                                  max_pieces, pieces);
-  FLASHKM_CUDA_LAUNCH_CHECK();
-}
 void launch_piece_sums(const XView& x, const float* w, const float* xnorm, bool cosine, bool with_x,
                        const std::int32_t* order, const Piece* pieces, const std::int64_t* n_pieces,
                        std::int64_t max_pieces, double* part, cudaStream_t s, const unsigned char* resume) {
-  if (max_pieces == 0) return;
-  // Threads per piece: one per 8 columns (at most 128); pieces per block fill 128 threads.
-  const int tpp = with_x ? std::min(128, (x.d + 7) / 8) : 1;
-  const int ppb = std::max(1, 128 / tpp);
-  const dim3 block(tpp, ppb);
-  const unsigned grid = static_cast<unsigned>((max_pieces + ppb - 1) / ppb);
-  const std::size_t esz = dtype_size(x.dtype);
-  const bool vec = (reinterpret_cast<std::uintptr_t>(x.x) & 15) == 0 && (x.stride * esz) % 16 == 0;
-  switch (x.dtype) {
-    case DType::f32:
-      piece_sums_kernel<float><<<grid, block, 0, s>>>(static_cast<const float*>(x.x), x.stride, x.d, vec, w, xnorm,
-                                                       cosine, with_x, order, pieces, n_pieces, part, resume);
-      break;
-    case DType::f16:
-      piece_sums_kernel<__half><<<grid, block, 0, s>>>(static_cast<const __half*>(x.x), x.stride, x.d, vec, w, xnorm,
-                                                        cosine, with_x, order, pieces, n_pieces, part, resume);
-      break;
-    case DType::bf16:
-      piece_sums_kernel<__nv_bfloat16><<<grid, block, 0, s>>>(static_cast<const __nv_bfloat16*>(x.x), x.stride, x.d,
-                                                               vec, w, xnorm, cosine, with_x, order, pieces, n_pieces,
-                                                               part, resume);
-      break;
-    default: FLASHKM_FAIL(internal, "piece sums: the data must be fp32, fp16 or bf16 on the device");
-  }
+  launch_row_sums<false>(x, w, xnorm, cosine, with_x, order, pieces, n_pieces, max_pieces, part, resume, nullptr,
+                         nullptr, s);
+}
+void launch_item_sums(const XView& x, const float* w, const float* xnorm, bool cosine, bool with_x,
+                      const std::int32_t* order, const UpdateItem* items, const std::int64_t* n_items,
+                      std::int64_t max_items, double* part, double* sums, double* weights, cudaStream_t s) {
+  launch_row_sums<true>(x, w, xnorm, cosine, with_x, order, items, n_items, max_items, part, nullptr, sums, weights,
+                        s);
+}
+void launch_update_counts(const std::int32_t* row_off, std::int64_t nc, int piece_rows,
+                          const std::int32_t* per_cluster, UpdateCounts* counts, cudaStream_t s) {
+  update_counts_kernel<<<blocks_for(nc + 1, 256), 256, 0, s>>>(row_off, nc, piece_rows, per_cluster, counts);
   FLASHKM_CUDA_LAUNCH_CHECK();
+}
+std::size_t update_scan_bytes(std::int64_t nc) {
+  std::size_t bytes = 0;
+  FLASHKM_CUDA_CHECK(cub::DeviceScan::ExclusiveScan(nullptr, bytes, static_cast<const UpdateCounts*>(nullptr),
+                                                    static_cast<UpdateCounts*>(nullptr), AddCounts{},
+                                                    UpdateCounts{0, 0, 0}, nc + 1));
+  return bytes;
+}
+void launch_update_scan(void* temp, std::size_t temp_bytes, const UpdateCounts* counts, UpdateCounts* first,
+                        std::int64_t nc, cudaStream_t s) {
+  FLASHKM_CUDA_CHECK(
+      cub::DeviceScan::ExclusiveScan(temp, temp_bytes, counts, first, AddCounts{}, UpdateCounts{0, 0, 0}, nc + 1, s));
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_fill_items(const std::int32_t* row_off, const UpdateCounts* first, std::int64_t nc, int piece_rows,
+                       const std::int32_t* per_cluster, const std::int32_t* cluster_of, std::int64_t max_items,
+                       UpdateItem* items, std::int32_t* bigs, cudaStream_t s) {
+  if (nc == 0 || max_items == 0) return;
+  fill_items_kernel<<<blocks_for(max_items, 256), 256, 0, s>>>(row_off, first, nc, piece_rows, per_cluster,
+                                                                cluster_of, max_items, items, bigs);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+void launch_combine_big(const double* part, const UpdateCounts* first, const std::int32_t* bigs,
+                        const std::int64_t* n_big, std::int64_t max_big, int d, bool with_x,
+                        const std::int32_t* cluster_of, double* sums, double* weights, cudaStream_t s) {
+  if (max_big == 0) return;
+  // Units (cluster, 32-column slice) strided over at most 2048 blocks: enough for every SM at
+  // 32 KB of shared memory per block; blocks past the units exit.
+  const std::int64_t slices = with_x ? (d + 32) / 32 : 1;
+  const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>(max_big * slices, 2048));
+  combine_big_kernel<<<grid, 32 * kCombineWarps, 0, s>>>(part, first, bigs, n_big, d, with_x, cluster_of, sums,
+                                                         weights);
+  FLASHKM_CUDA_LAUNCH_CHECK();
+}
+UpdateWorkspace UpdateBuffers::prepare(std::int64_t nc, std::int64_t max_items, std::int64_t max_big_pieces, int d,
+                                       void* temp, std::size_t temp_bytes) {
+  UpdateWorkspace ws;
+  ws.max_items = max_items;
+  ws.max_big_pieces = std::min(max_items, max_big_pieces);
+  ws.max_big = std::min(nc, ws.max_big_pieces / (kFusedPieces + 1));  // each has more pieces
+  counts.ensure(std::size_t(nc + 1), "update counts per cluster");
+  first.ensure(std::size_t(nc + 1), "update count offsets");
+  items.ensure(std::size_t(std::max<std::int64_t>(max_items, 1)), "update work items");
+  bigs.ensure(std::size_t(std::max<std::int64_t>(ws.max_big, 1)), "update big clusters");
+  part.ensure(std::size_t(std::max<std::int64_t>(ws.max_big_pieces, 1)) * std::size_t(d + 1), "update piece sums");
+  ws.counts = counts.get();
+  ws.first = first.get();
+  ws.items = items.get();
+  ws.bigs = bigs.get();
+  ws.part = part.get();
+  ws.temp = temp;
+  ws.temp_bytes = temp_bytes;
+  return ws;
+}
+void launch_update_sums(const XView& x, const float* w, const float* xnorm, bool cosine, bool with_x,
+                        const std::int32_t* order, const std::int32_t* row_off, std::int64_t nc, int piece_rows,
+                        const std::int32_t* per_cluster, const std::int32_t* cluster_of, const UpdateWorkspace& ws,
+                        double* sums, double* weights, cudaStream_t s) {
+  if (nc == 0) return;
+  launch_update_counts(row_off, nc, piece_rows, per_cluster, ws.counts, s);
+  launch_update_scan(ws.temp, ws.temp_bytes, ws.counts, ws.first, nc, s);
+  launch_fill_items(row_off, ws.first, nc, piece_rows, per_cluster, cluster_of, ws.max_items, ws.items, ws.bigs, s);
+  launch_item_sums(x, w, xnorm, cosine, with_x, order, ws.items, &ws.first[nc].items, ws.max_items, ws.part, sums,
+                   weights, s);
+  launch_combine_big(ws.part, ws.first, ws.bigs, &ws.first[nc].big, ws.max_big, x.d, with_x,
+                     cluster_of, sums, weights, s);
 }
 void launch_finish_update(const double* sums, const double* weights, const float* current, std::int64_t nc, int d,
                           bool cosine, float* next, double* shift_part, unsigned long long* n_empty, cudaStream_t s) {
@@ -603,15 +767,6 @@ void launch_finish_update(const double* sums, const double* weights, const float
 }
 void launch_sum_parts(const double* part, std::int64_t m, double* out, cudaStream_t s) {
   sum_parts<<<1, 256, 0, s>>>(part, m, out);
-  FLASHKM_CUDA_LAUNCH_CHECK();
-}
-void launch_combine_pieces(const double* part, const std::int64_t* first, std::int64_t n_clusters, int d, bool with_x,
-                           double* sums, double* weights, cudaStream_t s, const std::int32_t* cluster_of) {
-  if (n_clusters == 0) return;
-  // Threads over the d + 1 columns (sums and the weight), whole warps, at most 256.
-  const int threads = with_x ? std::min(256, (d + 1 + 31) / 32 * 32) : 32;
-  combine_pieces_kernel<<<static_cast<unsigned>(n_clusters), threads, 0, s>>>(part, first, d, with_x, cluster_of,
-                                                                              sums, weights);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 void launch_exact_inertia(const XView& x, const float* w, const std::int32_t* labels, const float* c32, int k,

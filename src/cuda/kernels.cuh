@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "cuda/cuda_check.hpp"
 #include "flashkm/types.hpp"
 
 namespace flashkm::cuda {
@@ -71,16 +72,6 @@ void launch_cluster_offsets(const std::int32_t* sorted_keys, std::int64_t n, std
 struct Piece {
   std::int64_t begin, end;
 };
-/// n_pieces[c] = ceil(rows of cluster c / R_c) for c < nc, 0 at c = nc (so that an exclusive
-/// scan over nc + 1 entries ends with the total). R_c = piece_rows, or per_cluster[c] where
-/// per_cluster is not null (the batched backend: each problem's own height, as alone).
-void launch_piece_counts(const std::int32_t* row_off, std::int64_t nc, int piece_rows,
-                         const std::int32_t* per_cluster, std::int64_t* n_pieces, cudaStream_t s);
-/// Cluster c's sorted rows [row_off[c], row_off[c+1]) cut into pieces of R_c rows (as
-/// launch_piece_counts), written from pieces[first[c]] on (first: the exclusive scan of
-/// n_pieces); one thread per piece, max_pieces >= first[nc] of them.
-void launch_fill_pieces(const std::int32_t* row_off, const std::int64_t* first, std::int64_t nc, int piece_rows,
-                        const std::int32_t* per_cluster, std::int64_t max_pieces, Piece* pieces, cudaStream_t s);
 /// part[p][0..d) = sum in order of scale_i * x_i over the piece's rows, part[p][d] = sum w_i.
 /// with_x false: only the weights. cosine: scale = w / |x|. Launched over max_pieces blocks;
 /// those at or past *n_pieces (device memory: the count is known only on the device) exit.
@@ -90,13 +81,99 @@ void launch_fill_pieces(const std::int32_t* row_off, const std::int64_t* first, 
 void launch_piece_sums(const XView& x, const float* w, const float* xnorm, bool cosine, bool with_x,
                        const std::int32_t* order, const Piece* pieces, const std::int64_t* n_pieces,
                        std::int64_t max_pieces, double* part, cudaStream_t s, const unsigned char* resume = nullptr);
-/// sums[c][.] = sum over pieces [first[c], first[c+1]) in order: per column one chain from 0,
-/// ((0 + p0) + p1) + ... (ChunkedClusterSums adds completed pieces the same way).
-/// cluster_of (optional, [n_clusters]): the clusters are the sort's keys, written to row
-/// cluster_of[v] of sums / weights (nothing where it is -1); null: v itself.
-void launch_combine_pieces(const double* part, const std::int64_t* first, std::int64_t n_clusters, int d,
-                           bool with_x, double* sums, double* weights, cudaStream_t s,
-                           const std::int32_t* cluster_of = nullptr);
+// ---- The resident update's cluster sums (launch_update_sums) ------------------------------
+// The sums are defined by pieces: cluster c's sorted rows cut into pieces of R_c rows, each
+// piece's column one fp64 fma chain from 0 in row order, the cluster's sum
+// ((0 + piece_0) + piece_1) + ... in piece order. How they are computed: a cluster of at most
+// kFusedPieces pieces is one work item, whose thread group runs its pieces' chains one after
+// another and adds each into the cluster's sum in registers (no piece buffer, no combine); a
+// larger cluster is one item per piece (its sums in a piece buffer), combined by
+// launch_update_sums' second kernel, several thread blocks per cluster (column slices), so one
+// huge cluster does not serialise onto one thread group. Same operations, same order: the bits
+// of the definition, whichever way a cluster goes.
+
+/// Clusters with at most this many pieces are summed whole by one thread group.
+inline constexpr int kFusedPieces = 4;
+/// Bound on the pieces of clusters of more than kFusedPieces pieces of R rows among n rows:
+/// such a cluster has more than kFusedPieces * R rows and at most rows / R + 1 pieces.
+inline std::int64_t max_big_pieces(std::int64_t n, std::int64_t R) {
+  return n / R + n / (kFusedPieces * R + 1) + 1;
+}
+/// Per sort key (cluster) of launch_update_sums: its work items (1 if fused, else its pieces),
+/// its pieces in the piece buffer (0 if fused) and whether it is combined there (0 or 1);
+/// the workspace holds their exclusive prefix sums, so the last entry holds the totals.
+struct UpdateCounts {
+  std::int64_t items, pieces, big;
+};
+/// One work item: sorted positions [begin, end). rows > 0: a whole cluster in chains of
+/// `rows` rows, its sums written to row `out` of sums / weights (-1: a key of no cluster,
+/// nothing written); rows == 0: one piece of a big cluster, its chains written to row `out`
+/// of the piece buffer.
+struct UpdateItem {
+  std::int32_t begin, end, rows, out;
+};
+/// Device memory of launch_update_sums (UpdateBuffers::prepare sizes it).
+struct UpdateWorkspace {
+  UpdateCounts* counts = nullptr;  ///< [nc + 1]
+  UpdateCounts* first = nullptr;   ///< [nc + 1]
+  UpdateItem* items = nullptr;     ///< [max_items]
+  std::int32_t* bigs = nullptr;    ///< [max_big]: the big clusters' keys in order
+  double* part = nullptr;          ///< [max_big_pieces x (d + 1)]: big clusters' piece sums
+  void* temp = nullptr;            ///< the scan's workspace
+  std::size_t temp_bytes = 0;      ///< >= update_scan_bytes(nc)
+  std::int64_t max_items = 0, max_big = 0, max_big_pieces = 0;
+};
+/// The workspace's buffers, owned (a backend keeps them across iterations).
+struct UpdateBuffers {
+  DeviceBuffer<UpdateCounts> counts, first;
+  DeviceBuffer<UpdateItem> items;
+  DeviceBuffer<std::int32_t> bigs;
+  DeviceBuffer<double> part;
+  /// Grown for nc keys, at most max_items items (n / R + nc) and max_big_pieces pieces of big
+  /// clusters (max_big_pieces(), summed over problems), rows of d columns; temp: the caller's
+  /// scan workspace (update_scan_bytes(nc) bytes at least).
+  UpdateWorkspace prepare(std::int64_t nc, std::int64_t max_items, std::int64_t max_big_pieces, int d, void* temp,
+                          std::size_t temp_bytes);
+  std::size_t bytes() const {
+    return counts.bytes() + first.bytes() + items.bytes() + bigs.bytes() + part.bytes();
+  }
+};
+/// Bytes of the scan's workspace for nc keys (CUB's two-phase query).
+std::size_t update_scan_bytes(std::int64_t nc);
+/// Cluster sums of the sorted rows: order [n] the row of each sorted position, row_off
+/// [nc + 1] the clusters' extents (launch_cluster_offsets), R_c = piece_rows or per_cluster[c]
+/// (the batched backend: each problem's own height, as alone); cluster_of (optional, [nc]):
+/// the keys' clusters (rows of sums / weights; -1: none), null: the key itself. Writes sums
+/// [clusters x d] (with_x) and weights [clusters]: per column one chain over pieces as the
+/// definition above; cosine: rows scaled by w / sqrt(|x|^2). Asynchronous, no host wait.
+/// Bounds the caller must size: max_items >= sum max(1, pieces_c) (n / R + nc), max_big >=
+/// clusters of more than kFusedPieces pieces, max_big_pieces >= their pieces.
+void launch_update_sums(const XView& x, const float* w, const float* xnorm, bool cosine, bool with_x,
+                        const std::int32_t* order, const std::int32_t* row_off, std::int64_t nc, int piece_rows,
+                        const std::int32_t* per_cluster, const std::int32_t* cluster_of, const UpdateWorkspace& ws,
+                        double* sums, double* weights, cudaStream_t s);
+/// The stages of launch_update_sums, one by one (tests/gpu checks each).
+/// counts[c] for c < nc (and zeros at nc) from the extents and heights.
+void launch_update_counts(const std::int32_t* row_off, std::int64_t nc, int piece_rows,
+                          const std::int32_t* per_cluster, UpdateCounts* counts, cudaStream_t s);
+/// first = exclusive prefix sums of counts [nc + 1].
+void launch_update_scan(void* temp, std::size_t temp_bytes, const UpdateCounts* counts, UpdateCounts* first,
+                        std::int64_t nc, cudaStream_t s);
+/// The work items (one thread each, max_items of them: those past the total exit) and the big
+/// clusters' keys.
+void launch_fill_items(const std::int32_t* row_off, const UpdateCounts* first, std::int64_t nc, int piece_rows,
+                       const std::int32_t* per_cluster, const std::int32_t* cluster_of, std::int64_t max_items,
+                       UpdateItem* items, std::int32_t* bigs, cudaStream_t s);
+/// The items' sums: fused clusters into sums / weights, pieces into part (ld d + 1). n_items:
+/// the count on the device (first[nc].items).
+void launch_item_sums(const XView& x, const float* w, const float* xnorm, bool cosine, bool with_x,
+                      const std::int32_t* order, const UpdateItem* items, const std::int64_t* n_items,
+                      std::int64_t max_items, double* part, double* sums, double* weights, cudaStream_t s);
+/// The big clusters' sums from their pieces in part: per column ((0 + p0) + p1) + ... in
+/// piece order. n_big: the count on the device (first[nc].big).
+void launch_combine_big(const double* part, const UpdateCounts* first, const std::int32_t* bigs,
+                        const std::int64_t* n_big, std::int64_t max_big, int d, bool with_x,
+                        const std::int32_t* cluster_of, double* sums, double* weights, cudaStream_t s);
 
 /// The division step of a Lloyd update, one warp per cluster: next = sums / weight (cosine:
 /// sums / |sums|; sums of zero norm and clusters of weight <= 0 keep `current`, the latter

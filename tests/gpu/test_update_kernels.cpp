@@ -1,7 +1,9 @@
 // The sort-inverse update's kernels (src/cuda/kernels.cu) one by one against host code that
 // does the same fp64 operations in the same order: piece sums (one fma chain per column in
-// row order, resumed chains), the combine of pieces (one chain per column in piece order),
-// the cut into pieces, and the division step with block_sum_256's tree. Compared bitwise:
+// row order, resumed chains: the streamed path's kernel), the combine of big clusters' pieces
+// (one chain per column in piece order), the cut into work items, the whole cluster sums
+// (fused and big clusters in one launch) against their definition, and the division step with
+// block_sum_256's tree. Compared bitwise:
 // the kernels are tuned for speed (pipelined loads, thread shapes), the bits must not move.
 // Every test skips with a message when no CUDA device is present.
 #include <gtest/gtest.h>
@@ -12,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "core/backend.hpp"
@@ -181,19 +184,30 @@ TEST(UpdateKernels, PieceSumsEqualHostChainsBitwise) {
     }
 }
 
-TEST(UpdateKernels, CombinePiecesEqualsHostChainsBitwise) {
+/// The combine of big clusters (launch_combine_big) against host chains: keys with 0 ... 70
+/// pieces and one with 400 (several tiles of the kernel and partial tiles), values with
+/// signed zeros; only the keys of more than kFusedPieces pieces are combined, the others'
+/// rows must stay untouched.
+TEST(UpdateKernels, CombineBigEqualsHostChainsBitwise) {
   REQUIRE_GPU();
   std::mt19937_64 rng(7);
-  for (int d : {1, 5, 128, 300}) {
+  constexpr double kUntouched = -12345.0;
+  for (int d : {1, 5, 31, 32, 128, 300}) {
     for (int mode = 0; mode < 4; ++mode) {
       // mode & 1: weights only; mode & 2: the clusters are sort keys mapped by cluster_of
       // (a shuffled map with keys of no cluster, as the batched backend's label-major keys).
       const bool with_x = (mode & 1) == 0, mapped = (mode & 2) != 0;
-      // Clusters with 0 ... 70 pieces (and one with 400), values with signed zeros.
       const std::int64_t nc = 257;
-      std::vector<std::int64_t> first(nc + 1, 0);
-      for (std::int64_t c = 0; c < nc; ++c) first[c + 1] = first[c] + (c == 3 ? 400 : std::int64_t(rng() % 71));
-      const std::int64_t np = first[nc], d1 = d + 1;
+      std::vector<cuda::UpdateCounts> first(nc + 1, cuda::UpdateCounts{0, 0, 0});
+      std::vector<std::int32_t> bigs;
+      for (std::int64_t c = 0; c < nc; ++c) {
+        const std::int64_t np = c == 3 ? 400 : c == 4 ? cuda::kFusedPieces + 1 : std::int64_t(rng() % 71);
+        const bool big = np > cuda::kFusedPieces;
+        if (big) bigs.push_back(static_cast<std::int32_t>(c));
+        first[c + 1] = cuda::UpdateCounts{first[c].items + (big ? np : 1), first[c].pieces + (big ? np : 0),
+                                          first[c].big + (big ? 1 : 0)};
+      }
+      const std::int64_t np = first[nc].pieces, d1 = d + 1;
       std::vector<double> part(std::size_t(np * d1));
       for (auto& v : part) {
         const std::uint64_t z = rng();
@@ -201,25 +215,26 @@ TEST(UpdateKernels, CombinePiecesEqualsHostChainsBitwise) {
       }
       std::vector<std::int32_t> cluster_of(nc);
       for (std::int64_t v = 0; v < nc; ++v) cluster_of[v] = static_cast<std::int32_t>(v);
-      if (mapped) {
-        std::shuffle(cluster_of.begin(), cluster_of.end(), rng);
-        for (std::int64_t v = 0; v < nc; v += 9) cluster_of[v] = -1;
-      }
-      std::vector<double> rs(std::size_t(nc * d), 0.0), rw(nc, 0.0);
+      if (mapped) std::shuffle(cluster_of.begin(), cluster_of.end(), rng);
+      std::vector<double> rs(std::size_t(nc * d), kUntouched), rw(nc, kUntouched);
       for (std::int64_t v = 0; v < nc; ++v) {
+        if (first[v + 1].big == first[v].big) continue;
         const std::int64_t c = cluster_of[v];
-        if (c < 0) continue;
         for (int j = 0; j <= d; ++j) {
+          if (j < d && !with_x) continue;
           double acc = 0;
-          for (std::int64_t p = first[v]; p < first[v + 1]; ++p) acc += part[p * d1 + j];
-          if (j < d) rs[c * d + j] = with_x ? acc : 0.0;
+          for (std::int64_t p = first[v].pieces; p < first[v + 1].pieces; ++p) acc += part[p * d1 + j];
+          if (j < d) rs[c * d + j] = acc;
           else rw[c] = acc;
         }
       }
-      Dev<double> dpart(part), dsums(std::vector<double>(std::size_t(nc * d), 0.0)), dw(std::vector<double>(nc, 0.0));
-      Dev<std::int64_t> dfirst(first);
-      Dev<std::int32_t> dmap(cluster_of);
-      cuda::launch_combine_pieces(dpart.p, dfirst.p, nc, d, with_x, dsums.p, dw.p, nullptr, mapped ? dmap.p : nullptr);
+      Dev<double> dpart(part), dsums(std::vector<double>(std::size_t(nc * d), kUntouched)),
+          dw(std::vector<double>(nc, kUntouched));
+      Dev<cuda::UpdateCounts> dfirst(first);
+      Dev<std::int32_t> dmap(cluster_of), dbigs(bigs);
+      // max_big past the count: the extra units must do nothing.
+      cuda::launch_combine_big(dpart.p, dfirst.p, dbigs.p, &dfirst.p[nc].big, std::int64_t(bigs.size()) + 30, d,
+                               with_x, mapped ? dmap.p : nullptr, dsums.p, dw.p, nullptr);
       CK(cudaDeviceSynchronize());
       const auto gs = dsums.get(), gw = dw.get();
       EXPECT_EQ(0, std::memcmp(gs.data(), rs.data(), gs.size() * 8)) << "d " << d << " mode " << mode;
@@ -228,43 +243,184 @@ TEST(UpdateKernels, CombinePiecesEqualsHostChainsBitwise) {
   }
 }
 
-TEST(UpdateKernels, PieceCutMatchesHost) {
+/// The work items against host code: counts (fused at most kFusedPieces pieces), the scan,
+/// the cut of big clusters into pieces, the list of big clusters; uniform and ragged heights.
+TEST(UpdateKernels, ItemCutMatchesHost) {
   REQUIRE_GPU();
   std::mt19937_64 rng(11);
   const std::int64_t nc = 1000;
-  std::vector<std::int32_t> row_off(nc + 1, 0), per(nc);
+  std::vector<std::int32_t> row_off(nc + 1, 0), per(nc), cluster_of(nc);
   for (std::int64_t c = 0; c < nc; ++c) {
     const std::int64_t cnt = c % 7 == 0 ? 0 : c == 5 ? 5000 : std::int64_t(rng() % 300);
     row_off[c + 1] = static_cast<std::int32_t>(row_off[c] + cnt);
     per[c] = c < 500 ? 64 : 1 + static_cast<std::int32_t>(rng() % 100);
+    cluster_of[c] = c % 9 == 0 ? -1 : static_cast<std::int32_t>(nc - 1 - c);
   }
   for (bool ragged : {false, true}) {
     const int uniform = 37;
-    std::vector<Piece> want;
-    std::vector<std::int64_t> counts(nc + 1, 0), first(nc + 1, 0);
+    std::vector<cuda::UpdateItem> want;
+    std::vector<std::int32_t> want_bigs;
+    std::vector<cuda::UpdateCounts> counts(nc + 1, cuda::UpdateCounts{0, 0, 0}), first(nc + 1, counts[0]);
     for (std::int64_t c = 0; c < nc; ++c) {
-      const std::int64_t r = ragged ? per[c] : uniform;
-      for (std::int64_t b = row_off[c]; b < row_off[c + 1]; b += r)
-        want.push_back(Piece{b, std::min<std::int64_t>(b + r, row_off[c + 1])});
-      counts[c] = (row_off[c + 1] - row_off[c] + r - 1) / r;
-      first[c + 1] = first[c] + counts[c];
+      const std::int32_t r = ragged ? per[c] : uniform;
+      const std::int64_t np = (row_off[c + 1] - row_off[c] + r - 1) / r;
+      if (np <= cuda::kFusedPieces) {
+        counts[c] = cuda::UpdateCounts{1, 0, 0};
+        want.push_back(cuda::UpdateItem{row_off[c], row_off[c + 1], r, ragged ? cluster_of[c] : std::int32_t(c)});
+      } else {
+        counts[c] = cuda::UpdateCounts{np, np, 1};
+        want_bigs.push_back(static_cast<std::int32_t>(c));
+        for (std::int64_t q = 0; q < np; ++q) {
+          const std::int32_t b = static_cast<std::int32_t>(row_off[c] + q * r);
+          want.push_back(cuda::UpdateItem{b, std::min(b + r, row_off[c + 1]), 0,
+                                          static_cast<std::int32_t>(first[c].pieces + q)});
+        }
+      }
+      first[c + 1] = cuda::UpdateCounts{first[c].items + counts[c].items, first[c].pieces + counts[c].pieces,
+                                        first[c].big + counts[c].big};
     }
-    const std::int64_t max_pieces = static_cast<std::int64_t>(want.size()) + 100;
-    Dev<std::int32_t> doff(row_off), dper(per);
-    Dev<std::int64_t> dcounts(std::vector<std::int64_t>(nc + 1, -1)), dfirst(first);
-    Dev<Piece> dpieces(std::vector<Piece>(max_pieces, Piece{-1, -1}));
-    cuda::launch_piece_counts(doff.p, nc, uniform, ragged ? dper.p : nullptr, dcounts.p, nullptr);
-    cuda::launch_fill_pieces(doff.p, dfirst.p, nc, uniform, ragged ? dper.p : nullptr, max_pieces, dpieces.p, nullptr);
+    const std::int64_t max_items = static_cast<std::int64_t>(want.size()) + 100;
+    Dev<std::int32_t> doff(row_off), dper(per), dmap(cluster_of), dbigs(std::vector<std::int32_t>(want_bigs.size() + 5, -7));
+    Dev<cuda::UpdateCounts> dcounts(std::vector<cuda::UpdateCounts>(nc + 1, cuda::UpdateCounts{-1, -1, -1})),
+        dfirst(std::vector<cuda::UpdateCounts>(nc + 1, cuda::UpdateCounts{-1, -1, -1}));
+    Dev<cuda::UpdateItem> ditems(std::vector<cuda::UpdateItem>(max_items, cuda::UpdateItem{-1, -1, -1, -1}));
+    Dev<unsigned char> dtemp(std::vector<unsigned char>(cuda::update_scan_bytes(nc)));
+    cuda::launch_update_counts(doff.p, nc, uniform, ragged ? dper.p : nullptr, dcounts.p, nullptr);
+    cuda::launch_update_scan(dtemp.p, dtemp.n, dcounts.p, dfirst.p, nc, nullptr);
+    cuda::launch_fill_items(doff.p, dfirst.p, nc, uniform, ragged ? dper.p : nullptr, ragged ? dmap.p : nullptr,
+                            max_items, ditems.p, dbigs.p, nullptr);
     CK(cudaDeviceSynchronize());
-    EXPECT_EQ(dcounts.get(), counts) << "ragged " << ragged;
-    const auto got = dpieces.get();
+    const auto gc = dcounts.get(), gf = dfirst.get();
+    for (std::int64_t c = 0; c <= nc; ++c) {
+      ASSERT_TRUE(gc[c].items == counts[c].items && gc[c].pieces == counts[c].pieces && gc[c].big == counts[c].big)
+          << "ragged " << ragged << " counts of key " << c;
+      ASSERT_TRUE(gf[c].items == first[c].items && gf[c].pieces == first[c].pieces && gf[c].big == first[c].big)
+          << "ragged " << ragged << " offsets of key " << c;
+    }
+    const auto got = ditems.get();
     for (std::size_t p = 0; p < got.size(); ++p) {
-      const Piece e = p < want.size() ? want[p] : Piece{-1, -1};  // past the count: untouched
-      ASSERT_TRUE(got[p].begin == e.begin && got[p].end == e.end)
-          << "ragged " << ragged << " piece " << p << ": [" << got[p].begin << ", " << got[p].end << ") instead of ["
-          << e.begin << ", " << e.end << ")";
+      const cuda::UpdateItem e = p < want.size() ? want[p] : cuda::UpdateItem{-1, -1, -1, -1};  // past: untouched
+      ASSERT_TRUE(got[p].begin == e.begin && got[p].end == e.end && got[p].rows == e.rows && got[p].out == e.out)
+          << "ragged " << ragged << " item " << p << ": [" << got[p].begin << ", " << got[p].end << ") rows "
+          << got[p].rows << " out " << got[p].out << " instead of [" << e.begin << ", " << e.end << ") rows "
+          << e.rows << " out " << e.out;
+    }
+    auto gb = dbigs.get();
+    gb.resize(want_bigs.size());
+    EXPECT_EQ(gb, want_bigs) << "ragged " << ragged;
+  }
+}
+
+/// launch_update_sums end to end against the definition computed on the host: per cluster,
+/// pieces of R rows of its sorted rows, each column one fma chain from 0 in row order, the
+/// cluster's sum ((0 + piece_0) + piece_1) + ... Cluster sizes 0, 1, R - 1, R, R + 1, the
+/// largest fused (kFusedPieces R) and the smallest big (kFusedPieces R + 1), many R and one
+/// huge cluster, in one launch; weights, cosine, weights only, fp32 / fp16 / bf16, and the
+/// batched form (per-key heights, keys mapped to clusters, keys of no cluster).
+struct SumsCase {
+  DType dt;
+  int d;
+  bool weights, cosine, with_x, batched;
+};
+void check_update_sums(const SumsCase& sc, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const int R = 64;
+  // Per key its height (batched: 64, 128 or 256, as problems of different n) and size: the
+  // edge cases for its height, then random ones (mostly small), one huge.
+  auto height = [&](std::int64_t v) { return sc.batched ? 64 << (v % 3) : R; };
+  std::vector<std::int64_t> sizes;
+  for (int rep = 0; rep < 3; ++rep)
+    for (std::int64_t e : {0, 1, -1, 64, 65, 4 * 64, 4 * 64 + 1, 128, 9 * 64 + 5, 40 * 64 + 3}) {
+      const std::int64_t h = height(static_cast<std::int64_t>(sizes.size()));
+      // e in units of 64 rows rescaled to the key's height (-1: h - 1)
+      sizes.push_back(e == -1 ? h - 1 : e == 1 || e == 0 ? e : (e / 64) * h + e % 64);
+    }
+  static_assert(cuda::kFusedPieces == 4, "the edge sizes above assume 4 pieces fused");
+  for (int i = 0; i < 300; ++i) sizes.push_back(rng() % 5 == 0 ? std::int64_t(rng() % (12 * R)) : std::int64_t(rng() % (2 * R)));
+  sizes.push_back(150 * R + 7);  // one huge cluster (several combine tiles)
+  const std::int64_t nk = static_cast<std::int64_t>(sizes.size());
+  std::vector<std::int32_t> row_off(nk + 1, 0), per(nk), cluster_of(nk);
+  for (std::int64_t v = 0; v < nk; ++v) {
+    row_off[v + 1] = static_cast<std::int32_t>(row_off[v] + sizes[v]);
+    per[v] = static_cast<std::int32_t>(height(v));
+  }
+  // The batched form: keys mapped to clusters in another order, keys without rows of no cluster.
+  std::int64_t nc = nk;
+  for (std::int64_t v = 0; v < nk; ++v) cluster_of[v] = static_cast<std::int32_t>(v);
+  if (sc.batched) {
+    std::shuffle(cluster_of.begin(), cluster_of.end(), rng);
+    for (std::int64_t v = 0; v < nk; ++v)
+      if (sizes[v] == 0 && v % 2 == 0) cluster_of[v] = -1;
+  }
+  const std::int64_t n = row_off[nk];
+  const int d = sc.d;
+  const Rows x = random_rows(sc.dt, n, d, rng);
+  std::vector<float> w(n), xn(n);
+  for (auto& v : w) v = float(rng() % 1000) / 64.0f + 0.015625f;
+  for (auto& v : xn) v = float(rng() % 100000) / 1000.0f + 0.5f;
+  std::vector<std::int32_t> order(n);
+  for (std::int64_t i = 0; i < n; ++i) order[i] = static_cast<std::int32_t>(i);
+  std::shuffle(order.begin(), order.end(), rng);
+  // The definition.
+  constexpr double kUntouched = -777.0;
+  std::vector<double> rs(std::size_t(nc * d), kUntouched), rw(nc, kUntouched);
+  for (std::int64_t v = 0; v < nk; ++v) {
+    const std::int64_t c = cluster_of[v];
+    if (c < 0) continue;
+    for (int j = 0; j <= d; ++j) {
+      if (j < d && !sc.with_x) continue;
+      double total = 0;
+      for (std::int64_t b = row_off[v]; b < row_off[v + 1]; b += per[v]) {
+        double acc = 0;
+        for (std::int64_t q = b; q < std::min<std::int64_t>(b + per[v], row_off[v + 1]); ++q) {
+          const std::int64_t i = order[q];
+          const double wv = sc.weights ? double(w[i]) : 1.0;
+          if (j == d) acc += wv;
+          else acc = std::fma(sc.cosine ? wv / std::sqrt(double(xn[i])) : wv, double(x.val[i * d + j]), acc);
+        }
+        total += acc;
+      }
+      if (j < d) rs[c * d + j] = total;
+      else rw[c] = total;
     }
   }
+  std::int64_t max_items = nk, max_big = 0;
+  for (std::int64_t v = 0; v < nk; ++v) max_items += sizes[v] / per[v];
+  for (int r : {64, 128, 256}) max_big += cuda::max_big_pieces(n, r);  // each height's own bound, summed
+  Dev<unsigned char> dx(x.bytes), dtemp(std::vector<unsigned char>(cuda::update_scan_bytes(nk)));
+  Dev<float> dw(w), dxn(xn);
+  Dev<std::int32_t> dord(order), doff(row_off), dper(per), dmap(cluster_of);
+  Dev<double> dsums(std::vector<double>(std::size_t(nc * d), kUntouched)), dwt(std::vector<double>(nc, kUntouched));
+  cuda::UpdateBuffers buf;
+  const cuda::UpdateWorkspace ws = buf.prepare(nk, max_items, max_big, d, dtemp.p, dtemp.n);
+  const cuda::XView xv{dx.p, sc.dt, d, n, d, n};
+  cuda::launch_update_sums(xv, sc.weights ? dw.p : nullptr, dxn.p, sc.cosine, sc.with_x, dord.p, doff.p, nk, R,
+                           sc.batched ? dper.p : nullptr, sc.batched ? dmap.p : nullptr, ws, dsums.p, dwt.p, nullptr);
+  CK(cudaDeviceSynchronize());
+  const auto gs = dsums.get(), gw = dwt.get();
+  std::int64_t bad = 0, first_bad = -1;
+  for (std::size_t e = 0; e < gs.size(); ++e)
+    if (std::memcmp(&gs[e], &rs[e], 8) != 0 && bad++ == 0) first_bad = static_cast<std::int64_t>(e);
+  const std::string what = "dtype " + std::to_string(int(sc.dt)) + " d " + std::to_string(d) + " weights " +
+                           std::to_string(sc.weights) + " cosine " + std::to_string(sc.cosine) + " with_x " +
+                           std::to_string(sc.with_x) + " batched " + std::to_string(sc.batched);
+  EXPECT_EQ(bad, 0) << what << ": first difference at cluster " << first_bad / std::max(d, 1) << " column "
+                    << first_bad % std::max(d, 1) << ": " << (first_bad >= 0 ? gs[first_bad] : 0.0) << " vs "
+                    << (first_bad >= 0 ? rs[first_bad] : 0.0);
+  EXPECT_EQ(0, std::memcmp(gw.data(), rw.data(), gw.size() * 8)) << what << " (weights)";
+}
+
+TEST(UpdateKernels, UpdateSumsEqualDefinitionBitwise) {
+  REQUIRE_GPU();
+  std::uint64_t seed = 100;
+  for (DType dt : {DType::f32, DType::f16, DType::bf16})
+    for (int d : {1, 8, 128, 131})
+      for (bool batched : {false, true}) {
+        check_update_sums({dt, d, false, false, true, batched}, seed++);
+        check_update_sums({dt, d, true, false, true, batched}, seed++);
+        check_update_sums({dt, d, true, true, true, batched}, seed++);
+        check_update_sums({dt, d, true, false, false, batched}, seed++);  // weights only
+      }
 }
 
 /// block_sum_256 on the host: thread t's value v[t], pairs (t, t + s) for s = 128 ... 1.
