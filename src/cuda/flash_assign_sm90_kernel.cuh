@@ -362,6 +362,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     const int wt = threadIdx.x & 127;          // thread within the consumer
     const int wq = wt / 32;                    // warp within the warpgroup: rows wq*16 .. +15
     const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+    // Row r of this thread's 2 kMB rows (row block r / 2, half r % 2) within a rows tile.
+    auto row_in_tile = [&](int r) { return (cw * kMB + r / 2) * 64 + wq * 16 + g + 8 * (r % 2); };
     const float alpha = p.alpha;
     if (kPingPong && cw == 1) arch::named_barrier_arrive(2, 256);  // consumer 0 issues first
     Ring<kS> st;
@@ -383,14 +385,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       if constexpr (kLoadFirst) {
 #pragma unroll
         for (int r = 0; r < 2 * kMB; ++r) {
-          const std::int64_t row = pt.row0 + (cw * kMB + r / 2) * 64 + wq * 16 + g + 8 * (r % 2);
+          const std::int64_t row = pt.row0 + row_in_tile(r);
           if (tq == 0 && row < pt.n) in[r] = load_row_inputs(p, pt.row_begin + row);
         }
       }
       int changed = 0;
 #pragma unroll
       for (int r = 0; r < 2 * kMB; ++r) {
-        const std::int64_t row = pt.row0 + (cw * kMB + r / 2) * 64 + wq * 16 + g + 8 * (r % 2);
+        const std::int64_t row = pt.row0 + row_in_tile(r);
         if (tq == 0 && row < pt.n) {
           const std::int64_t grow = pt.row_begin + row;
           changed += kLoadFirst ? finish_row(p, pt, grow, in[r], pend[r]) : finish_row(p, pt, grow, pend[r]);
@@ -420,7 +422,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       if (!kCand && tq == 0)
 #pragma unroll
         for (int r = 0; r < 2 * kMB; ++r) {
-          const std::int64_t row = t.row0 + (cw * kMB + r / 2) * 64 + wq * 16 + g + 8 * (r % 2);
+          const std::int64_t row = t.row0 + row_in_tile(r);
           if (row < t.n) {
             arch::prefetch_l1(p.xnorm + t.row_begin + row);
             arch::prefetch_l1(p.labels + t.row_begin + row);
@@ -494,7 +496,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       if constexpr (kCand) {
 #pragma unroll
         for (int r = 0; r < 2 * kMB; ++r) {
-          const std::int64_t row = t.row0 + (cw * kMB + r / 2) * 64 + wq * 16 + g + 8 * (r % 2);
+          const std::int64_t row = t.row0 + row_in_tile(r);
           thr[r] = row < t.n ? cand_row_threshold(p, t.row_begin + row) : -INFINITY;
         }
       }
@@ -578,7 +580,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
           ok |= __shfl_xor_sync(0xffffffffu, ok, 2);
           lost |= __shfl_xor_sync(0xffffffffu, lost, 1);
           lost |= __shfl_xor_sync(0xffffffffu, lost, 2);
-          const std::int64_t row = t.row0 + (cw * kMB + r / 2) * 64 + wq * 16 + g + 8 * (r % 2);
+          const std::int64_t row = t.row0 + row_in_tile(r);
           if (tq == 0 && row < t.n) cand_finish_row(p, t.row_begin + row, ok != 0, lost != 0);
         }
         continue;

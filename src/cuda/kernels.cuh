@@ -97,7 +97,7 @@ void launch_piece_sums(const XView& x, const float* w, const float* xnorm, bool 
 /// A/B: the update at N=1M D=768 K=1024, clusters of 4 pieces of 256 rows, 0.86 vs 0.72 ms),
 /// while clusters of ~78 rows at R = 64 (B=500 x N=20k x K=256) seemed to gain from it (2.04
 /// ms with up to 4 fused vs 2.50 with one-piece clusters alone fused, two calls apart and the
-/// latter with a slower combine: not a clean measurement). Two is the compromise, unmeasured.
+/// latter with a slower combine: not a clean measurement). Two is a compromise, not A/B'd.
 inline constexpr int kFusedPieces = 2;
 /// Bound on the pieces of clusters of more than kFusedPieces pieces of R rows among n rows:
 /// such a cluster has more than kFusedPieces * R rows and at most rows / R + 1 pieces.

@@ -92,6 +92,21 @@ Rows random_rows(DType dt, std::int64_t n, std::int64_t stride, std::mt19937_64&
   return r;
 }
 
+/// What the row-sum kernels read besides the rows, for n rows: positive weights, positive
+/// |x|^2 (cosine's scale) and a random order of all rows (the sort's output).
+struct RowExtras {
+  std::vector<float> w, xn;
+  std::vector<std::int32_t> order;
+};
+RowExtras random_row_extras(std::int64_t n, std::mt19937_64& rng) {
+  RowExtras e{std::vector<float>(n), std::vector<float>(n), std::vector<std::int32_t>(n)};
+  for (auto& v : e.w) v = float(rng() % 1000) / 64.0f + 0.015625f;
+  for (auto& v : e.xn) v = float(rng() % 100000) / 1000.0f + 0.5f;
+  for (std::int64_t i = 0; i < n; ++i) e.order[i] = static_cast<std::int32_t>(i);
+  std::shuffle(e.order.begin(), e.order.end(), rng);
+  return e;
+}
+
 struct PieceCase {
   DType dt;
   int d;
@@ -104,14 +119,12 @@ void check_piece_sums(const PieceCase& pc, std::uint64_t seed) {
   const std::int64_t n = 3000;
   const int d = pc.d;
   const Rows x = random_rows(pc.dt, n, pc.stride, rng);
-  std::vector<float> w(n), xn(n);
-  for (auto& v : w) v = float(rng() % 1000) / 64.0f + 0.015625f;
-  for (auto& v : xn) v = float(rng() % 100000) / 1000.0f + 0.5f;
-  // A random order of all rows, cut into pieces of 1 ... 150 positions (several lengths
+  const RowExtras ex = random_row_extras(n, rng);
+  const std::vector<float>& w = ex.w;
+  const std::vector<float>& xn = ex.xn;
+  // The random order of all rows, cut into pieces of 1 ... 150 positions (several lengths
   // around the kernel's group size included).
-  std::vector<std::int32_t> order(n);
-  for (std::int64_t i = 0; i < n; ++i) order[i] = static_cast<std::int32_t>(i);
-  std::shuffle(order.begin(), order.end(), rng);
+  const std::vector<std::int32_t>& order = ex.order;
   std::vector<Piece> pieces;
   for (std::int64_t b = 0; b < n;) {
     const std::int64_t len = rng() % 4 == 0 ? 1 + std::int64_t(rng() % 9) : 1 + std::int64_t(rng() % 150);
@@ -356,12 +369,10 @@ void check_update_sums(const SumsCase& sc, std::uint64_t seed) {
   const std::int64_t n = row_off[nk];
   const int d = sc.d;
   const Rows x = random_rows(sc.dt, n, d, rng);
-  std::vector<float> w(n), xn(n);
-  for (auto& v : w) v = float(rng() % 1000) / 64.0f + 0.015625f;
-  for (auto& v : xn) v = float(rng() % 100000) / 1000.0f + 0.5f;
-  std::vector<std::int32_t> order(n);
-  for (std::int64_t i = 0; i < n; ++i) order[i] = static_cast<std::int32_t>(i);
-  std::shuffle(order.begin(), order.end(), rng);
+  const RowExtras ex = random_row_extras(n, rng);
+  const std::vector<float>& w = ex.w;
+  const std::vector<float>& xn = ex.xn;
+  const std::vector<std::int32_t>& order = ex.order;
   // The definition.
   constexpr double kUntouched = -777.0;
   std::vector<double> rs(std::size_t(nc * d), kUntouched), rw(nc, kUntouched);
