@@ -16,6 +16,7 @@
 #include "cuda/cuda_check.hpp"
 #include "cuda/device_helpers.cuh"
 #include "cuda/kernels.cuh"
+#include "cuda/mma_sm80.cuh"
 
 namespace flashkm::cuda {
 namespace {
@@ -133,22 +134,25 @@ __device__ __forceinline__ std::int64_t piece_rows_of(int piece_rows, const std:
   return per_cluster ? per_cluster[c] : piece_rows;
 }
 // Per key: fused (at most kFusedPieces pieces: one item, nothing in the piece buffer) or big
-// (an item and a piece-buffer row per piece, one combine entry). Zeros at c = nc, so that the
-// exclusive scan's last entry holds the totals.
+// (an item and a piece-buffer row per piece, an entry in the few list (at most kCombineFew
+// pieces) or the many list). Zeros at c = nc, so that the exclusive scan's last entry holds
+// the totals.
 __global__ void update_counts_kernel(const std::int32_t* row_off, std::int64_t nc, int piece_rows,
                                      const std::int32_t* per_cluster, UpdateCounts* counts) {
   const std::int64_t c = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c < nc) {
     const std::int64_t r = piece_rows_of(piece_rows, per_cluster, c);
     const std::int64_t np = (std::int64_t(row_off[c + 1] - row_off[c]) + r - 1) / r;
-    counts[c] = np > kFusedPieces ? UpdateCounts{np, np, 1} : UpdateCounts{1, 0, 0};
+    counts[c] = np <= kFusedPieces  ? UpdateCounts{1, 0, 0, 0}
+                : np <= kCombineFew ? UpdateCounts{np, np, 1, 0}
+                                    : UpdateCounts{np, np, 0, 1};
   } else if (c == nc) {
-    counts[c] = UpdateCounts{0, 0, 0};
+    counts[c] = UpdateCounts{0, 0, 0, 0};
   }
 }
 struct AddCounts {
   __host__ __device__ UpdateCounts operator()(const UpdateCounts& a, const UpdateCounts& b) const {
-    return UpdateCounts{a.items + b.items, a.pieces + b.pieces, a.big + b.big};
+    return UpdateCounts{a.items + b.items, a.pieces + b.pieces, a.few + b.few, a.many + b.many};
   }
 };
 // One thread per item, not per cluster: with few large clusters a thread per cluster wrote
@@ -156,7 +160,7 @@ struct AddCounts {
 // c with first[c].items <= p (every key has at least one item).
 __global__ void fill_items_kernel(const std::int32_t* row_off, const UpdateCounts* first, std::int64_t nc,
                                   int piece_rows, const std::int32_t* per_cluster, const std::int32_t* cluster_of,
-                                  std::int64_t max_items, UpdateItem* items, std::int32_t* bigs) {
+                                  std::int64_t max_items, UpdateItem* items, std::int32_t* few, std::int32_t* many) {
   const std::int64_t p = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (p >= max_items || p >= first[nc].items) return;
   std::int64_t lo = 0, hi = nc - 1;
@@ -165,17 +169,20 @@ __global__ void fill_items_kernel(const std::int32_t* row_off, const UpdateCount
     if (first[mid].items <= p) lo = mid;
     else hi = mid - 1;
   }
-  const UpdateCounts f = first[lo];
+  const UpdateCounts f = first[lo], g = first[lo + 1];
   const std::int32_t r = static_cast<std::int32_t>(piece_rows_of(piece_rows, per_cluster, lo));
   const std::int32_t b0 = row_off[lo], e = row_off[lo + 1];
-  if (first[lo + 1].big == f.big) {  // fused: the whole cluster
+  if (g.pieces == f.pieces) {  // fused (a big cluster has pieces): the whole cluster
     items[p] = UpdateItem{b0, e, r, cluster_of ? cluster_of[lo] : static_cast<std::int32_t>(lo)};
     return;
   }
   const std::int64_t q = p - f.items;  // the piece's index within its cluster
   const std::int32_t b = static_cast<std::int32_t>(b0 + q * r);
   items[p] = UpdateItem{b, e - b > r ? b + r : e, 0, static_cast<std::int32_t>(f.pieces + q)};
-  if (q == 0) bigs[f.big] = static_cast<std::int32_t>(lo);
+  if (q == 0) {
+    if (g.few != f.few) few[f.few] = static_cast<std::int32_t>(lo);
+    else many[f.many] = static_cast<std::int32_t>(lo);
+  }
 }
 
 /// Eight consecutive elements of a row as loaded: their raw bits in 4-byte words (16 bytes,
@@ -365,16 +372,23 @@ __global__ void __launch_bounds__(128, 4) piece_sums_kernel(const T* x, std::int
   }
 }
 
-// The big clusters' sums from their pieces: unit u = (big cluster u / slices, a slice of 32 of
-// the d + 1 columns), a warp per unit, units strided over the warps of the grid, so a huge
-// cluster's slices run on several SMs. A column's sum is one chain over the cluster's pieces
-// in order, ((0 + p0) + p1) + ...; the chain is sequential, so the loads run ahead of it: each
-// batch of pieces is loaded (clamped: every load valid, the extra ones unused) before its
-// adds, 8 at a time for clusters of at most 8 pieces, 32 for longer ones (K=256 at N=1M: 64
-// pieces per cluster on average, two round trips to memory). Measured on the H200: a block per
-// cluster with 8 loads ahead waited on memory at K=256 (~100 us); a block per unit staging
-// tiles through shared memory (cp.async) was as fast there but walked every unit per block to
-// find its own, 0.4 ms at B=500 x K=256 (640,000 units).
+// The big clusters' sums from their pieces: unit = (big cluster, a slice of 32 of the d + 1
+// columns), so a huge cluster's slices run on several SMs. A column's sum is one chain over
+// the cluster's pieces in order, ((0 + p0) + p1) + ...; the chain is sequential, so the loads
+// must run ahead of it. Two kernels, each over its own list of clusters (first[nc].few /
+// .many units' clusters, read on the device), the same adds in the same order:
+// * combine_few_kernel, clusters of at most kCombineFew pieces: a warp per unit, units
+//   strided over the grid's warps; each batch of pieces (8 for clusters of at most 8 pieces,
+//   else 32: at most one batch) is loaded (clamped: every load valid, the extra ones unused)
+//   before its adds.
+// * combine_many_kernel, longer clusters: a block per unit, units strided over the grid;
+//   tiles of kCombineTile pieces x 32 columns are copied to shared memory by all four warps
+//   (cp.async, kCombineStages tiles in flight) while warp 0 adds the previous tile.
+// Measured on the H200 (N=1M K=256, 64 pieces per cluster on average): a block per cluster
+// with 8 loads ahead waited on memory (~100 us); the block-staged kernel alone made the
+// update 0.213 ms, a warp per unit with batches of 32 ~0.26 ms (two calls apart). The staged
+// kernel over the list of all big clusters' units, skipping the short ones', walked 640,000
+// units per block at B=500 x K=256 (+0.4 ms): hence two lists.
 template <int kBatch>
 __device__ __forceinline__ double chain_of_pieces(const double* col, std::int64_t np, std::int64_t ld) {
   double acc = 0;
@@ -388,24 +402,76 @@ __device__ __forceinline__ double chain_of_pieces(const double* col, std::int64_
   }
   return acc;
 }
-__global__ void combine_big_kernel(const double* part, const UpdateCounts* first, const std::int32_t* bigs,
-                                   const std::int64_t* n_big, int d, bool with_x, const std::int32_t* cluster_of,
+// Writes one unit's chain: column j < d to the sums, j == d to the weight (key v's cluster;
+// none for -1).
+__device__ __forceinline__ void store_combined(double acc, std::int64_t v, int j, int d,
+                                               const std::int32_t* cluster_of, double* sums, double* weights) {
+  const std::int64_t c = cluster_of ? cluster_of[v] : v;
+  if (c >= 0 && j <= d) {
+    if (j < d) sums[c * d + j] = acc;
+    else weights[c] = acc;
+  }
+}
+__global__ void combine_few_kernel(const double* part, const UpdateCounts* first, std::int64_t nc,
+                                   const std::int32_t* few, int d, bool with_x, const std::int32_t* cluster_of,
                                    double* sums, double* weights) {
   const int lane = threadIdx.x & 31;
   const std::int64_t ld = d + 1;
   const int slices = with_x ? (d + 32) / 32 : 1;  // ceil((d + 1) / 32)
-  const std::int64_t units = *n_big * slices, warps = std::int64_t(gridDim.x) * (blockDim.x >> 5);
+  const std::int64_t units = first[nc].few * slices, warps = std::int64_t(gridDim.x) * (blockDim.x >> 5);
   for (std::int64_t u = std::int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); u < units; u += warps) {
-    const std::int64_t v = bigs[u / slices];
-    const std::int64_t p0 = first[v].pieces, np = first[v + 1].pieces - p0;  // np > kFusedPieces
+    const std::int64_t v = few[u / slices];
+    const std::int64_t p0 = first[v].pieces, np = first[v + 1].pieces - p0;  // kFusedPieces < np <= kCombineFew
     const int j = (with_x ? static_cast<int>(u % slices) * 32 : d) + lane;  // this lane's column
     const double* col = part + (j <= d ? j : d) + p0 * ld;                  // clamped: loads stay valid
-    const double acc = np <= 8 ? chain_of_pieces<8>(col, np, ld) : chain_of_pieces<32>(col, np, ld);
-    const std::int64_t c = cluster_of ? cluster_of[v] : v;
-    if (c >= 0 && j <= d) {
-      if (j < d) sums[c * d + j] = acc;
-      else weights[c] = acc;
+    const double acc = np <= 8 ? chain_of_pieces<8>(col, np, ld) : chain_of_pieces<kCombineFew>(col, np, ld);
+    store_combined(acc, v, j, d, cluster_of, sums, weights);
+  }
+}
+constexpr int kCombineTile = 32, kCombineStages = 4, kCombineWarps = 4;
+__global__ void __launch_bounds__(32 * kCombineWarps)
+    combine_many_kernel(const double* part, const UpdateCounts* first, std::int64_t nc, const std::int32_t* many,
+                        int d, bool with_x, const std::int32_t* cluster_of, double* sums, double* weights) {
+  __shared__ double stage[kCombineStages][kCombineTile][32];  // 32 KB
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const std::int64_t ld = d + 1;
+  const int slices = with_x ? (d + 32) / 32 : 1;  // ceil((d + 1) / 32)
+  const std::int64_t units = first[nc].many * slices;
+  for (std::int64_t u = blockIdx.x; u < units; u += gridDim.x) {
+    const std::int64_t v = many[u / slices];
+    const int j = (with_x ? static_cast<int>(u % slices) * 32 : d) + lane;  // this lane's column
+    const double* col = part + (j <= d ? j : d);                             // clamped: loads stay valid
+    const std::int64_t p0 = first[v].pieces, np = first[v + 1].pieces - p0;  // np > kCombineFew
+    const std::int64_t tiles = (np + kCombineTile - 1) / kCombineTile;
+    // Tile t's pieces (clamped to the last: every copy valid, the extra ones unused) into its
+    // stage; one commit group per tile, empty past the last, so that wait_group counts tiles.
+    auto issue = [&](std::int64_t t) {
+      if (t < tiles) {
+        double(&dst)[kCombineTile][32] = stage[t % kCombineStages];
+        for (int r = warp; r < kCombineTile; r += kCombineWarps) {
+          const std::int64_t q = t * kCombineTile + r;
+          arch::cp_async_ca_8(&dst[r][lane], col + (p0 + (q < np ? q : np - 1)) * ld);
+        }
+      }
+      arch::cp_async_commit();
+    };
+#pragma unroll
+    for (int t = 0; t < kCombineStages - 1; ++t) issue(t);
+    double acc = 0;
+    for (std::int64_t t = 0; t < tiles; ++t) {
+      issue(t + kCombineStages - 1);  // into the stage tile t - 1 used (freed by the last barrier)
+      arch::cp_async_wait<kCombineStages - 1>();  // this thread's copies of tile t have landed
+      __syncthreads();                            // and everyone's
+      if (warp == 0) {
+        const double(&src)[kCombineTile][32] = stage[t % kCombineStages];
+        const int m = static_cast<int>(np - t * kCombineTile < kCombineTile ? np - t * kCombineTile : kCombineTile);
+#pragma unroll 8
+        for (int r = 0; r < m; ++r) acc += src[r][lane];
+      }
+      __syncthreads();  // the stage is read before it is refilled
     }
+    arch::cp_async_wait<0>();  // no copy (the empty groups') outlives the unit
+    if (warp == 0) store_combined(acc, v, j, d, cluster_of, sums, weights);
   }
 }
 
@@ -678,48 +744,60 @@ std::size_t update_scan_bytes(std::int64_t nc) {
   std::size_t bytes = 0;
   FLASHKM_CUDA_CHECK(cub::DeviceScan::ExclusiveScan(nullptr, bytes, static_cast<const UpdateCounts*>(nullptr),
                                                     static_cast<UpdateCounts*>(nullptr), AddCounts{},
-                                                    UpdateCounts{0, 0, 0}, nc + 1));
+                                                    UpdateCounts{0, 0, 0, 0}, nc + 1));
   return bytes;
 }
 void launch_update_scan(void* temp, std::size_t temp_bytes, const UpdateCounts* counts, UpdateCounts* first,
                         std::int64_t nc, cudaStream_t s) {
   FLASHKM_CUDA_CHECK(
-      cub::DeviceScan::ExclusiveScan(temp, temp_bytes, counts, first, AddCounts{}, UpdateCounts{0, 0, 0}, nc + 1, s));
+      cub::DeviceScan::ExclusiveScan(temp, temp_bytes, counts, first, AddCounts{}, UpdateCounts{0, 0, 0, 0}, nc + 1, s));
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
 void launch_fill_items(const std::int32_t* row_off, const UpdateCounts* first, std::int64_t nc, int piece_rows,
                        const std::int32_t* per_cluster, const std::int32_t* cluster_of, std::int64_t max_items,
-                       UpdateItem* items, std::int32_t* bigs, cudaStream_t s) {
+                       UpdateItem* items, std::int32_t* few, std::int32_t* many, cudaStream_t s) {
   if (nc == 0 || max_items == 0) return;
   fill_items_kernel<<<blocks_for(max_items, 256), 256, 0, s>>>(row_off, first, nc, piece_rows, per_cluster,
-                                                                cluster_of, max_items, items, bigs);
+                                                                cluster_of, max_items, items, few, many);
   FLASHKM_CUDA_LAUNCH_CHECK();
 }
-void launch_combine_big(const double* part, const UpdateCounts* first, const std::int32_t* bigs,
-                        const std::int64_t* n_big, std::int64_t max_big, int d, bool with_x,
+void launch_combine_big(const double* part, const UpdateCounts* first, std::int64_t nc, const std::int32_t* few,
+                        std::int64_t max_few, const std::int32_t* many, std::int64_t max_many, int d, bool with_x,
                         const std::int32_t* cluster_of, double* sums, double* weights, cudaStream_t s) {
-  if (max_big == 0) return;
-  // A warp per unit (cluster, 32-column slice), 8 warps per block.
   const std::int64_t slices = with_x ? (d + 32) / 32 : 1;
-  combine_big_kernel<<<blocks_for(max_big * slices * 32, 256), 256, 0, s>>>(part, first, bigs, n_big, d, with_x,
-                                                                            cluster_of, sums, weights);
-  FLASHKM_CUDA_LAUNCH_CHECK();
+  if (max_few > 0) {
+    // A warp per unit, 8 warps per block, a warp for every unit the bound allows.
+    combine_few_kernel<<<blocks_for(max_few * slices * 32, 256), 256, 0, s>>>(part, first, nc, few, d, with_x,
+                                                                              cluster_of, sums, weights);
+    FLASHKM_CUDA_LAUNCH_CHECK();
+  }
+  if (max_many > 0) {
+    // A block per unit, strided over at most 2048 blocks: enough for every SM at 32 KB of
+    // shared memory per block; blocks past the units exit.
+    const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>(max_many * slices, 2048));
+    combine_many_kernel<<<grid, 32 * kCombineWarps, 0, s>>>(part, first, nc, many, d, with_x, cluster_of, sums,
+                                                            weights);
+    FLASHKM_CUDA_LAUNCH_CHECK();
+  }
 }
 UpdateWorkspace UpdateBuffers::prepare(std::int64_t nc, std::int64_t max_items, std::int64_t max_big_pieces, int d,
                                        void* temp, std::size_t temp_bytes) {
   UpdateWorkspace ws;
   ws.max_items = max_items;
   ws.max_big_pieces = std::min(max_items, max_big_pieces);
-  ws.max_big = std::min(nc, ws.max_big_pieces / (kFusedPieces + 1));  // each has more pieces
+  // Each list's clusters have more pieces than its lower limit.
+  ws.max_few = std::min(nc, ws.max_big_pieces / (kFusedPieces + 1));
+  ws.max_many = std::min(nc, ws.max_big_pieces / (kCombineFew + 1));
   counts.ensure(std::size_t(nc + 1), "update counts per cluster");
   first.ensure(std::size_t(nc + 1), "update count offsets");
   items.ensure(std::size_t(std::max<std::int64_t>(max_items, 1)), "update work items");
-  bigs.ensure(std::size_t(std::max<std::int64_t>(ws.max_big, 1)), "update big clusters");
+  bigs.ensure(std::size_t(std::max<std::int64_t>(ws.max_few + ws.max_many, 1)), "update big clusters");
   part.ensure(std::size_t(std::max<std::int64_t>(ws.max_big_pieces, 1)) * std::size_t(d + 1), "update piece sums");
   ws.counts = counts.get();
   ws.first = first.get();
   ws.items = items.get();
-  ws.bigs = bigs.get();
+  ws.few = bigs.get();
+  ws.many = bigs.get() + ws.max_few;
   ws.part = part.get();
   ws.temp = temp;
   ws.temp_bytes = temp_bytes;
@@ -732,11 +810,12 @@ void launch_update_sums(const XView& x, const float* w, const float* xnorm, bool
   if (nc == 0) return;
   launch_update_counts(row_off, nc, piece_rows, per_cluster, ws.counts, s);
   launch_update_scan(ws.temp, ws.temp_bytes, ws.counts, ws.first, nc, s);
-  launch_fill_items(row_off, ws.first, nc, piece_rows, per_cluster, cluster_of, ws.max_items, ws.items, ws.bigs, s);
+  launch_fill_items(row_off, ws.first, nc, piece_rows, per_cluster, cluster_of, ws.max_items, ws.items, ws.few,
+                    ws.many, s);
   launch_item_sums(x, w, xnorm, cosine, with_x, order, ws.items, &ws.first[nc].items, ws.max_items, ws.part, sums,
                    weights, s);
-  launch_combine_big(ws.part, ws.first, ws.bigs, &ws.first[nc].big, ws.max_big, x.d, with_x,
-                     cluster_of, sums, weights, s);
+  launch_combine_big(ws.part, ws.first, nc, ws.few, ws.max_few, ws.many, ws.max_many, x.d, with_x, cluster_of, sums,
+                     weights, s);
 }
 void launch_finish_update(const double* sums, const double* weights, const float* current, std::int64_t nc, int d,
                           bool cosine, float* next, double* shift_part, unsigned long long* n_empty, cudaStream_t s) {

@@ -87,10 +87,12 @@ void launch_piece_sums(const XView& x, const float* w, const float* xnorm, bool 
 // ((0 + piece_0) + piece_1) + ... in piece order. How they are computed: a cluster of at most
 // kFusedPieces pieces is one work item, whose thread group runs its pieces' chains one after
 // another and adds each into the cluster's sum in registers (no piece buffer, no combine); a
-// larger cluster is one item per piece (its sums in a piece buffer), combined by
-// launch_update_sums' second kernel, several thread blocks per cluster (column slices), so one
-// huge cluster does not serialise onto one thread group. Same operations, same order: the bits
-// of the definition, whichever way a cluster goes.
+// larger (big) cluster is one item per piece (its sums in a piece buffer), combined by column
+// slices of 32 (units): a big cluster of at most kCombineFew pieces by a warp per unit, one
+// of more by a thread block per unit staging its pieces through shared memory; each kernel
+// over its own list of clusters, so a huge cluster does not serialise onto one thread group
+// and no kernel walks the other's units. Same operations, same order: the bits of the
+// definition, whichever way a cluster goes.
 
 /// Clusters with at most this many pieces are summed whole by one thread group. Two: fusing
 /// up to 4 made a fused item's chain up to 4 times longer and the items fewer (H200, same-call
@@ -104,11 +106,17 @@ inline constexpr int kFusedPieces = 2;
 inline std::int64_t max_big_pieces(std::int64_t n, std::int64_t R) {
   return n / R + n / (kFusedPieces * R + 1) + 1;
 }
+/// Big clusters of at most this many pieces are combined by a warp per unit (their pieces'
+/// loads in one or a few batches ahead of the adds), longer ones by a block per unit with
+/// tiles of pieces in flight through shared memory (cp.async): fast for clusters of many
+/// pieces (N=1M K=256, 64 pieces per cluster on average), too heavy for short ones.
+inline constexpr int kCombineFew = 32;
 /// Per sort key (cluster) of launch_update_sums: its work items (1 if fused, else its pieces),
-/// its pieces in the piece buffer (0 if fused) and whether it is combined there (0 or 1);
-/// the workspace holds their exclusive prefix sums, so the last entry holds the totals.
+/// its pieces in the piece buffer (0 if fused) and whether it is a big cluster of at most
+/// kCombineFew pieces (few) or of more (many), each 0 or 1; the workspace holds their
+/// exclusive prefix sums, so one scan gives every offset and the last entry the totals.
 struct UpdateCounts {
-  std::int64_t items, pieces, big;
+  std::int64_t items, pieces, few, many;
 };
 /// One work item: sorted positions [begin, end). rows > 0: a whole cluster in chains of
 /// `rows` rows, its sums written to row `out` of sums / weights (-1: a key of no cluster,
@@ -122,17 +130,18 @@ struct UpdateWorkspace {
   UpdateCounts* counts = nullptr;  ///< [nc + 1]
   UpdateCounts* first = nullptr;   ///< [nc + 1]
   UpdateItem* items = nullptr;     ///< [max_items]
-  std::int32_t* bigs = nullptr;    ///< [max_big]: the big clusters' keys in order
+  std::int32_t* few = nullptr;     ///< [max_few]: keys of big clusters of <= kCombineFew pieces, in order
+  std::int32_t* many = nullptr;    ///< [max_many]: keys of big clusters of more pieces, in order
   double* part = nullptr;          ///< [max_big_pieces x (d + 1)]: big clusters' piece sums
   void* temp = nullptr;            ///< the scan's workspace
   std::size_t temp_bytes = 0;      ///< >= update_scan_bytes(nc)
-  std::int64_t max_items = 0, max_big = 0, max_big_pieces = 0;
+  std::int64_t max_items = 0, max_few = 0, max_many = 0, max_big_pieces = 0;
 };
 /// The workspace's buffers, owned (a backend keeps them across iterations).
 struct UpdateBuffers {
   DeviceBuffer<UpdateCounts> counts, first;
   DeviceBuffer<UpdateItem> items;
-  DeviceBuffer<std::int32_t> bigs;
+  DeviceBuffer<std::int32_t> bigs;  // the few list, then the many list
   DeviceBuffer<double> part;
   /// Grown for nc keys, at most max_items items (n / R + nc) and max_big_pieces pieces of big
   /// clusters (max_big_pieces(), summed over problems), rows of d columns; temp: the caller's
@@ -151,8 +160,8 @@ std::size_t update_scan_bytes(std::int64_t nc);
 /// the keys' clusters (rows of sums / weights; -1: none), null: the key itself. Writes sums
 /// [clusters x d] (with_x) and weights [clusters]: per column one chain over pieces as the
 /// definition above; cosine: rows scaled by w / sqrt(|x|^2). Asynchronous, no host wait.
-/// Bounds the caller must size: max_items >= sum max(1, pieces_c) (n / R + nc), max_big >=
-/// clusters of more than kFusedPieces pieces, max_big_pieces >= their pieces.
+/// Bounds the caller must size (UpdateBuffers::prepare): max_items >= sum max(1, pieces_c)
+/// (n / R + nc), max_big_pieces >= the pieces of clusters of more than kFusedPieces pieces.
 void launch_update_sums(const XView& x, const float* w, const float* xnorm, bool cosine, bool with_x,
                         const std::int32_t* order, const std::int32_t* row_off, std::int64_t nc, int piece_rows,
                         const std::int32_t* per_cluster, const std::int32_t* cluster_of, const UpdateWorkspace& ws,
@@ -165,19 +174,21 @@ void launch_update_counts(const std::int32_t* row_off, std::int64_t nc, int piec
 void launch_update_scan(void* temp, std::size_t temp_bytes, const UpdateCounts* counts, UpdateCounts* first,
                         std::int64_t nc, cudaStream_t s);
 /// The work items (one thread each, max_items of them: those past the total exit) and the big
-/// clusters' keys.
+/// clusters' keys, each into its list (few: first[c].few, many: first[c].many).
 void launch_fill_items(const std::int32_t* row_off, const UpdateCounts* first, std::int64_t nc, int piece_rows,
                        const std::int32_t* per_cluster, const std::int32_t* cluster_of, std::int64_t max_items,
-                       UpdateItem* items, std::int32_t* bigs, cudaStream_t s);
+                       UpdateItem* items, std::int32_t* few, std::int32_t* many, cudaStream_t s);
 /// The items' sums: fused clusters into sums / weights, pieces into part (ld d + 1). n_items:
 /// the count on the device (first[nc].items).
 void launch_item_sums(const XView& x, const float* w, const float* xnorm, bool cosine, bool with_x,
                       const std::int32_t* order, const UpdateItem* items, const std::int64_t* n_items,
                       std::int64_t max_items, double* part, double* sums, double* weights, cudaStream_t s);
 /// The big clusters' sums from their pieces in part: per column ((0 + p0) + p1) + ... in
-/// piece order. n_big: the count on the device (first[nc].big).
-void launch_combine_big(const double* part, const UpdateCounts* first, const std::int32_t* bigs,
-                        const std::int64_t* n_big, std::int64_t max_big, int d, bool with_x,
+/// piece order. Two kernels: a warp per unit over the few list's units, a block per unit over
+/// the many list's; the lists' lengths are read on the device (first[nc].few, first[nc].many),
+/// max_few / max_many bound them (the grids' sizes).
+void launch_combine_big(const double* part, const UpdateCounts* first, std::int64_t nc, const std::int32_t* few,
+                        std::int64_t max_few, const std::int32_t* many, std::int64_t max_many, int d, bool with_x,
                         const std::int32_t* cluster_of, double* sums, double* weights, cudaStream_t s);
 
 /// The division step of a Lloyd update, one warp per cluster: next = sums / weight (cosine:

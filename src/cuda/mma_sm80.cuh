@@ -26,6 +26,14 @@ __device__ __forceinline__ void cp_async_cg_16(void* smem, const void* gmem, int
   __trap();
 #endif
 }
+/// cp.async 8 bytes global -> shared (through L1: .cg takes only 16-byte copies).
+__device__ __forceinline__ void cp_async_ca_8(void* smem, const void* gmem) {
+#if defined(FLASHKM_SM80_ENABLED)
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(smem_u32(smem)), "l"(gmem));
+#else
+  __trap();
+#endif
+}
 __device__ __forceinline__ void cp_async_commit() {
 #if defined(FLASHKM_SM80_ENABLED)
   asm volatile("cp.async.commit_group;\n" ::);

@@ -198,9 +198,11 @@ TEST(UpdateKernels, PieceSumsEqualHostChainsBitwise) {
 }
 
 /// The combine of big clusters (launch_combine_big) against host chains: keys with 0 ... 70
-/// pieces and one with 400 (batches of 8 and of 32, partial batches), values with
-/// signed zeros; only the keys of more than kFusedPieces pieces are combined, the others'
-/// rows must stay untouched.
+/// pieces, kCombineFew and kCombineFew + 1 and one with 400 (the few list's batches of 8 and
+/// of 32, the many list's tiles, partial ones, more tiles than stages), values with signed
+/// zeros; only the keys of more than kFusedPieces pieces are combined, the others' rows must
+/// stay untouched. The bounds exceed the lists' lengths (read on the device) and the lists
+/// go on past them with a fused key: a unit past a list's length must do nothing.
 TEST(UpdateKernels, CombineBigEqualsHostChainsBitwise) {
   REQUIRE_GPU();
   std::mt19937_64 rng(7);
@@ -211,15 +213,26 @@ TEST(UpdateKernels, CombineBigEqualsHostChainsBitwise) {
       // (a shuffled map with keys of no cluster, as the batched backend's label-major keys).
       const bool with_x = (mode & 1) == 0, mapped = (mode & 2) != 0;
       const std::int64_t nc = 257;
-      std::vector<cuda::UpdateCounts> first(nc + 1, cuda::UpdateCounts{0, 0, 0});
-      std::vector<std::int32_t> bigs;
+      std::vector<cuda::UpdateCounts> first(nc + 1, cuda::UpdateCounts{0, 0, 0, 0});
+      std::vector<std::int32_t> few, many;
+      std::int32_t fused_key = -1;
       for (std::int64_t c = 0; c < nc; ++c) {
-        const std::int64_t np = c == 3 ? 400 : c == 4 ? cuda::kFusedPieces + 1 : std::int64_t(rng() % 71);
-        const bool big = np > cuda::kFusedPieces;
-        if (big) bigs.push_back(static_cast<std::int32_t>(c));
+        const std::int64_t np = c == 3   ? 400
+                                : c == 4 ? cuda::kFusedPieces + 1
+                                : c == 5 ? cuda::kCombineFew
+                                : c == 6 ? cuda::kCombineFew + 1
+                                : c == 7 ? 0
+                                         : std::int64_t(rng() % 71);
+        const bool big = np > cuda::kFusedPieces, is_few = big && np <= cuda::kCombineFew, is_many = big && !is_few;
+        if (is_few) few.push_back(static_cast<std::int32_t>(c));
+        if (is_many) many.push_back(static_cast<std::int32_t>(c));
+        if (!big && fused_key < 0) fused_key = static_cast<std::int32_t>(c);
         first[c + 1] = cuda::UpdateCounts{first[c].items + (big ? np : 1), first[c].pieces + (big ? np : 0),
-                                          first[c].big + (big ? 1 : 0)};
+                                          first[c].few + (is_few ? 1 : 0), first[c].many + (is_many ? 1 : 0)};
       }
+      ASSERT_GE(fused_key, 0);
+      ASSERT_GT(few.size(), 10u);
+      ASSERT_GT(many.size(), 10u);
       const std::int64_t np = first[nc].pieces, d1 = d + 1;
       std::vector<double> part(std::size_t(np * d1));
       for (auto& v : part) {
@@ -231,7 +244,7 @@ TEST(UpdateKernels, CombineBigEqualsHostChainsBitwise) {
       if (mapped) std::shuffle(cluster_of.begin(), cluster_of.end(), rng);
       std::vector<double> rs(std::size_t(nc * d), kUntouched), rw(nc, kUntouched);
       for (std::int64_t v = 0; v < nc; ++v) {
-        if (first[v + 1].big == first[v].big) continue;
+        if (first[v + 1].pieces == first[v].pieces) continue;  // fused: not combined
         const std::int64_t c = cluster_of[v];
         for (int j = 0; j <= d; ++j) {
           if (j < d && !with_x) continue;
@@ -241,13 +254,16 @@ TEST(UpdateKernels, CombineBigEqualsHostChainsBitwise) {
           else rw[c] = acc;
         }
       }
+      // The lists as the device sees them: past their lengths, bounds' worth of a fused key.
+      const std::int64_t max_few = std::int64_t(few.size()) + 30, max_many = std::int64_t(many.size()) + 5;
+      few.resize(std::size_t(max_few), fused_key);
+      many.resize(std::size_t(max_many), fused_key);
       Dev<double> dpart(part), dsums(std::vector<double>(std::size_t(nc * d), kUntouched)),
           dw(std::vector<double>(nc, kUntouched));
       Dev<cuda::UpdateCounts> dfirst(first);
-      Dev<std::int32_t> dmap(cluster_of), dbigs(bigs);
-      // max_big past the count: the extra units must do nothing.
-      cuda::launch_combine_big(dpart.p, dfirst.p, dbigs.p, &dfirst.p[nc].big, std::int64_t(bigs.size()) + 30, d,
-                               with_x, mapped ? dmap.p : nullptr, dsums.p, dw.p, nullptr);
+      Dev<std::int32_t> dmap(cluster_of), dfew(few), dmany(many);
+      cuda::launch_combine_big(dpart.p, dfirst.p, nc, dfew.p, max_few, dmany.p, max_many, d, with_x,
+                               mapped ? dmap.p : nullptr, dsums.p, dw.p, nullptr);
       CK(cudaDeviceSynchronize());
       const auto gs = dsums.get(), gw = dw.get();
       EXPECT_EQ(0, std::memcmp(gs.data(), rs.data(), gs.size() * 8)) << "d " << d << " mode " << mode;
@@ -256,33 +272,43 @@ TEST(UpdateKernels, CombineBigEqualsHostChainsBitwise) {
   }
 }
 
-/// The work items against host code: counts (fused at most kFusedPieces pieces), the scan,
-/// the cut of big clusters into pieces, the list of big clusters; uniform and ragged heights.
+/// The work items against host code: counts (fused at most kFusedPieces pieces, big ones
+/// few at most kCombineFew pieces, else many), the scan, the cut of big clusters into pieces,
+/// the two lists of big clusters (nothing written past their lengths); uniform and ragged
+/// heights.
 TEST(UpdateKernels, ItemCutMatchesHost) {
   REQUIRE_GPU();
   std::mt19937_64 rng(11);
   const std::int64_t nc = 1000;
+  const int uniform = 37;
   std::vector<std::int32_t> row_off(nc + 1, 0), per(nc), cluster_of(nc);
   for (std::int64_t c = 0; c < nc; ++c) {
-    const std::int64_t cnt = c % 7 == 0 ? 0 : c == 5 ? 5000 : std::int64_t(rng() % 300);
+    // Mostly up to 9 pieces of 37 rows; exactly kCombineFew and kCombineFew + 1 of them; some
+    // of up to 80 (the many list at both heights).
+    const std::int64_t cnt = c % 7 == 0    ? 0
+                             : c == 5      ? 5000
+                             : c == 6      ? cuda::kCombineFew * uniform
+                             : c == 8      ? cuda::kCombineFew * uniform + 1
+                             : c % 13 == 1 ? std::int64_t(rng() % (80 * uniform))
+                                           : std::int64_t(rng() % 300);
     row_off[c + 1] = static_cast<std::int32_t>(row_off[c] + cnt);
     per[c] = c < 500 ? 64 : 1 + static_cast<std::int32_t>(rng() % 100);
     cluster_of[c] = c % 9 == 0 ? -1 : static_cast<std::int32_t>(nc - 1 - c);
   }
   for (bool ragged : {false, true}) {
-    const int uniform = 37;
     std::vector<cuda::UpdateItem> want;
-    std::vector<std::int32_t> want_bigs;
-    std::vector<cuda::UpdateCounts> counts(nc + 1, cuda::UpdateCounts{0, 0, 0}), first(nc + 1, counts[0]);
+    std::vector<std::int32_t> want_few, want_many;
+    std::vector<cuda::UpdateCounts> counts(nc + 1, cuda::UpdateCounts{0, 0, 0, 0}), first(nc + 1, counts[0]);
     for (std::int64_t c = 0; c < nc; ++c) {
       const std::int32_t r = ragged ? per[c] : uniform;
       const std::int64_t np = (row_off[c + 1] - row_off[c] + r - 1) / r;
       if (np <= cuda::kFusedPieces) {
-        counts[c] = cuda::UpdateCounts{1, 0, 0};
+        counts[c] = cuda::UpdateCounts{1, 0, 0, 0};
         want.push_back(cuda::UpdateItem{row_off[c], row_off[c + 1], r, ragged ? cluster_of[c] : std::int32_t(c)});
       } else {
-        counts[c] = cuda::UpdateCounts{np, np, 1};
-        want_bigs.push_back(static_cast<std::int32_t>(c));
+        const bool is_few = np <= cuda::kCombineFew;
+        counts[c] = cuda::UpdateCounts{np, np, is_few ? 1 : 0, is_few ? 0 : 1};
+        (is_few ? want_few : want_many).push_back(static_cast<std::int32_t>(c));
         for (std::int64_t q = 0; q < np; ++q) {
           const std::int32_t b = static_cast<std::int32_t>(row_off[c] + q * r);
           want.push_back(cuda::UpdateItem{b, std::min(b + r, row_off[c + 1]), 0,
@@ -290,25 +316,30 @@ TEST(UpdateKernels, ItemCutMatchesHost) {
         }
       }
       first[c + 1] = cuda::UpdateCounts{first[c].items + counts[c].items, first[c].pieces + counts[c].pieces,
-                                        first[c].big + counts[c].big};
+                                        first[c].few + counts[c].few, first[c].many + counts[c].many};
     }
+    ASSERT_GE(want_few.size(), 5u) << "ragged " << ragged;
+    ASSERT_GE(want_many.size(), 5u) << "ragged " << ragged;
     const std::int64_t max_items = static_cast<std::int64_t>(want.size()) + 100;
-    Dev<std::int32_t> doff(row_off), dper(per), dmap(cluster_of), dbigs(std::vector<std::int32_t>(want_bigs.size() + 5, -7));
-    Dev<cuda::UpdateCounts> dcounts(std::vector<cuda::UpdateCounts>(nc + 1, cuda::UpdateCounts{-1, -1, -1})),
-        dfirst(std::vector<cuda::UpdateCounts>(nc + 1, cuda::UpdateCounts{-1, -1, -1}));
+    Dev<std::int32_t> doff(row_off), dper(per), dmap(cluster_of),
+        dfew(std::vector<std::int32_t>(want_few.size() + 5, -7)),
+        dmany(std::vector<std::int32_t>(want_many.size() + 5, -7));
+    Dev<cuda::UpdateCounts> dcounts(std::vector<cuda::UpdateCounts>(nc + 1, cuda::UpdateCounts{-1, -1, -1, -1})),
+        dfirst(std::vector<cuda::UpdateCounts>(nc + 1, cuda::UpdateCounts{-1, -1, -1, -1}));
     Dev<cuda::UpdateItem> ditems(std::vector<cuda::UpdateItem>(max_items, cuda::UpdateItem{-1, -1, -1, -1}));
     Dev<unsigned char> dtemp(std::vector<unsigned char>(cuda::update_scan_bytes(nc)));
     cuda::launch_update_counts(doff.p, nc, uniform, ragged ? dper.p : nullptr, dcounts.p, nullptr);
     cuda::launch_update_scan(dtemp.p, dtemp.n, dcounts.p, dfirst.p, nc, nullptr);
     cuda::launch_fill_items(doff.p, dfirst.p, nc, uniform, ragged ? dper.p : nullptr, ragged ? dmap.p : nullptr,
-                            max_items, ditems.p, dbigs.p, nullptr);
+                            max_items, ditems.p, dfew.p, dmany.p, nullptr);
     CK(cudaDeviceSynchronize());
     const auto gc = dcounts.get(), gf = dfirst.get();
+    auto same = [](const cuda::UpdateCounts& a, const cuda::UpdateCounts& b) {
+      return a.items == b.items && a.pieces == b.pieces && a.few == b.few && a.many == b.many;
+    };
     for (std::int64_t c = 0; c <= nc; ++c) {
-      ASSERT_TRUE(gc[c].items == counts[c].items && gc[c].pieces == counts[c].pieces && gc[c].big == counts[c].big)
-          << "ragged " << ragged << " counts of key " << c;
-      ASSERT_TRUE(gf[c].items == first[c].items && gf[c].pieces == first[c].pieces && gf[c].big == first[c].big)
-          << "ragged " << ragged << " offsets of key " << c;
+      ASSERT_TRUE(same(gc[c], counts[c])) << "ragged " << ragged << " counts of key " << c;
+      ASSERT_TRUE(same(gf[c], first[c])) << "ragged " << ragged << " offsets of key " << c;
     }
     const auto got = ditems.get();
     for (std::size_t p = 0; p < got.size(); ++p) {
@@ -318,9 +349,11 @@ TEST(UpdateKernels, ItemCutMatchesHost) {
           << got[p].rows << " out " << got[p].out << " instead of [" << e.begin << ", " << e.end << ") rows "
           << e.rows << " out " << e.out;
     }
-    auto gb = dbigs.get();
-    gb.resize(want_bigs.size());
-    EXPECT_EQ(gb, want_bigs) << "ragged " << ragged;
+    // Each list in order, then untouched.
+    want_few.resize(want_few.size() + 5, -7);
+    want_many.resize(want_many.size() + 5, -7);
+    EXPECT_EQ(dfew.get(), want_few) << "ragged " << ragged;
+    EXPECT_EQ(dmany.get(), want_many) << "ragged " << ragged;
   }
 }
 
