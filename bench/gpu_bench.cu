@@ -206,7 +206,10 @@ int main(int argc, char** argv) {
   const std::int64_t N = std::atoll(argv[2]);
   const int K = std::atoi(argv[3]);
   const int D = std::atoi(argv[4]);
-  const bool f16 = std::string(argv[5]) == "f16";
+  const std::string dtype_arg = argv[5];
+  // Anything else is an error, not float32: "fp16" once ran a whole A/B on fp32 data.
+  if (dtype_arg != "f16" && dtype_arg != "f32") return std::fprintf(stderr, "dtype: f16 or f32, not '%s'\n", argv[5]), 1;
+  const bool f16 = dtype_arg == "f16";
   const int iters = std::atoi(argv[6]);
   const flashkm::Precision prec = flashkm::parse_precision(argv[7]);
   const std::string certify_arg = argv[8];
@@ -218,8 +221,12 @@ int main(int argc, char** argv) {
                                                              : CertifyCascade::automatic;
   if (!certify && certify_arg != "0") return std::fprintf(stderr, "certify: 0, 1, candidates, simt or fp64\n"), 1;
   const int tile = argc > 9 ? std::atoi(argv[9]) : 0;
-  const bool host_update = argc > 10 && std::string(argv[10]) == "host";
-  const bool ragged = argc > 11 && std::string(argv[11]) == "ragged";
+  const std::string update_arg = argc > 10 ? argv[10] : "device";
+  const std::string shape_arg = argc > 11 ? argv[11] : "equal";
+  if (update_arg != "device" && update_arg != "host") return std::fprintf(stderr, "update: device or host\n"), 1;
+  if (shape_arg != "equal" && shape_arg != "ragged") return std::fprintf(stderr, "batch shape: equal or ragged\n"), 1;
+  const bool host_update = update_arg == "host";
+  const bool ragged = shape_arg == "ragged";
   if (B > 1 && !host_update)
     return run_batched(B, N, K, D, f16, iters, argv[7], certify, cascade, certify_arg.c_str(), ragged);
   const std::int64_t rows = std::int64_t(B) * N;

@@ -154,7 +154,9 @@ int main(int argc, char** argv) {
   const std::int64_t N = std::atoll(argv[1]);
   const int K = std::atoi(argv[2]);
   const int D = std::atoi(argv[3]);
-  const bool f16 = std::string(argv[4]) == "f16";
+  const std::string dtype_arg = argv[4];
+  if (dtype_arg != "f16" && dtype_arg != "f32") return std::fprintf(stderr, "dtype: f16 or f32, not '%s'\n", argv[4]), 1;
+  const bool f16 = dtype_arg == "f16";
   const int iters = std::atoi(argv[5]);
   const std::int64_t budget = std::atoll(argv[6]);
   const bool certify = std::atoi(argv[7]) != 0;
