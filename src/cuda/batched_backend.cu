@@ -37,6 +37,7 @@
 #include "cuda/cuda_backend.hpp"
 #include "cuda/cuda_check.hpp"
 #include "cuda/flash_assign.hpp"
+#include "cuda/host_upload.hpp"
 #include "cuda/kernels.cuh"
 
 namespace flashkm::cuda {
@@ -46,47 +47,6 @@ namespace {
 enum : int { kFlagged = 0, kChanged = 1, kEmpty = 2, kFlagged2 = 3, kChanged2 = 4, kNumCounters = 5 };
 
 std::int64_t round_up(std::int64_t v, std::int64_t m) { return (v + m - 1) / m * m; }
-
-/// range(lo, hi) over contiguous ranges covering [0, m) in order, split over up to 8 host
-/// threads by `bytes(a)` when the total is large (K x D centroids of a batch are tens of MB:
-/// one core moves ~7 GB/s). range must not throw (it may run on a worker thread).
-template <class Bytes, class Range>
-void host_over_ranges(std::size_t m, const Bytes& bytes, const Range& range) {
-  std::size_t total = 0;
-  for (std::size_t a = 0; a < m; ++a) total += bytes(a);
-  constexpr std::size_t kMinBytesPerThread = std::size_t(2) << 20;
-  const std::size_t hw = std::max(1u, std::thread::hardware_concurrency());
-  const std::size_t t = std::min<std::size_t>({hw, 8, total / kMinBytesPerThread, m});
-  if (t <= 1) {
-    range(std::size_t(0), m);
-    return;
-  }
-  // Contiguous problem ranges of about total / t bytes each.
-  std::vector<std::size_t> cut{0};
-  std::size_t acc = 0;
-  for (std::size_t a = 0; a < m; ++a) {
-    acc += bytes(a);
-    if (acc >= total / t * cut.size() && cut.size() < t) cut.push_back(a + 1);
-  }
-  cut.push_back(m);
-  std::vector<std::thread> pool;
-  for (std::size_t r = 1; r + 1 < cut.size(); ++r) {
-    try {
-      pool.emplace_back(range, cut[r], cut[r + 1]);
-    } catch (const std::system_error&) {  // no thread to be had: do that part here
-      range(cut[r], cut[r + 1]);
-    }
-  }
-  range(cut[0], cut[1]);
-  for (auto& th : pool) th.join();
-}
-/// fn(a) for a in [0, m), over host_over_ranges' threads.
-template <class Bytes, class Fn>
-void host_over_problems(std::size_t m, const Bytes& bytes, const Fn& fn) {
-  host_over_ranges(m, bytes, [&](std::size_t lo, std::size_t hi) {
-    for (std::size_t a = lo; a < hi; ++a) fn(a);
-  });
-}
 
 /// Row chunks of the listed problems (slot = position in the list), cut from each problem's
 /// row 0; `out` counts the listed rows in order (compacted positions). off [m + 1]: the
@@ -462,29 +422,10 @@ class CudaBatchedBackend final : public core::BatchedBackend {
     ++main_gen_;  // before anything can fail: main_ is being changed
     h_stage_.ensure(std::max<std::size_t>(std::size_t(layout_.k_total) * d_, 1), "pinned staging of the centroids");
     size_set(main_, op_, true);
-    // Staged in pieces of about 1 MB, each sent to the device as soon as it is staged, so the
-    // host's copies and the DMA overlap (the whole set is 65 MB at B = 500, K = 256, D = 128).
-    // Worker threads make the device current themselves and report errors instead of throwing.
-    constexpr std::size_t kStagePiece = std::size_t(1) << 20;
-    std::atomic<int> copy_error{int(cudaSuccess)};
-    const int device = opt_.device_id;
-    host_over_ranges(m, bytes, [&](std::size_t lo, std::size_t hi) {
-      cudaError_t e = cudaSetDevice(device);
-      std::size_t a0 = lo, run = 0;
-      for (std::size_t a = lo; a < hi && e == cudaSuccess; ++a) {
-        std::memcpy(h_stage_.get() + koff[a] * d_, c[a], bytes(a));
-        run += bytes(a);
-        if (run >= kStagePiece || a + 1 == hi) {
-          e = cudaMemcpyAsync(main_.c32.get() + koff[a0] * d_, h_stage_.get() + koff[a0] * d_, run,
-                              cudaMemcpyHostToDevice, stream_);
-          a0 = a + 1;
-          run = 0;
-        }
-      }
-      int expected = int(cudaSuccess);
-      if (e != cudaSuccess) copy_error.compare_exchange_strong(expected, int(e));
-    });
-    FLASHKM_CUDA_CHECK(static_cast<cudaError_t>(copy_error.load()));
+    // The whole set is 65 MB at B = 500, K = 256, D = 128: staged and sent in pieces.
+    upload_via_staging(
+        m, bytes, [&](std::size_t a) { return c[a]; }, reinterpret_cast<unsigned char*>(h_stage_.get()),
+        reinterpret_cast<unsigned char*>(main_.c32.get()), opt_.device_id, stream_);
     build_operands(main_, main_.c32.get());
     unsigned ovf = 0;
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&ovf, main_.overflow.get(), 4, cudaMemcpyDeviceToHost, stream_));

@@ -43,6 +43,7 @@
 #include "core/device_stream_plan.hpp"
 #include "cuda/cuda_backend.hpp"
 #include "cuda/host_split.hpp"
+#include "cuda/host_upload.hpp"
 #include "cuda/certify.hpp"
 #include "cuda/certify_candidates.hpp"
 #include "cuda/cuda_check.hpp"
@@ -921,8 +922,14 @@ class CudaBackend final : public core::Backend {
   /// Copy centroids (host or device memory) and build the operand set for `op`.
   void prepare(CentroidSet& cs, const float* c, int k, Operand op) {
     size_set(cs, k, op);
-    FLASHKM_CUDA_CHECK(
-        cudaMemcpyAsync(cs.c32.get(), c, std::size_t(opt_.batch) * k * d_ * 4, cudaMemcpyDefault, stream_));
+    const std::size_t bytes = std::size_t(opt_.batch) * k * d_ * 4;
+    if (is_pageable_host(c)) {  // the driver's own staging of pageable memory is slow (host_upload.hpp)
+      h_upload_.ensure(bytes, "pinned staging of the centroids");
+      upload_via_staging(c, bytes, h_upload_.get(), reinterpret_cast<unsigned char*>(cs.c32.get()), opt_.device_id,
+                         stream_);
+    } else {
+      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(cs.c32.get(), c, bytes, cudaMemcpyDefault, stream_));
+    }
     build_operands(cs);
     unsigned ovf = 0;
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&ovf, cs.overflow.get(), 4, cudaMemcpyDeviceToHost, stream_));
@@ -1207,6 +1214,7 @@ class CudaBackend final : public core::Backend {
   DeviceBuffer<double> trial_parts_, trial_out_;     // streamed mindist_trial
   std::vector<CentroidSet> trial_sets_;
   PinnedBuffer<float> h_next_;  // the host copy of next_.c32 (set_centroids compares with it)
+  PinnedBuffer<unsigned char> h_upload_;  // staging of centroids given in pageable host memory (prepare)
   PinnedBuffer<double> h_cw_;
   PinnedBuffer<UpdateResults> h_misc_;
   // The candidate cascade's bounded workspace (certify_candidates.hpp) and the chunks of
