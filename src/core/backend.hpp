@@ -234,6 +234,13 @@ std::unique_ptr<Backend> make_cpu_backend(int n_threads, bool use_bounds = true)
 /// Rows a CPU backend's k-means++ trials settled from its sketch since attach, summed over
 /// trials (tests: that the sketch is used at all); 0 for any other backend.
 std::int64_t cpu_kpp_sketch_settled_rows(const Backend& backend);
+/// Rows whose label the CPU backend's l2 bounds kept without a full distance pass, since
+/// attach: by Hamerly's test, and by the drifted-set test (cpu_backend.cpp, choose_drifted_set).
+/// Zero for other backends (tests).
+struct BoundsKeptRows {
+  std::int64_t hamerly = 0, drifted = 0;
+};
+BoundsKeptRows cpu_bounds_kept_rows(const Backend& backend);
 
 /// The CUDA backend; throws Error(device_unavailable) when not built or no device.
 std::unique_ptr<Backend> make_cuda_backend(int device_id, Precision precision, bool certify);

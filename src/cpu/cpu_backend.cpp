@@ -8,6 +8,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -121,6 +122,7 @@ class CpuBackend final : public Backend {
 
   const char* name() const override { return "cpu"; }
   std::int64_t sketch_settled_rows() const { return sketch_settled_; }
+  BoundsKeptRows bounds_kept_rows() const { return BoundsKeptRows{kept_plain_.load(), kept_drifted_.load()}; }
   std::int64_t rows() const override { return n_; }
   std::int64_t cols() const override { return d_; }
   void set_memory_budget(std::int64_t bytes) override { budget_ = bytes; }
@@ -146,6 +148,8 @@ class CpuBackend final : public Backend {
     upper_.assign(static_cast<std::size_t>(n_), 0.0f);
     lower_.assign(static_cast<std::size_t>(n_), 0.0f);
     bounds_valid_ = bounds_usable_ = false;
+    drifted_.clear();
+    kept_plain_ = kept_drifted_ = 0;
     sketch_ = KppSketch{};
     sketch_skip_ = sketch_settled_ = 0;
 
@@ -276,6 +280,61 @@ class CpuBackend final : public Backend {
     packed_ = PackedCentroids(c, k, d_, kernels_.nr, metric_);
     max_centroid_norm2_ = 0;
     for (std::int64_t j = 0; j < k; ++j) max_centroid_norm2_ = std::max(max_centroid_norm2_, double(packed_.view().bias[j]));
+    choose_drifted_set();
+  }
+
+  /// The drifted set F for assign()'s second test. Hamerly's test subtracts the largest
+  /// drift of all centroids from a row's lower bound; when a few centroids still move far
+  /// while most have settled (config a of bench/cpu_vs_peers: from the 3rd iteration half the
+  /// centroids move < 0.3 and a few > 7, against gaps of ~6 between a row's nearest and
+  /// second-nearest), it keeps almost no row. The second test subtracts only the largest
+  /// drift outside F and computes the distances to F's centroids: m / K of a full pass for a
+  /// row it keeps. m is chosen among the panel width times powers of two up to K / 4 (or 0:
+  /// no second test) by the work it would leave on a fixed sample of rows (every N /
+  /// 2048-th): m per candidate row plus K per row that neither test can keep. The estimate
+  /// ignores candidates that the distances to F then refuse (they pay m + K), hence the cap:
+  /// on config a, K / 2 gave 0.086-0.088 s/iter, K / 4 0.079-0.087, K / 8 0.088-0.089, none
+  /// 0.101-0.107 (10 iterations from C0, 2 threads; b: 0.152 vs 0.195, c: 0.092 vs 0.103, d
+  /// (K = 64): no change). Results never depend on the choice (a row is kept only where the
+  /// full computation returns its label).
+  void choose_drifted_set() {
+    drifted_.clear();
+    drift_rest_ = drift_max_;
+    const std::int64_t k = k_, nr = kernels_.nr;
+    if (!bounds_usable_ || k < 2 * nr) return;
+    std::vector<std::int32_t> order(static_cast<std::size_t>(k));
+    for (std::int64_t j = 0; j < k; ++j) order[j] = static_cast<std::int32_t>(j);
+    std::sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) {
+      return drift_[a] != drift_[b] ? drift_[a] > drift_[b] : a < b;
+    });
+    // Per sampled row not kept by Hamerly's test: the slack that the drift outside F must
+    // stay under for the second test to take the row (lower - up).
+    const std::int64_t stride = std::max<std::int64_t>(1, n_ / 2048);
+    std::vector<float> slack;
+    std::int64_t sample = 0;
+    for (std::int64_t i = 0; i < n_; i += stride, ++sample) {
+      const std::int32_t l = labels_[i];
+      const float up = upper_[i] + drift_[l];
+      const float lo = lower_[i] - (l == drift_argmax_ ? drift_second_ : drift_max_);
+      if (!(up < lo)) slack.push_back(lower_[i] - up);
+    }
+    double best_work = double(k) * double(slack.size());  // m = 0
+    std::int64_t best_m = 0;
+    for (std::int64_t m = nr; m <= k / 4; m *= 2) {
+      const float rest = drift_[order[m]];
+      std::int64_t candidates = 0;
+      for (float v : slack) candidates += rest < v;
+      const double work = double(m) * double(candidates) + double(k) * double(std::int64_t(slack.size()) - candidates);
+      if (work < best_work) best_work = work, best_m = m;
+    }
+    if (best_m == 0) return;
+    drifted_.assign(order.begin(), order.begin() + best_m);
+    std::sort(drifted_.begin(), drifted_.end());
+    drift_rest_ = drift_[order[best_m]];
+    std::vector<float> cf(static_cast<std::size_t>(best_m * d_));
+    for (std::int64_t q = 0; q < best_m; ++q)
+      std::copy_n(centroids_.data() + std::int64_t{drifted_[q]} * d_, d_, cf.data() + q * d_);
+    drifted_packed_ = PackedCentroids(cf.data(), best_m, d_, kernels_.nr, metric_);
   }
 
   AssignStats assign_labels() override {
@@ -295,7 +354,7 @@ class CpuBackend final : public Backend {
     auto assign_block = [&](std::int64_t begin, std::int64_t rows, const float* xb, std::int64_t ldx, Scratch& s) {
       // Hamerly's test: a row whose upper bound to its centroid stays below its lower bound
       // to every other centroid after the moves keeps its label; no distances needed.
-      std::int64_t n_active = 0, n_kept = 0;
+      std::int64_t n_active = 0, n_kept = 0, n_check = 0;
       for (std::int64_t r = 0; r < rows; ++r) {
         const std::int64_t i = begin + r;
         if (prune) {
@@ -308,9 +367,48 @@ class CpuBackend final : public Backend {
             s.kept[n_kept++] = r;
             continue;
           }
+          // The second test's candidates: kept if no centroid of the drifted set is near.
+          if (!drifted_.empty() && up < lower_[i] - drift_rest_) {
+            s.check[n_check++] = r;
+            continue;
+          }
         }
         s.active[n_active++] = r;
       }
+      const std::int64_t n_plain = n_kept;
+      if (n_check > 0) {
+        // The drifted set F (choose_drifted_set): the centroids outside it moved at most
+        // drift_rest_, so lower - drift_rest_ still bounds the distance to each of them; the
+        // distances to F's centroids are computed, widened by the rounding bound as a full
+        // computation's second best is. A row whose moved upper bound stays below both keeps
+        // its label: the full computation would return it too.
+        kernels_.argmin2_rows(xb, s.check.data(), n_check, ldx, drifted_packed_.view(), s.lanes.data(),
+                              s.index.data(), s.best.data(), s.second.data());
+        const std::int64_t first_added = n_active;
+        for (std::int64_t a = 0; a < n_check; ++a) {
+          const std::int64_t r = s.check[a], i = begin + r;
+          const std::int32_t l = labels_[i];
+          const float up = upper_[i] + drift_[l];
+          // The nearest centroid of F other than the row's own.
+          const float score = drifted_[s.index[a]] == l ? s.second[a] : s.best[a];
+          const float err = static_cast<float>(kExpandedFormError * 4.0 * double(d_ + 4) *
+                                               (double(row_norm_[i]) + max_centroid_norm2_));
+          const float near_f = std::sqrt(std::max(0.0f, to_distance(score, i) - err)) * (1.0f - 0x1p-22f);
+          const float lo = std::min(lower_[i] - drift_rest_, near_f);
+          if (up < lo) {
+            upper_[i] = up;
+            lower_[i] = lo;
+            s.kept[n_kept++] = r;
+          } else {
+            s.active[n_active++] = r;
+          }
+        }
+        // Both lists in row order again (each part is).
+        std::inplace_merge(s.kept.begin(), s.kept.begin() + n_plain, s.kept.begin() + n_kept);
+        std::inplace_merge(s.active.begin(), s.active.begin() + first_added, s.active.begin() + n_active);
+      }
+      kept_plain_ += n_plain;
+      kept_drifted_ += n_kept - n_plain;
       // The kept rows' distances from differences in fp64 (the rows are in cache; the
       // inertia needs them). Each row's sum is one chain in t order; kKeptGroup rows run
       // side by side so that their chains overlap (one chain alone waits on the add's
@@ -880,12 +978,14 @@ class CpuBackend final : public Backend {
           best(static_cast<std::size_t>(b.block_rows_)),
           second(static_cast<std::size_t>(b.block_rows_)),
           active(static_cast<std::size_t>(b.block_rows_)),
-          kept(static_cast<std::size_t>(b.block_rows_)) {}
+          kept(static_cast<std::size_t>(b.block_rows_)),
+          check(static_cast<std::size_t>(b.block_rows_)) {}
     std::vector<float> x, lanes;
     std::vector<std::int32_t> index;
     std::vector<float> best, second;
     std::vector<std::int64_t> active;  // rows of the block that need distances
     std::vector<std::int64_t> kept;    // rows whose bounds keep their label
+    std::vector<std::int64_t> check;   // rows for the drifted-set test
   };
 
   std::int64_t chunks() const { return (n_ + kChunk - 1) / kChunk; }
@@ -1139,6 +1239,13 @@ class CpuBackend final : public Backend {
   std::vector<float> upper_, lower_, drift_;
   float drift_max_ = 0, drift_second_ = 0;
   std::int64_t drift_argmax_ = 0;
+  // The drifted set of assign()'s second test (choose_drifted_set): the centroids that moved
+  // most, packed; drift_rest_: the largest drift of the others. Empty: Hamerly's test alone.
+  std::vector<std::int32_t> drifted_;
+  PackedCentroids drifted_packed_;
+  float drift_rest_ = 0;
+  // Rows kept by each test since attach (tests; added once per block).
+  std::atomic<std::int64_t> kept_plain_{0}, kept_drifted_{0};
   double max_centroid_norm2_ = 0;
   bool bounds_valid_ = false, bounds_usable_ = false;
   // Per-stripe [K][D + 1] sums of the last assign() (see fused_stripes()).
@@ -1151,6 +1258,11 @@ class CpuBackend final : public Backend {
 
 std::unique_ptr<Backend> make_cpu_backend(int n_threads, bool use_bounds) {
   return std::make_unique<CpuBackend>(n_threads, use_bounds);
+}
+
+BoundsKeptRows cpu_bounds_kept_rows(const Backend& backend) {
+  const auto* cpu = dynamic_cast<const CpuBackend*>(&backend);
+  return cpu ? cpu->bounds_kept_rows() : BoundsKeptRows{};
 }
 
 std::int64_t cpu_kpp_sketch_settled_rows(const Backend& backend) {

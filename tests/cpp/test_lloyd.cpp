@@ -347,6 +347,50 @@ TEST(Lloyd, BoundsSkipOnlyRowsWhoseLabelCannotChange) {
   }
 }
 
+TEST(Lloyd, DriftedSetKeepsRowsOnlyWhereTheLabelCannotChange) {
+  // Three centroids jump far while the others barely move: Hamerly's test (largest drift of
+  // all) can keep no row, the drifted-set test (choose_drifted_set) keeps most, and labels,
+  // label changes are those of the full computation. K = 128 so that the set
+  // exists with every ISA's panel width (K >= 4 nr). Labels are compared bitwise; distances
+  // within the expanded form's rounding (kept rows get theirs from differences).
+  const std::int64_t n = 30011, d = 24, k = 128;
+  const auto x = testing::blobs(n, d, k, 6.0, 1.0, 12);
+  std::vector<float> c0(x.begin(), x.begin() + k * d), c1 = c0;
+  for (std::int64_t j = 0; j < k; ++j)
+    for (std::int64_t t = 0; t < d; ++t) c1[j * d + t] += 1e-3f * float((j * 7 + t * 3) % 5 - 2);
+  for (std::int64_t j : {5, 60, 117})
+    for (std::int64_t t = 0; t < d; ++t) c1[j * d + t] += 40.0f;
+  std::vector<std::int32_t> labels[2];
+  std::vector<float> dist[2];
+  core::AssignStats st[2];
+  core::BoundsKeptRows kept;
+  for (int use = 0; use < 2; ++use) {
+    auto be = core::make_cpu_backend(2, use == 1);
+    be->attach(MatrixView::of(x.data(), n, d), nullptr, Metric::l2);
+    be->set_centroids(c0.data(), k);
+    be->assign();
+    be->set_centroids(c1.data(), k);
+    st[use] = be->assign();
+    labels[use].resize(n);
+    dist[use].resize(n);
+    be->copy_labels(labels[use].data());
+    be->copy_distances(dist[use].data());
+    if (use == 1) kept = core::cpu_bounds_kept_rows(*be);
+  }
+  EXPECT_EQ(labels[0], labels[1]);
+  EXPECT_EQ(st[0].n_changed, st[1].n_changed);
+  EXPECT_GT(st[1].n_changed, 0);  // the jumped centroids' rows moved: they were computed
+  // A kept row's distance is recomputed from differences in fp64 (more exact than the full
+  // computation's expanded form, whose rounding bound is ~4 (d + 4) 2^-24 (|x|^2 + |c|^2)).
+  for (std::int64_t i = 0; i < n; ++i) {
+    double norm2 = 0;
+    for (std::int64_t t = 0; t < d; ++t) norm2 += double(x[i * d + t]) * x[i * d + t];
+    ASSERT_NEAR(dist[1][i], dist[0][i], 4.0 * (d + 4) * 0x1p-24 * 3.0 * (norm2 + 1e4)) << i;
+  }
+  EXPECT_EQ(kept.hamerly, 0);
+  EXPECT_GT(kept.drifted, n / 2) << "the drifted-set test kept " << kept.drifted << " of " << n << " rows";
+}
+
 TEST(Lloyd, AssignLabelsIsAssignWithoutTheUpdate) {
   // assign_labels() skips the fused per-stripe sums; labels, distances and statistics are the
   // same bits as assign()'s, and an accumulate() after it still gives the sums (computed by
