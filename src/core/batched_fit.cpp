@@ -185,9 +185,11 @@ std::vector<Model> fit_batched(std::span<const BatchedProblem> problems, const P
   std::vector<core::ProblemData> data(problems.size());
   for (std::int64_t b = 0; b < n_problems; ++b) data[b] = {problems[b].x, problems[b].sample_weight};
   be->attach(data, params.metric);
-  const std::vector<core::FeatureMoments> moments = be->feature_moments();
-  std::vector<double> tol(problems.size());
-  for (std::int64_t b = 0; b < n_problems; ++b) tol[b] = core::tol_abs(params, moments[b]);
+  std::vector<double> tol(problems.size(), 0.0);
+  if (params.tol > 0) {  // tol = 0 needs no scale: no moments pass
+    const std::vector<core::FeatureMoments> moments = be->feature_moments();
+    for (std::int64_t b = 0; b < n_problems; ++b) tol[b] = core::tol_abs(params, moments[b]);
+  }
   std::vector<std::vector<float>> c0(problems.size());
   const std::uint64_t seed = core::run_seed(params.seed, 0);
   for (std::int64_t b = 0; b < n_problems; ++b) {
