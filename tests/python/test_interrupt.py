@@ -49,11 +49,14 @@ def test_exception_in_callback_propagates_unchanged():
 
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals need the main thread")
 def test_sigint_stops_a_long_fit():
-    # Long enough that the signal always lands inside the fit: 30000 rows converged in 106
-    # iterations and 0.25 s once the CPU bounds got faster, and under a loaded `make test` the
-    # sending thread was scheduled after the fit had ended (session 7). These 200000 rows take
-    # ~630 iterations, ~6 s on 2 cores, unless the signal stops them.
+    # Long enough that the signal lands inside the fit: 30000 rows converge in 106 iterations
+    # and 0.25 s since the CPU bounds got faster; these 200000 rows take ~630 iterations, ~6 s
+    # on 2 cores, unless the signal stops them.
     X = np.random.default_rng(0).random((200000, 16), dtype=np.float32)
+    # Python turns SIGINT into KeyboardInterrupt only if it was not ignored when the
+    # interpreter started: a test run started in the background (nohup, `cmd &` in a script)
+    # inherits SIG_IGN and the fit ran to its end (session 7). The handler is set here.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     started = threading.Event()
 
     def mark(run, info):
@@ -66,11 +69,14 @@ def test_sigint_stops_a_long_fit():
     t = threading.Thread(target=send)
     t.start()
     t0 = time.perf_counter()
-    with pytest.raises(KeyboardInterrupt):
-        try:
-            flashkm.fit(X, 256, seed=0, tol=0.0, max_iter=100000, progress=mark)
-        finally:
-            t.join()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            try:
+                flashkm.fit(X, 256, seed=0, tol=0.0, max_iter=100000, progress=mark)
+            finally:
+                t.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert time.perf_counter() - t0 < 60
 
 
