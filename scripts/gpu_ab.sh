@@ -49,21 +49,5 @@ for cfg in "$@"; do
     done
   done
 done
-python3 - "$OUT/ab.jsonl" <<'PY' | tee "$OUT/ab_summary.txt"
-import json, sys, statistics, collections
-runs = collections.defaultdict(list)
-for l in open(sys.argv[1]):
-    try: j = json.loads(l)
-    except Exception: continue
-    if isinstance(j.get("result"), dict): runs[(j["args"], j["tree"])].append(j["result"])
-keys = ["ms_per_iter", "assign_ms_in_loop", "update_ms_in_loop", "set_ms_in_loop", "assign_ms_median", "extra_MB_held"]
-print("config | tree | " + " | ".join(keys) + " (medians)")
-for args in dict.fromkeys(a for a, _ in runs):
-    for tree in ("new", "base"):
-        rs = runs.get((args, tree), [])
-        if rs: print(f"{args} | {tree} | " + " | ".join(f"{statistics.median(r.get(k, float('nan')) for r in rs):.4f}" for k in keys))
-    n, b = runs.get((args, "new")), runs.get((args, "base"))
-    if n and b:
-        print(f"{args} | new/base ms_per_iter {statistics.median(r['ms_per_iter'] for r in n) / statistics.median(r['ms_per_iter'] for r in b):.3f}")
-PY
+python3 scripts/ab_summary.py "$OUT/ab.jsonl" tree base | tee "$OUT/ab_summary.txt"
 exit $rc_test

@@ -40,18 +40,5 @@ for cfg in "$@"; do
     done
   done
 done
-python3 - "$OUT/env_ab.jsonl" "$VAR" <<'PY' | tee "$OUT/env_ab_summary.txt"
-import json, sys, statistics, collections
-runs = collections.defaultdict(list); order = []
-for l in open(sys.argv[1]):
-    try: j = json.loads(l)
-    except Exception: continue
-    if not isinstance(j.get("result"), dict): continue
-    k = (j["args"], j["value"])
-    if k not in runs: order.append(k)
-    runs[k].append(j["result"])
-keys = ["ms_per_iter", "assign_ms_in_loop", "update_ms_in_loop", "set_ms_in_loop", "extra_MB_held"]
-print(f"config | {sys.argv[2]} | " + " | ".join(keys) + " (medians)")
-for k in order:
-    print(f"{k[0]} | {k[1]} | " + " | ".join(f"{statistics.median(r[x] for r in runs[k]):.4f}" for x in keys))
-PY
+# Ratios against the first value listed.
+python3 scripts/ab_summary.py "$OUT/env_ab.jsonl" value "${VALUES%% *}" | tee "$OUT/env_ab_summary.txt"
