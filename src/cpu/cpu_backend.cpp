@@ -313,10 +313,8 @@ class CpuBackend final : public Backend {
     std::vector<float> slack;
     std::int64_t sample = 0;
     for (std::int64_t i = 0; i < n_; i += stride, ++sample) {
-      const std::int32_t l = labels_[i];
-      const float up = upper_[i] + drift_[l];
-      const float lo = lower_[i] - (l == drift_argmax_ ? drift_second_ : drift_max_);
-      if (!(up < lo)) slack.push_back(lower_[i] - up);
+      const float up = moved_upper(i);
+      if (!(up < hamerly_lower(i))) slack.push_back(lower_[i] - up);
     }
     double best_work = double(k) * double(slack.size());  // m = 0
     std::int64_t best_m = 0;
@@ -358,9 +356,7 @@ class CpuBackend final : public Backend {
       for (std::int64_t r = 0; r < rows; ++r) {
         const std::int64_t i = begin + r;
         if (prune) {
-          const std::int32_t l = labels_[i];
-          const float up = upper_[i] + drift_[l];
-          const float lo = lower_[i] - (l == drift_argmax_ ? drift_second_ : drift_max_);
+          const float up = moved_upper(i), lo = hamerly_lower(i);
           if (up < lo) {
             upper_[i] = up;
             lower_[i] = lo;
@@ -387,13 +383,10 @@ class CpuBackend final : public Backend {
         const std::int64_t first_added = n_active;
         for (std::int64_t a = 0; a < n_check; ++a) {
           const std::int64_t r = s.check[a], i = begin + r;
-          const std::int32_t l = labels_[i];
-          const float up = upper_[i] + drift_[l];
+          const float up = moved_upper(i);
           // The nearest centroid of F other than the row's own.
-          const float score = drifted_[s.index[a]] == l ? s.second[a] : s.best[a];
-          const float err = static_cast<float>(kExpandedFormError * 4.0 * double(d_ + 4) *
-                                               (double(row_norm_[i]) + max_centroid_norm2_));
-          const float near_f = std::sqrt(std::max(0.0f, to_distance(score, i) - err)) * (1.0f - 0x1p-22f);
+          const float score = drifted_[s.index[a]] == labels_[i] ? s.second[a] : s.best[a];
+          const float near_f = std::sqrt(std::max(0.0f, to_distance(score, i) - bound_error(i))) * (1.0f - 0x1p-22f);
           const float lo = std::min(lower_[i] - drift_rest_, near_f);
           if (up < lo) {
             upper_[i] = up;
@@ -418,9 +411,7 @@ class CpuBackend final : public Backend {
       // the true distance and the full computation's, as the bound of a computed row does.
       auto keep = [&](std::int64_t i, double dist) {
         best_[i] = static_cast<float>(dist);
-        const float err = static_cast<float>(kExpandedFormError * 4.0 * double(d_ + 4) *
-                                             (double(row_norm_[i]) + max_centroid_norm2_));
-        upper_[i] = std::min(upper_[i], std::sqrt(best_[i] + err) * (1.0f + 0x1p-22f));
+        upper_[i] = std::min(upper_[i], std::sqrt(best_[i] + bound_error(i)) * (1.0f + 0x1p-22f));
       };
       std::int64_t q = 0;
       for (; q + kKeptGroup <= n_kept; q += kKeptGroup) {
@@ -460,8 +451,7 @@ class CpuBackend final : public Backend {
           const float second = to_distance(s.second[a], i);
           // Bounds on the true distances: the computed ones widened by the expanded form's
           // rounding, so a row is skipped only where the full computation agrees anyway.
-          const float err = static_cast<float>(kExpandedFormError * 4.0 * double(d_ + 4) *
-                                               (double(row_norm_[i]) + max_centroid_norm2_));
+          const float err = bound_error(i);
           // (1 +- 2^-22) covers the roundings of the sqrt and of this product (no libm call)
           upper_[i] = std::sqrt(best_[i] + err) * (1.0f + 0x1p-22f);
           lower_[i] = std::sqrt(std::max(0.0f, second - err)) * (1.0f - 0x1p-22f);
@@ -1075,6 +1065,19 @@ class CpuBackend final : public Backend {
       case Metric::cosine: for (std::int64_t j = 0; j < m; ++j) out[j] = 1.0f + scores[j] / norm; break;
       case Metric::inner_product: for (std::int64_t j = 0; j < m; ++j) out[j] = scores[j]; break;
     }
+  }
+
+  /// The Hamerly bounds of row i after the centroids' moves: its upper bound to its own
+  /// centroid plus that one's drift, and its lower bound to every other one less the largest
+  /// drift of the others.
+  float moved_upper(std::int64_t i) const { return upper_[i] + drift_[labels_[i]]; }
+  float hamerly_lower(std::int64_t i) const {
+    return lower_[i] - (labels_[i] == drift_argmax_ ? drift_second_ : drift_max_);
+  }
+  /// The rounding bound of a computed l2 distance of row i (fp32 expanded form, any current
+  /// centroid): the margin by which the bounds are widened.
+  float bound_error(std::int64_t i) const {
+    return static_cast<float>(kExpandedFormError * 4.0 * double(d_ + 4) * (double(row_norm_[i]) + max_centroid_norm2_));
   }
 
   /// Score -> distance for row i (see PackedCentroids for the scores).
