@@ -91,6 +91,21 @@ Ref reference(const std::vector<float>& x, std::int64_t n, int d, const std::vec
   return r;
 }
 
+/// Rows rounded to fp16 and uploaded as 16-bit device input, with the float64 reference of
+/// the rounded rows (the candidate-cascade tests' device-input case). Frees the copy.
+struct Fp16DeviceRows {
+  Fp16DeviceRows(const std::vector<float>& x, std::int64_t n, int d, const std::vector<float>& c, int k)
+      : rounded(x), dx(round_to_operand(rounded, Precision::fp16)),
+        view(MatrixView::raw(dx, DType::f16, n, d, 0, Location::cuda, 0)), ref(reference(rounded, n, d, c, k)) {}
+  ~Fp16DeviceRows() { cudaFree(dx); }
+  Fp16DeviceRows(const Fp16DeviceRows&) = delete;
+  Fp16DeviceRows& operator=(const Fp16DeviceRows&) = delete;
+  std::vector<float> rounded;
+  void* dx;
+  MatrixView view;
+  Ref ref;
+};
+
 std::unique_ptr<core::Backend> gpu(Precision p, bool certify) {
   cuda::CudaOptions o;
   o.precision = p;
@@ -939,15 +954,11 @@ TEST(CandidateCascade, NearTiesEqualFullFp64Recheck) {
       EXPECT_EQ(a.st.n_rechecked_fp64, 0) << what << ": the candidates fit the list";
     }
     // 16-bit device input of the operand type (level 1 by TMA, the candidate level gathers).
-    std::vector<float> x16 = data.x;
-    void* dx = round_to_operand(x16, Precision::fp16);
-    ASSERT_NE(dx, nullptr);
-    const MatrixView xv16 = MatrixView::raw(dx, DType::f16, n, d, 0, Location::cuda, 0);
-    const Ref ref16 = reference(x16, n, d, data.c, k);
-    const AssignOut a = expect_candidates_equal_fp64(xv16, data.c, k, Precision::fp16, Metric::l2,
+    const Fp16DeviceRows x16(data.x, n, d, data.c, k);
+    ASSERT_NE(x16.dx, nullptr);
+    const AssignOut a = expect_candidates_equal_fp64(x16.view, data.c, k, Precision::fp16, Metric::l2,
                                                      "fp16 device input d=" + std::to_string(d));
-    EXPECT_EQ(mismatches_outside_ties(ref16, a.lab, 0.0), 0);
-    cudaFree(dx);
+    EXPECT_EQ(mismatches_outside_ties(x16.ref, a.lab, 0.0), 0);
   }
 }
 
@@ -1135,18 +1146,14 @@ TEST(CandidateCascadeMmaSync, NearTiesEqualFullFp64Recheck) {
       EXPECT_EQ(mismatches_outside_ties(ref, a.lab, 0.0), 0) << cs.name;
       EXPECT_EQ(a.st.n_rechecked_fp64, 0) << cs.name << ": the candidates fit the list";
     }
-    std::vector<float> x16 = data.x;
-    void* dx = round_to_operand(x16, Precision::fp16);
-    ASSERT_NE(dx, nullptr);
-    const MatrixView xv16 = MatrixView::raw(dx, DType::f16, n, d, 0, Location::cuda, 0);
-    const Ref ref16 = reference(x16, n, d, data.c, k);
+    const Fp16DeviceRows x16(data.x, n, d, data.c, k);
+    ASSERT_NE(x16.dx, nullptr);
     for (const MmaSyncCase& cs : mma_sync_cases(d)) {
       if (cs.prec != Precision::fp16) continue;
-      const AssignOut a = expect_candidates_equal_fp64(xv16, data.c, k, cs.prec, Metric::l2,
+      const AssignOut a = expect_candidates_equal_fp64(x16.view, data.c, k, cs.prec, Metric::l2,
                                                        "fp16 device input " + cs.name, false, cs.tile);
-      EXPECT_EQ(mismatches_outside_ties(ref16, a.lab, 0.0), 0) << cs.name;
+      EXPECT_EQ(mismatches_outside_ties(x16.ref, a.lab, 0.0), 0) << cs.name;
     }
-    cudaFree(dx);
   }
 }
 
